@@ -1,0 +1,30 @@
+"""clemalign: automatic 3D overlay of correlative light and electron microscopy stacks."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .errors import InputError
+from .io import read_volume, write_ome_tiff, write_volume
+from .synthetic import SimulatedPair, SimulationConfig, simulate_pair, write_simulated_pair
+from .transforms import Affine
+from .volume import Volume, from_sitk, to_sitk
+
+try:
+    __version__ = version("clemalign")
+except PackageNotFoundError:  # running from a source tree without installation
+    __version__ = "0.0.0+unknown"
+
+__all__ = [
+    "Affine",
+    "InputError",
+    "SimulatedPair",
+    "SimulationConfig",
+    "Volume",
+    "__version__",
+    "from_sitk",
+    "read_volume",
+    "simulate_pair",
+    "to_sitk",
+    "write_ome_tiff",
+    "write_simulated_pair",
+    "write_volume",
+]

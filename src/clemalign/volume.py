@@ -1,0 +1,256 @@
+"""Volumes with physical voxel sizes, and the one place where axes flip for SimpleITK.
+
+Conventions (see ``docs/conventions.md``):
+
+* arrays are ``(z, y, x)``; multi-channel arrays are ``(c, z, y, x)``;
+* ``voxel_size_um`` is ``(z, y, x)`` in micrometres;
+* physical points are ``(x, y, z)`` in micrometres; voxel ``(k, j, i)`` has its
+  centre at ``origin_xyz_um + (i*sx, j*sy, k*sz)``.
+
+SimpleITK images are indexed ``(x, y, z)``; :func:`to_sitk` and :func:`from_sitk`
+are the only functions in the package that translate between the two orders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import InputError
+
+__all__ = ["Volume", "to_sitk", "from_sitk", "check_voxel_size", "check_image_values"]
+
+
+def check_voxel_size(voxel_size_um: Sequence[float], *, what: str = "voxel size",
+                     flag: str | None = None) -> tuple[float, float, float]:
+    """Validate a ``(z, y, x)`` voxel size in µm and return it as a float tuple.
+
+    Parameters
+    ----------
+    voxel_size_um : sequence of 3 floats
+        Voxel size ``(z, y, x)`` in micrometres.
+    what : str
+        Name of the thing being checked, used in the error message.
+    flag : str, optional
+        Command-line flag that sets this value, named in the error message.
+
+    Raises
+    ------
+    InputError
+        If there are not exactly three finite, positive values.
+    """
+    hint = f" (set it with {flag} Z Y X, in µm)" if flag else ""
+    try:
+        values = tuple(float(v) for v in voxel_size_um)
+    except (TypeError, ValueError):
+        raise InputError(f"{what}: expected three numbers (z, y, x) in µm, got "
+                         f"{voxel_size_um!r}{hint}") from None
+    if len(values) != 3:
+        raise InputError(f"{what}: expected three values (z, y, x) in µm, got "
+                         f"{len(values)}{hint}")
+    if not all(np.isfinite(v) and v > 0 for v in values):
+        raise InputError(f"{what}: voxel sizes must be finite and positive, got "
+                         f"{values} µm{hint}")
+    return values  # type: ignore[return-value]
+
+
+def check_image_values(data: np.ndarray, *, what: str) -> None:
+    """Refuse arrays that no registration can use: empty, NaN/Inf, or constant.
+
+    Parameters
+    ----------
+    data : ndarray
+        Image values (any shape).
+    what : str
+        Name of the image (e.g. the file path), used in the error message.
+
+    Raises
+    ------
+    InputError
+        If the array is empty, contains NaN or infinite values, or is constant.
+    """
+    if data.size == 0:
+        raise InputError(f"{what}: the image is empty (shape {data.shape})")
+    if np.issubdtype(data.dtype, np.floating) or np.issubdtype(data.dtype, np.complexfloating):
+        n_bad = int(np.count_nonzero(~np.isfinite(data)))
+        if n_bad:
+            raise InputError(f"{what}: {n_bad} voxels are NaN or infinite; replace them "
+                             "(e.g. with the background value) before registration")
+    lo, hi = np.min(data), np.max(data)
+    if lo == hi:
+        raise InputError(f"{what}: the image is constant (every voxel is {lo}); "
+                         "there is nothing to align")
+
+
+@dataclass(frozen=True, eq=False)
+class Volume:
+    """A 3D image (one or several channels) placed in physical space.
+
+    Parameters
+    ----------
+    data : ndarray
+        Voxel values, shape ``(z, y, x)`` or ``(c, z, y, x)``.
+    voxel_size_um : tuple of 3 floats
+        Voxel size ``(z, y, x)`` in µm.
+    origin_xyz_um : tuple of 3 floats
+        Physical position ``(x, y, z)`` in µm of the centre of voxel ``(0, 0, 0)``.
+    channel_names : tuple of str, optional
+        One name per channel for 4D data; default ``("C0", "C1", ...)``.
+    source : str, optional
+        Where the volume came from (a file path), used in messages.
+    """
+
+    data: np.ndarray
+    voxel_size_um: tuple[float, float, float]
+    origin_xyz_um: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    channel_names: tuple[str, ...] | None = None
+    source: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        what = self.source or "volume"
+        data = np.asarray(self.data)
+        if data.ndim not in (3, 4):
+            kind = "2D" if data.ndim == 2 else f"{data.ndim}D"
+            raise InputError(f"{what}: a 3D stack is needed (z, y, x), got a {kind} image "
+                             f"of shape {data.shape}")
+        object.__setattr__(self, "data", data)
+        object.__setattr__(self, "voxel_size_um",
+                           check_voxel_size(self.voxel_size_um, what=f"{what}: voxel size"))
+        origin = tuple(float(v) for v in self.origin_xyz_um)
+        if len(origin) != 3 or not all(np.isfinite(origin)):
+            raise InputError(f"{what}: origin must be three finite numbers (x, y, z) in µm, "
+                             f"got {self.origin_xyz_um!r}")
+        object.__setattr__(self, "origin_xyz_um", origin)
+        if data.ndim == 4:
+            names = self.channel_names or tuple(f"C{c}" for c in range(data.shape[0]))
+            if len(names) != data.shape[0]:
+                raise InputError(f"{what}: {len(names)} channel names for "
+                                 f"{data.shape[0]} channels")
+            object.__setattr__(self, "channel_names", tuple(str(n) for n in names))
+        elif self.channel_names is not None and len(self.channel_names) != 1:
+            raise InputError(f"{what}: single-channel data but channel names "
+                             f"{self.channel_names!r}")
+
+    # ------------------------------------------------------------------ shape
+    @property
+    def shape_zyx(self) -> tuple[int, int, int]:
+        """Spatial shape ``(z, y, x)`` in voxels."""
+        return tuple(self.data.shape[-3:])  # type: ignore[return-value]
+
+    @property
+    def n_channels(self) -> int:
+        """Number of channels (1 for 3D data)."""
+        return 1 if self.data.ndim == 3 else int(self.data.shape[0])
+
+    @property
+    def extent_um(self) -> tuple[float, float, float]:
+        """Size ``(z, y, x)`` in µm covered by the voxels (shape times voxel size)."""
+        return tuple(n * s for n, s in zip(self.shape_zyx, self.voxel_size_um, strict=True))  # type: ignore[return-value]
+
+    @property
+    def spacing_xyz_um(self) -> np.ndarray:
+        """Voxel size in ``(x, y, z)`` order, the order of physical points."""
+        return np.asarray(self.voxel_size_um[::-1], dtype=float)
+
+    def channel(self, which: int | str) -> Volume:
+        """Return one channel as a 3D volume.
+
+        Parameters
+        ----------
+        which : int or str
+            Channel index (0-based) or channel name.
+
+        Raises
+        ------
+        InputError
+            If the channel does not exist; the message lists those that do.
+        """
+        what = self.source or "volume"
+        names = self.channel_names if self.data.ndim == 4 else (self.channel_names or ("C0",))
+        index: int | None = None
+        if isinstance(which, str) and not which.lstrip("-").isdigit():
+            if which in names:
+                index = names.index(which)
+        else:
+            index = int(which)
+            if not 0 <= index < len(names):
+                index = None
+        if index is None:
+            listing = ", ".join(f"{i}={n}" for i, n in enumerate(names))
+            raise InputError(f"{what}: channel {which!r} not found; available channels: "
+                             f"{listing} (choose with --lm-channel)")
+        data = self.data if self.data.ndim == 3 else self.data[index]
+        return Volume(data, self.voxel_size_um, self.origin_xyz_um, (names[index],),
+                      self.source)
+
+    def channels(self) -> list[Volume]:
+        """All channels as a list of 3D volumes."""
+        return [self.channel(i) for i in range(self.n_channels)]
+
+    # ------------------------------------------------------------ coordinates
+    def index_to_physical(self, index_kji: np.ndarray | Sequence[float]) -> np.ndarray:
+        """Map voxel indices ``(k, j, i)`` (z, y, x order) to physical points ``(x, y, z)`` µm.
+
+        Accepts one index of shape ``(3,)`` or many of shape ``(n, 3)``; fractional
+        indices are allowed.
+        """
+        kji = np.asarray(index_kji, dtype=float)
+        return np.asarray(self.origin_xyz_um) + kji[..., ::-1] * self.spacing_xyz_um
+
+    def physical_to_index(self, points_xyz_um: np.ndarray | Sequence[float]) -> np.ndarray:
+        """Map physical points ``(x, y, z)`` µm to fractional voxel indices ``(k, j, i)``."""
+        xyz = np.asarray(points_xyz_um, dtype=float)
+        return ((xyz - np.asarray(self.origin_xyz_um)) / self.spacing_xyz_um)[..., ::-1]
+
+    def index_to_physical_matrix(self) -> np.ndarray:
+        """4×4 matrix taking homogeneous ``(i, j, k, 1)`` (x-index first) to ``(x, y, z, 1)`` µm."""
+        m = np.eye(4)
+        m[:3, :3] = np.diag(self.spacing_xyz_um)
+        m[:3, 3] = self.origin_xyz_um
+        return m
+
+    def with_data(self, data: np.ndarray, channel_names: tuple[str, ...] | None = None) -> Volume:
+        """Same geometry, other voxel values (same spatial shape)."""
+        if tuple(data.shape[-3:]) != self.shape_zyx:
+            raise ValueError(f"spatial shape {data.shape[-3:]} differs from {self.shape_zyx}")
+        names = channel_names if channel_names is not None else (
+            self.channel_names if data.ndim == self.data.ndim else None)
+        return Volume(data, self.voxel_size_um, self.origin_xyz_um, names, self.source)
+
+    def __repr__(self) -> str:
+        return (f"Volume(shape={self.data.shape}, dtype={self.data.dtype}, "
+                f"voxel_size_um(z,y,x)={self.voxel_size_um}, origin_xyz_um={self.origin_xyz_um}"
+                + (f", channels={self.channel_names}" if self.data.ndim == 4 else "") + ")")
+
+
+def to_sitk(volume: Volume):
+    """Convert a single-channel :class:`Volume` to a ``SimpleITK.Image``.
+
+    The array stays ``(z, y, x)`` in memory; SimpleITK sees size, spacing and origin
+    in ``(x, y, z)`` order.  Direction is the identity.
+    """
+    import SimpleITK as sitk
+
+    if volume.data.ndim != 3:
+        raise ValueError("to_sitk needs a single-channel volume; use volume.channel(c) first")
+    image = sitk.GetImageFromArray(np.ascontiguousarray(volume.data))
+    image.SetSpacing(tuple(float(s) for s in volume.spacing_xyz_um))
+    image.SetOrigin(tuple(float(o) for o in volume.origin_xyz_um))
+    return image
+
+
+def from_sitk(image, *, source: str | None = None) -> Volume:
+    """Convert a 3D ``SimpleITK.Image`` (identity direction) to a :class:`Volume`."""
+    import SimpleITK as sitk
+
+    if image.GetDimension() != 3:
+        raise ValueError(f"from_sitk needs a 3D image, got {image.GetDimension()}D")
+    direction = np.asarray(image.GetDirection()).reshape(3, 3)
+    if not np.allclose(direction, np.eye(3)):
+        raise ValueError("from_sitk: only images with identity direction are supported; "
+                         "resample onto an axis-aligned grid first")
+    data = sitk.GetArrayFromImage(image)
+    spacing_xyz = image.GetSpacing()
+    return Volume(data, tuple(spacing_xyz[::-1]), tuple(image.GetOrigin()), source=source)
