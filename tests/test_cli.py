@@ -1,0 +1,94 @@
+"""The command line, called in-process: outputs, exit codes, one-line errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+from clemalign import Volume, read_volume, write_ome_tiff
+from clemalign.cli import main
+
+
+def test_help_lists_commands(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "info" in out and "simulate" in out
+
+
+def test_simulate_writes_pair(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["simulate", str(out), "--seed", "5", "--scale", "0.15",
+                 "--rotation-deg", "10"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["em.ome.tif", "landmarks.csv",
+                                                     "lm.ome.tif", "truth.json"]
+    truth = json.loads((out / "truth.json").read_text())
+    em_to_lm = np.array(truth["em_to_lm"])
+    lm_to_em = np.array(truth["lm_to_em"])
+    np.testing.assert_allclose(em_to_lm @ lm_to_em, np.eye(4), atol=1e-12)
+    assert truth["parameters"]["rotation_deg"] == 10.0
+    lines = (out / "landmarks.csv").read_text().splitlines()
+    assert lines[0] == "name,em_x_um,em_y_um,em_z_um,lm_x_um,lm_y_um,lm_z_um"
+    row = np.array(lines[1].split(",")[1:], dtype=float)
+    np.testing.assert_allclose(em_to_lm[:3, :3] @ row[:3] + em_to_lm[:3, 3], row[3:], atol=1e-9)
+    em = read_volume(out / "em.ome.tif")
+    assert em.voxel_size_um == (0.05, 0.14, 0.14)
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_simulate_refuses_to_overwrite(tmp_path, capsys):
+    out = tmp_path / "d"
+    out.mkdir()
+    (out / "truth.json").write_text("keep me")
+    assert main(["simulate", str(out), "--scale", "0.15"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "already exists; pass --overwrite" in err
+    assert (out / "truth.json").read_text() == "keep me"
+    assert not (out / "em.ome.tif").exists()
+
+
+def test_info_describes_file(tmp_path, capsys):
+    vol = Volume(np.arange(2 * 3 * 4 * 5, dtype=np.uint16).reshape(2, 3, 4, 5),
+                 (0.6, 0.22, 0.22), channel_names=("mito", "auto"))
+    path = write_ome_tiff(tmp_path / "lm.ome.tif", vol)
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "3 × 4 × 5" in out and "channels: 2" in out
+    assert "0.6 × 0.22 × 0.22 µm" in out and "'auto'" in out
+
+
+def test_info_without_voxel_size(tmp_path, capsys):
+    path = tmp_path / "a.npy"
+    np.save(path, np.arange(24, dtype=np.float32).reshape(2, 3, 4))
+    assert main(["info", str(path)]) == 0
+    assert "not recorded" in capsys.readouterr().out
+    assert main(["info", str(path), "--voxel-size", "1", "2", "3"]) == 0
+    assert "1 × 2 × 3 µm" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: None, "no such file"),
+    (lambda p: np.save(p, np.zeros((4, 5), np.float32)), "3D stack is needed"),
+    (lambda p: np.save(p, np.full((2, 4, 5), np.nan, np.float32)), "NaN/Inf"),
+    (lambda p: np.save(p, np.ones((2, 4, 5), np.float32)), "constant"),
+])
+def test_bad_input_one_line_exit_2(tmp_path, capsys, make, message):
+    path = tmp_path / "bad.npy"
+    make(path)
+    assert main(["info", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "bad.npy" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_bad_voxel_size_flag(tmp_path, capsys):
+    path = tmp_path / "a.npy"
+    np.save(path, np.arange(24, dtype=np.float32).reshape(2, 3, 4))
+    assert main(["info", str(path), "--voxel-size", "0", "1", "nan"]) == 2
+    assert "--voxel-size" in capsys.readouterr().err
+
+
+def test_debug_shows_traceback(tmp_path):
+    from clemalign import InputError
+
+    with pytest.raises(InputError):
+        main(["--debug", "info", str(tmp_path / "missing.tif")])
