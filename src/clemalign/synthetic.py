@@ -86,6 +86,11 @@ class SimulationConfig:
         Camera/detector read noise (standard deviation, counts).
     em_noise_sd : float
         EM detector noise (standard deviation, grey levels of 255).
+    em_shading : float
+        Amplitude of the slow multiplicative brightness variation across the EM field
+        (detector geometry, charging) and, at a quarter of it, between slices.
+    lm_vignetting : float
+        Fractional fall-off of LM illumination from the field centre to its corners.
     max_landmarks : int
         Maximum number of landmark pairs returned.
     """
@@ -108,6 +113,8 @@ class SimulationConfig:
     lm_background_photons: float = 8.0
     lm_read_noise: float = 2.0
     em_noise_sd: float = 12.0
+    em_shading: float = 0.08
+    lm_vignetting: float = 0.3
     max_landmarks: int = 40
 
     def __post_init__(self) -> None:
@@ -438,10 +445,18 @@ def _render_em(cells: list[_Cell], grid: _Grid, cfg: SimulationConfig,
             _paint(vol, grid, s, value=_EM_LYSOSOME, membrane=20.0)
         for c in cell.mitochondria:
             _paint(vol, grid, c, value=_EM_MITO, membrane=45.0)
+    # slow shading: a random smooth gain across the field, and per-slice brightness jitter
+    ny, nx = grid.shape_zyx[1:]
+    yy, xx = np.meshgrid(np.linspace(-1, 1, ny, dtype=np.float32),
+                         np.linspace(-1, 1, nx, dtype=np.float32), indexing="ij")
+    c = rng.normal(0, 1, 5).astype(np.float32)
+    field = c[0] * xx + c[1] * yy + c[2] * xx * yy + c[3] * (xx * xx - 0.33) + c[4] * (yy * yy - 0.33)
+    gain = 1.0 + np.float32(cfg.em_shading) * field / max(float(np.abs(field).max()), 1e-6)
+    slice_gain = 1.0 + 0.25 * cfg.em_shading * rng.uniform(-1, 1, grid.shape_zyx[0])
     out = np.empty(grid.shape_zyx, dtype=np.uint8)
     for z in range(grid.shape_zyx[0]):
-        noisy = vol[z] + np.float32(cfg.em_noise_sd) * rng.standard_normal(
-            vol.shape[1:], dtype=np.float32)
+        noisy = vol[z] * gain * np.float32(slice_gain[z]) + np.float32(cfg.em_noise_sd) * \
+            rng.standard_normal(vol.shape[1:], dtype=np.float32)
         np.clip(np.rint(noisy), 0, 255, out=noisy)
         out[z] = noisy
     return out
@@ -515,10 +530,14 @@ def _render_lm(cells: list[_Cell], grid: _Grid, cfg: SimulationConfig,
     sigma_px = np.asarray(cfg.psf_sigma_um) / np.asarray(cfg.lm_voxel_size_um)
     label = ndi.gaussian_filter(label + 0.02 * cytoplasm, sigma_px, mode="constant")
     auto = ndi.gaussian_filter(0.12 * cytoplasm + 0.05 * nucleus, sigma_px, mode="constant")
+    # illumination falls off towards the corners of the field (vignetting)
+    yy, xx = np.meshgrid(np.linspace(-1, 1, shape[1]), np.linspace(-1, 1, shape[2]),
+                         indexing="ij")
+    illumination = (1.0 - cfg.lm_vignetting * 0.5 * (xx * xx + yy * yy)).astype(np.float32)
     out = np.empty((2,) + shape, dtype=np.uint16)
     offset = 100.0
     for c, signal in enumerate((label, auto)):
-        expected = cfg.lm_photons * signal + cfg.lm_background_photons
+        expected = cfg.lm_photons * signal * illumination + cfg.lm_background_photons
         counts = rng.poisson(expected).astype(np.float32)
         counts += np.float32(cfg.lm_read_noise) * rng.standard_normal(shape, dtype=np.float32)
         out[c] = np.clip(np.rint(counts + offset), 0, 65535)

@@ -1,0 +1,34 @@
+"""Helpers shared by the benchmark scripts: machine description and result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict:
+    """Cores, memory and Python/numpy versions of this machine."""
+    import numpy as np
+
+    mem_gib = None
+    try:
+        with open("/proc/meminfo") as fh:
+            mem_gib = round(int(fh.readline().split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return {"cores": os.cpu_count(), "memory_gib": mem_gib, "python": platform.python_version(),
+            "numpy": np.__version__, "platform": platform.platform(),
+            "date": time.strftime("%Y-%m-%d")}
+
+
+def write_results(name: str, payload: dict, table_md: str) -> None:
+    """Write ``results/<name>.json`` and ``results/<name>.md`` and print the table."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text(table_md)
+    print(table_md)
