@@ -31,7 +31,7 @@ from .errors import InputError
 from .volume import Volume, check_voxel_size
 
 __all__ = ["read_volume", "read_raw", "RawImage", "write_volume", "write_ome_tiff", "file_format", "unit_to_um",
-           "ensure_writable", "atomic_write_text"]
+           "ensure_writable", "atomic_write_text", "write_json"]
 
 # Length units as they appear in OME, ImageJ, NGFF (UDUNITS) and MRC, in µm.
 _UNIT_UM = {
@@ -493,5 +493,3 @@ def write_json(path: str | os.PathLike, obj: object, *, overwrite: bool) -> Path
     return atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n",
                              overwrite=overwrite)
 
-
-__all__.append("write_json")

@@ -146,24 +146,28 @@ class _Plan:
     spacing_um: tuple[float, ...]  # pixel size on the reduced grid
 
 
-def _plan(sigma_um: np.ndarray, spacing_um: np.ndarray, axes: tuple[int, ...],
-          fast: bool) -> _Plan:
-    factor, sigma_px, spacing = [], [], []
+def _plan(sigma_um: np.ndarray, spacing_um: np.ndarray, axes: tuple[int, ...], fast: bool,
+          factor: tuple[int, ...] | None = None) -> _Plan:
+    """Choose the pyramid level (unless ``factor`` forces one) and the sigma left to filter."""
+    factors, sigma_px, spacing = [], [], []
     for a in range(len(spacing_um)):
         if a not in axes:
-            factor.append(1)
+            factors.append(1)
             sigma_px.append(0.0)
             spacing.append(float(spacing_um[a]))
             continue
         s = float(sigma_um[a] / spacing_um[a])
-        f = 1
-        if fast and s >= 2 * _MIN_DECIMATED_SIGMA_PX:
+        if factor is not None:
+            f = factor[a]
+        elif fast and s >= 2 * _MIN_DECIMATED_SIGMA_PX:
             f = 2 ** int(np.floor(np.log2(s / _MIN_DECIMATED_SIGMA_PX)))
-        s_reduced = np.sqrt(max(s * s - _pyramid_variance_px2(f), 0.25)) / f
-        factor.append(f)
-        sigma_px.append(float(s_reduced))
+        else:
+            f = 1
+        # variances add: remove the blur the pyramid already applied
+        factors.append(f)
+        sigma_px.append(float(np.sqrt(max(s * s - _pyramid_variance_px2(f), 0.25)) / f))
         spacing.append(float(spacing_um[a] * f))
-    return _Plan(tuple(factor), tuple(sigma_px), tuple(spacing))
+    return _Plan(tuple(factors), tuple(sigma_px), tuple(spacing))
 
 
 # Each pyramid level smooths with a Gaussian of this sigma (px of that level), then
@@ -586,8 +590,7 @@ def _count_blobs(image32: np.ndarray, *, padded: np.ndarray, spacing: np.ndarray
         """s²·L_s (signed so blobs are maxima) and its spatial max filter, on a grid."""
         s = float(padded[i])
         sig = np.where(np.isin(np.arange(ndim), axes), s, 1e-9)
-        plan = (_plan(sig, spacing, axes, fast) if factor is None
-                else _plan_on_grid(sig, spacing, axes, factor))  # a neighbour's grid
+        plan = _plan(sig, spacing, axes, fast, factor)  # factor: a neighbour's grid
         key = (i, plan.factor)
         if key not in cache:
             reduced = _reduce(image32, plan.factor, pyramid, workers)
@@ -659,19 +662,3 @@ def _blob_like(response: np.ndarray, where: tuple[np.ndarray, ...], axes: tuple[
             hess[:, p, q] = hess[:, q, p] = cross
     eig = np.linalg.eigvalsh(hess)  # ascending; a maximum has all eigenvalues < 0
     return (eig[:, -1] < 0) & (eig[:, 0] > edge_ratio * eig[:, -1])
-
-
-def _plan_on_grid(sigma_um: np.ndarray, spacing_um: np.ndarray, axes: tuple[int, ...],
-                  factor: tuple[int, ...]) -> _Plan:
-    """Like :func:`_plan` but on a given block-reduction grid."""
-    sigma_px, spacing = [], []
-    for a in range(len(spacing_um)):
-        if a not in axes:
-            sigma_px.append(0.0)
-            spacing.append(float(spacing_um[a]))
-            continue
-        f = factor[a]
-        s = float(sigma_um[a] / spacing_um[a])
-        sigma_px.append(float(np.sqrt(max(s * s - _pyramid_variance_px2(f), 0.25)) / f))
-        spacing.append(float(spacing_um[a] * f))
-    return _Plan(tuple(factor), tuple(sigma_px), tuple(spacing))

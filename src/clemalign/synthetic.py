@@ -655,7 +655,7 @@ def simulate_pair(config: SimulationConfig | None = None, *,
     if len(chosen) > cfg.max_landmarks:
         chosen = np.sort(np.random.default_rng([cfg.seed, 3]).choice(
             chosen, cfg.max_landmarks, replace=False))
-    em = Volume(em_data, cfg.em_voxel_size_um, source="simulated EM")
+    em = Volume(em_data, cfg.em_voxel_size_um, channel_names=("EM",), source="simulated EM")
     lm = Volume(lm_data, cfg.lm_voxel_size_um, channel_names=("mito", "autofluorescence"),
                 source="simulated LM")
     params.update({"n_cells": len(cells),
