@@ -92,3 +92,46 @@ def test_debug_shows_traceback(tmp_path):
 
     with pytest.raises(InputError):
         main(["--debug", "info", str(tmp_path / "missing.tif")])
+
+
+@pytest.fixture()
+def pair_files(tmp_path):
+    em = Volume(np.random.default_rng(0).integers(0, 255, (6, 8, 9)).astype(np.uint8),
+                (0.05, 0.14, 0.14))
+    lm = Volume(np.random.default_rng(1).integers(0, 999, (2, 4, 10, 10)).astype(np.uint16),
+                (0.6, 0.22, 0.22), channel_names=("mito", "auto"))
+    write_ome_tiff(tmp_path / "em.ome.tif", em)
+    write_ome_tiff(tmp_path / "lm.ome.tif", lm)
+    np.save(tmp_path / "em.npy", em.data)
+    return tmp_path
+
+
+def test_check_pair_ok(pair_files, capsys):
+    assert main(["check", str(pair_files / "em.ome.tif"), str(pair_files / "lm.ome.tif"),
+                 "--lm-channel", "auto"]) == 0
+    out = capsys.readouterr().out
+    assert "inputs OK" in out and "'auto'" in out and "9×8×6 voxels" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["em.npy", "lm.ome.tif"], "em.npy: the file does not record a voxel size; pass "
+                               "--em-voxel-size Z Y X"),
+    (["em.ome.tif", "lm.ome.tif", "--lm-channel", "gfp"],
+     "channel 'gfp' not found; available channels: 0=mito, 1=auto"),
+    (["em.ome.tif", "lm.ome.tif", "--lm-channel", "5"], "channel '5' not found"),
+    (["em.ome.tif", "lm.ome.tif", "--lm-voxel-size", "0.6", "-1", "0.2"],
+     "--lm-voxel-size: voxel sizes must be finite and positive"),
+    (["em.ome.tif", "missing.tif"], "missing.tif: no such file"),
+])
+def test_check_pair_bad_input(pair_files, capsys, args, message):
+    argv = ["check"] + [str(pair_files / a) if a.endswith((".npy", ".tif")) else a
+                        for a in args]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_check_pair_voxel_size_override(pair_files, capsys):
+    assert main(["check", str(pair_files / "em.npy"), str(pair_files / "lm.ome.tif"),
+                 "--em-voxel-size", "0.05", "0.14", "0.14"]) == 0
+    assert "0.14×0.14×0.05 µm" in capsys.readouterr().out

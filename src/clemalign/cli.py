@@ -126,6 +126,32 @@ def simulate(outdir: Path, seed: int, scale: float, rotation_deg: float | None, 
         _out.print(f"  wrote {path}")
 
 
+@app.command()
+@click.argument("em", type=click.Path(path_type=Path))
+@click.argument("lm", type=click.Path(path_type=Path))
+@_voxel_size_option("--em-voxel-size", "EM voxel size (z, y, x) in µm; replaces the file's.")
+@_voxel_size_option("--lm-voxel-size", "LM voxel size (z, y, x) in µm; replaces the file's.")
+@click.option("--lm-channel", default="0", show_default=True,
+              help="LM channel to align: index (0-based) or name.")
+def check(em: Path, lm: Path, em_voxel_size: tuple[float, float, float] | None,
+          lm_voxel_size: tuple[float, float, float] | None, lm_channel: str) -> None:
+    """Check that EM and LM can be registered: both readable 3D stacks with voxel
+    sizes, the LM channel present, no NaN/constant images.  Prints both fields."""
+    from .io import read_clem_pair
+
+    em_vol, lm_vol, lm_chan = read_clem_pair(em, lm, em_voxel_size_um=em_voxel_size,
+                                             lm_voxel_size_um=lm_voxel_size,
+                                             lm_channel=lm_channel)
+    for name, vol in (("EM", em_vol), ("LM", lm_chan)):
+        z, y, x = vol.shape_zyx
+        ez, ey, ex = vol.extent_um
+        sz, sy, sx = vol.voxel_size_um
+        _out.print(f"{name}: {vol.source}  {x}×{y}×{z} voxels (x, y, z) of "
+                   f"{sx:.4g}×{sy:.4g}×{sz:.4g} µm → field {ex:.1f}×{ey:.1f}×{ez:.2f} µm")
+    _out.print(f"LM channel used: {lm_chan.channel_names[0]!r} of {lm_vol.channel_names or ('C0',)}")
+    _out.print("[green]inputs OK[/green]")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns (and, as a script, exits with) the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)

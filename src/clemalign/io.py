@@ -30,7 +30,7 @@ import numpy as np
 from .errors import InputError
 from .volume import Volume, check_voxel_size
 
-__all__ = ["read_volume", "read_raw", "RawImage", "write_volume", "write_ome_tiff", "file_format", "unit_to_um",
+__all__ = ["read_volume", "read_raw", "RawImage", "read_clem_pair", "write_volume", "write_ome_tiff", "file_format", "unit_to_um",
            "ensure_writable", "atomic_write_text", "write_json"]
 
 # Length units as they appear in OME, ImageJ, NGFF (UDUNITS) and MRC, in µm.
@@ -341,6 +341,48 @@ def _read_npy(path: Path):
         raise InputError(f"{path}: expected a (z, y, x) or (c, z, y, x) array, got shape "
                          f"{data.shape}")
     return data, axes, None, (0.0, 0.0, 0.0), None
+
+
+def read_clem_pair(em_path: str | os.PathLike, lm_path: str | os.PathLike, *,
+                   em_voxel_size_um: Sequence[float] | None = None,
+                   lm_voxel_size_um: Sequence[float] | None = None,
+                   lm_channel: int | str = 0) -> tuple[Volume, Volume, Volume]:
+    """Read and check the two inputs of a registration.
+
+    Parameters
+    ----------
+    em_path, lm_path : path-like
+        EM (or microCT) stack and fluorescence stack.
+    em_voxel_size_um, lm_voxel_size_um : sequence of 3 floats, optional
+        ``(z, y, x)`` µm; replace the files' voxel sizes (``--em-voxel-size`` /
+        ``--lm-voxel-size``).
+    lm_channel : int or str
+        LM channel used for alignment (index or name; ``--lm-channel``).
+
+    Returns
+    -------
+    em : Volume
+        The EM stack (first channel if it has several).
+    lm : Volume
+        The LM stack with all its channels (for resampled outputs).
+    lm_aligned : Volume
+        The chosen LM channel.
+
+    Raises
+    ------
+    InputError
+        Any problem with either file, voxel size, channel or image values.
+    """
+    from .volume import check_image_values
+
+    em = read_volume(em_path, voxel_size_um=em_voxel_size_um, voxel_size_flag="--em-voxel-size")
+    lm = read_volume(lm_path, voxel_size_um=lm_voxel_size_um, voxel_size_flag="--lm-voxel-size")
+    if em.n_channels > 1:
+        em = em.channel(0)
+    lm_aligned = lm.channel(lm_channel)
+    check_image_values(em.data, what=str(em_path))
+    check_image_values(lm_aligned.data, what=f"{lm_path} (channel {lm_channel!r})")
+    return em, lm, lm_aligned
 
 
 # --------------------------------------------------------------------- writing
