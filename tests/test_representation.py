@@ -158,7 +158,7 @@ def test_noise_estimate():
 @pytest.mark.parametrize("image, message", [
     (np.full((20, 20), 3.0), "constant"),
     (np.zeros((0, 20)), "empty"),
-    (np.where(np.eye(20) > 0, np.nan, 1.0), "20 pixels are NaN"),
+    (np.where(np.eye(20) > 0, np.nan, 1.0), "20 pixels are NaN or infinite"),
     (np.zeros(10), "2D or 3D"),
 ])
 def test_bad_images(image, message):

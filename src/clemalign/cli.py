@@ -101,13 +101,13 @@ def simulate(outdir: Path, seed: int, scale: float, rotation_deg: float | None, 
 
     Writes em.ome.tif, lm.ome.tif, truth.json (the em_to_lm matrix) and landmarks.csv.
     """
-    from .synthetic import SimulationConfig, simulate_pair, write_simulated_pair
+    from .io import ensure_writable
+    from .synthetic import SIMULATED_FILES, SimulationConfig, simulate_pair, write_simulated_pair
 
     config = SimulationConfig(seed=seed, scale=scale, rotation_deg=rotation_deg, mirror=mirror,
                               placement=placement)  # type: ignore[arg-type]
     # fail before the expensive rendering if outputs exist
-    from .io import ensure_writable
-    for name in ("em.ome.tif", "lm.ome.tif", "truth.json", "landmarks.csv"):
+    for name in SIMULATED_FILES:
         ensure_writable(outdir / name, overwrite=overwrite)
     start = time.perf_counter()
     with _err.status("simulating") as status:

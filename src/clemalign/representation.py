@@ -26,6 +26,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .errors import InputError
+from .volume import check_image_values
 
 __all__ = ["log_transform", "select_log_scale", "ScaleSelection", "estimate_noise_sd",
            "default_polarity"]
@@ -102,13 +103,7 @@ def _check_image(image: np.ndarray, what: str, axes: tuple[int, ...]) -> np.ndar
     image = np.asarray(image)
     if image.ndim not in (2, 3):
         raise InputError(f"{what}: expected a 2D or 3D image, got shape {image.shape}")
-    if image.size == 0:
-        raise InputError(f"{what}: the image is empty (shape {image.shape})")
-    if image.dtype.kind in "fc" and not np.all(np.isfinite(image)):
-        n_bad = int(np.count_nonzero(~np.isfinite(image)))
-        raise InputError(f"{what}: {n_bad} pixels are NaN or infinite; replace them first")
-    if image.min() == image.max():
-        raise InputError(f"{what}: the image is constant; the LoG would be zero everywhere")
+    check_image_values(image, what=what)
     if any(image.shape[a] < 3 for a in axes):
         raise InputError(f"{what}: each filtered axis needs at least 3 pixels, got shape "
                          f"{image.shape}")

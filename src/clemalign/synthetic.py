@@ -38,8 +38,9 @@ from .transforms import Affine, rotation_matrix_xyz
 from .volume import Volume
 
 __all__ = ["SimulationConfig", "SimulatedPair", "simulate_pair", "write_simulated_pair",
-           "LANDMARK_COLUMNS"]
+           "LANDMARK_COLUMNS", "SIMULATED_FILES"]
 
+SIMULATED_FILES = ("em.ome.tif", "lm.ome.tif", "truth.json", "landmarks.csv")
 LANDMARK_COLUMNS = ("name", "em_x_um", "em_y_um", "em_z_um", "lm_x_um", "lm_y_um", "lm_z_um")
 
 
@@ -685,8 +686,7 @@ def write_simulated_pair(outdir: str | os.PathLike, pair: SimulatedPair, *,
     from .io import atomic_write_text, ensure_writable, write_json, write_ome_tiff
 
     outdir = Path(outdir)
-    paths = {name: outdir / name for name in ("em.ome.tif", "lm.ome.tif", "truth.json",
-                                              "landmarks.csv")}
+    paths = {name: outdir / name for name in SIMULATED_FILES}
     for p in paths.values():  # check all before writing any
         ensure_writable(p, overwrite=overwrite)
     write_ome_tiff(paths["em.ome.tif"], pair.em, overwrite=overwrite)

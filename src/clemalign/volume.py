@@ -76,7 +76,8 @@ def check_image_values(data: np.ndarray, *, what: str) -> None:
     if np.issubdtype(data.dtype, np.floating) or np.issubdtype(data.dtype, np.complexfloating):
         n_bad = int(np.count_nonzero(~np.isfinite(data)))
         if n_bad:
-            raise InputError(f"{what}: {n_bad} voxels are NaN or infinite; replace them "
+            unit = "pixels" if data.ndim <= 2 else "voxels"
+            raise InputError(f"{what}: {n_bad} {unit} are NaN or infinite; replace them "
                              "(e.g. with the background value) before registration")
     lo, hi = np.min(data), np.max(data)
     if lo == hi:
