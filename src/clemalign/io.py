@@ -108,15 +108,15 @@ def read_volume(path: str | os.PathLike, *, voxel_size_um: Sequence[float] | Non
         missing voxel size (never silently 1), invalid override.
     """
     path = Path(path)
-    override = None
-    if voxel_size_um is not None:
-        override = check_voxel_size(voxel_size_um, what=f"{voxel_size_flag}", flag=voxel_size_flag)
+    if voxel_size_um is not None:  # a bad flag is reported before the file is read
+        size_zyx = check_voxel_size(voxel_size_um, what=voxel_size_flag, flag=voxel_size_flag)
     raw = read_raw(path)
-    size_zyx = override if override is not None else raw.voxel_size_um
-    if size_zyx is None:
-        raise InputError(f"{path}: the file does not record a voxel size; pass "
-                         f"{voxel_size_flag} Z Y X (in µm)")
-    size_zyx = check_voxel_size(size_zyx, what=f"{path}: voxel size", flag=voxel_size_flag)
+    if voxel_size_um is None:
+        if raw.voxel_size_um is None:
+            raise InputError(f"{path}: the file does not record a voxel size; pass "
+                             f"{voxel_size_flag} Z Y X (in µm)")
+        size_zyx = check_voxel_size(raw.voxel_size_um, what=f"{path}: voxel size",
+                                    flag=voxel_size_flag)
     data, names = raw.data, raw.channel_names
     if data.shape[0] == 1:
         data = data[0]
@@ -199,11 +199,10 @@ def _read_tiff(path: Path):
     with tifffile.TiffFile(path) as tif:
         series = tif.series[0]
         axes = series.axes
+        data = series.asarray()
         if tif.is_ome and tif.ome_metadata:
-            data = series.asarray()
             size, names = _ome_sizes(tif.ome_metadata, path)
             return data, axes, size, (0.0, 0.0, 0.0), names
-        data = series.asarray()
         if tif.is_imagej:
             size = _imagej_sizes(tif, path)
             return data, axes, size, (0.0, 0.0, 0.0), _imagej_names(tif.imagej_metadata)
@@ -315,7 +314,7 @@ def _read_ome_zarr(path: Path):
     have_units = True
     for i, a in enumerate(axes_meta):
         name = a["name"].lower()
-        if name in "zyx":
+        if name in ("z", "y", "x"):
             unit = a.get("unit")
             if unit is None:
                 have_units = False

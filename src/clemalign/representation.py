@@ -33,9 +33,9 @@ __all__ = ["log_transform", "select_log_scale", "ScaleSelection", "estimate_nois
 
 Polarity = Literal["bright", "dark"]
 
-# Below this many pixels of sigma the image is filtered at full resolution; above it,
-# it is block-averaged by a power of two first so that the filtered sigma stays in
-# [_MIN_DECIMATED_SIGMA_PX, 2·_MIN_DECIMATED_SIGMA_PX).
+# Below 2·_MIN_DECIMATED_SIGMA_PX pixels of sigma the image is filtered at full
+# resolution; above, on a Gaussian-pyramid level reduced by a power of two, so that
+# about [_MIN_DECIMATED_SIGMA_PX, 2·_MIN_DECIMATED_SIGMA_PX) pixels of sigma remain.
 _MIN_DECIMATED_SIGMA_PX = 1.5
 _WORKERS = max(1, min(4, os.cpu_count() or 1))
 
@@ -134,7 +134,8 @@ def _resolve_axes(ndim: int, axes: Sequence[int] | None) -> tuple[int, ...]:
 # ------------------------------------------------------------------ filtering
 @dataclass(frozen=True)
 class _Plan:
-    """How one LoG is computed: block-average by ``factor`` then filter with ``sigma_px``."""
+    """How one LoG is computed: reduce by ``factor`` (Gaussian pyramid), then filter with
+    ``sigma_px`` on the reduced grid."""
 
     factor: tuple[int, ...]  # per axis, 1 for unfiltered axes
     sigma_px: tuple[float, ...]  # Gaussian sigma on the reduced grid (0 = not filtered)
@@ -263,10 +264,10 @@ def _laplacian_of_gaussian(image: np.ndarray, plan: _Plan, workers: int = _WORKE
 
 def _upsample(reduced: np.ndarray, factor: tuple[int, ...], shape: tuple[int, ...]
               ) -> np.ndarray:
-    """Cubic-spline upsampling of a block-reduced image back onto the original grid."""
+    """Cubic-spline upsampling of a pyramid-level image back onto the original grid."""
     if all(f == 1 for f in factor):
         return reduced
-    # grid_mode aligns pixel edges, which is where block means live
+    # grid_mode aligns pixel edges, as the pyramid's pair averages do
     up = ndi.zoom(reduced, factor, order=3, mode="nearest", grid_mode=True, output=np.float32,
                   prefilter=True)
     return np.ascontiguousarray(up[tuple(slice(0, n) for n in shape)])
@@ -336,7 +337,7 @@ def estimate_noise_sd(image: np.ndarray, *, axes: Sequence[int] | None = None) -
     ax = _resolve_axes(image.ndim, axes)
     response = image
     for a in ax:
-        response = ndi.correlate1d(response, [1.0, -2.0, 1.0], axis=a, mode="reflect")
+        response = _second_difference(response, a)
     inner = tuple(slice(1, -1) if a in ax else slice(None) for a in range(image.ndim))
     mad = float(np.median(np.abs(response[inner])))
     return mad / 0.6745 / np.sqrt(6.0 ** len(ax))
@@ -440,8 +441,9 @@ def default_sigmas_um(shape: Sequence[int], spacing_um: Sequence[float],
     """Geometric scale grid from one pixel up to a fraction of the image extent.
 
     The smallest sigma is the coarsest pixel size among the filtered axes (a finer blob
-    is not sampled along that axis, and its LoG there is ill-defined); the largest is the smallest filtered extent divided by
-    ``blobs_across`` (larger blobs would not fit several times in the image).
+    is not sampled along that axis, and its LoG there is ill-defined); the largest is
+    the smallest filtered extent divided by ``blobs_across`` (larger blobs would not fit
+    several times in the image).
     """
     spacing = np.asarray(spacing_um, float)[list(axes)]
     extent = np.asarray(shape, float)[list(axes)] * spacing
@@ -490,8 +492,8 @@ def select_log_scale(image: np.ndarray, spacing_um: float | Sequence[float], *,
         counted (the edge test of SIFT, in any dimension).
     min_scale_curvature : float
         Minimum relative curvature of the response across log-scale,
-        ``(2·R_s − R_{s/k} − R_{sk}) / (R_s · (ln k)²)``.  Blobs peak in scale (a disk or
-        Gaussian blob gives about 2.5 at its peak); step edges give ~0 because
+        ``(2·R_s − R_{s/k} − R_{sk}) / (R_s · (ln k)²)``.  Blobs peak in scale (at ``k = 1.2``
+        a Gaussian blob gives about 2, a disk about 4 at its peak); step edges give ~0 because
         ``s²·L`` of an edge does not depend on ``s``.  Extrema below it are not counted.
     per_slice : bool
         Treat axis 0 as independent 2D slices (not filtered along it) and add the counts.
@@ -562,8 +564,8 @@ def select_log_scale(image: np.ndarray, spacing_um: float | Sequence[float], *,
     else:
         counts, refined = _count_blobs(image32, workers=_WORKERS, progress=progress, **settings)
     best = int(np.argmax(counts))
-    near = [refined[k] for k in range(max(0, best - 1), min(len(grid), best + 2))]
-    near_all = np.concatenate(near) if near else np.empty(0)
+    near_all = np.concatenate(
+        [refined[k] for k in range(max(0, best - 1), min(len(grid), best + 2))])
     sigma = float(np.exp(np.median(near_all))) if near_all.size else float(grid[best])
     return ScaleSelection(sigma, grid, counts, polarity, float(noise_sd), float(threshold_sd),
                           best, len(axes), {"total": time.perf_counter() - t0})
@@ -611,16 +613,15 @@ def _count_blobs(image32: np.ndarray, *, padded: np.ndarray, spacing: np.ndarray
             peaks[tuple(idx)] = False
         where = np.nonzero(peaks)
         step = 0.5 * (log_padded[i + 1] - log_padded[i - 1])
-        if len(where[0]):
-            yp, yc, yn = r_prev[where], r_cur[where], r_next[where]
+        yp, yc, yn = r_prev[where], r_cur[where], r_next[where]
+        if len(yc):
             # a blob has a definite scale: its response falls on both sides in scale;
             # edges and ridges give responses nearly constant across scale
             peaked = (2 * yc - yp - yn) >= min_scale_curvature * yc * step**2
             keep = peaked & _blob_like(r_cur, where, axes, plan.spacing_um, edge_ratio)
-            where = tuple(w[keep] for w in where)
-        counts[n] = len(where[0])
+            yp, yc, yn = yp[keep], yc[keep], yn[keep]
+        counts[n] = len(yc)
         if counts[n]:
-            yp, yc, yn = r_prev[where], r_cur[where], r_next[where]
             curvature = yp - 2 * yc + yn
             offset = np.where(curvature < 0, 0.5 * (yp - yn) / np.where(curvature < 0,
                                                                          curvature, -1), 0)

@@ -393,6 +393,12 @@ class _Grid:
                      + (m[r, 2] * k + m[r, 3])[:, None, None] for r in range(3))
 
 
+def _inside_fraction(d: np.ndarray, edge_um: float) -> np.ndarray:
+    """Anti-aliased inside indicator from a signed distance (µm): 1 inside, 0 outside,
+    a linear ramp ``edge_um`` wide across the surface."""
+    return np.clip(0.5 - d / np.float32(edge_um), 0.0, 1.0)
+
+
 def _chunks(box: tuple[slice, ...], depth: int):
     """Split a voxel box along z so that large shapes are rendered in bounded memory."""
     for z0 in range(box[0].start, box[0].stop, depth):
@@ -415,12 +421,11 @@ def _paint(volume: np.ndarray, grid: _Grid, shape, *, value: float | None = None
     for sub in _chunks(box, max(1, chunk_voxels // max(plane, 1))):
         d = shape.sdf(*grid.scene_coords(sub))
         target = volume[sub]
+        inside = _inside_fraction(d, edge_um)
         if value is not None:
-            alpha = np.clip(0.5 - d / np.float32(edge_um), 0.0, 1.0)
-            target += alpha * (np.float32(value) - target)
+            target += inside * (np.float32(value) - target)
         if rim is not None:
             drop, offset, width = rim
-            inside = np.clip(0.5 - d / np.float32(edge_um), 0.0, 1.0)
             target -= np.float32(drop) * inside * np.exp(-0.5 * ((d + offset) / width) ** 2)
         if membrane:
             target -= np.float32(membrane) * np.exp(-0.5 * (d / _EM_MEMBRANE_WIDTH_UM) ** 2)
@@ -526,7 +531,7 @@ def _render_lm(cells: list[_Cell], grid: _Grid, cfg: SimulationConfig,
             if box is None:
                 continue
             d = shape_.sdf(*grid.scene_coords(box))
-            target[box] = np.maximum(target[box], np.clip(0.5 - d / edge, 0, 1))
+            target[box] = np.maximum(target[box], _inside_fraction(d, edge))
     cytoplasm = np.clip(cytoplasm - nucleus, 0, 1)
     sigma_px = np.asarray(cfg.psf_sigma_um) / np.asarray(cfg.lm_voxel_size_um)
     label = ndi.gaussian_filter(label + 0.02 * cytoplasm, sigma_px, mode="constant")
