@@ -135,3 +135,62 @@ def test_check_pair_voxel_size_override(pair_files, capsys):
     assert main(["check", str(pair_files / "em.npy"), str(pair_files / "lm.ome.tif"),
                  "--em-voxel-size", "0.05", "0.14", "0.14"]) == 0
     assert "0.14×0.14×0.05 µm" in capsys.readouterr().out
+
+
+def test_register_writes_outputs(tmp_path, capsys):
+    data = tmp_path / "pair"
+    assert main(["simulate", str(data), "--seed", "3", "--scale", "0.3"]) == 0
+    truth = json.loads((data / "truth.json").read_text())
+    out = tmp_path / "out"
+    args = ["register", str(data / "em.ome.tif"), str(data / "lm.ome.tif"), "-o", str(out),
+            "--lm-channel", "mito"]
+    assert main(args) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["lm_in_em.ome.tif", "prealign.png",
+                                                     "run.json", "transform.json"]
+    record = json.loads((out / "transform.json").read_text())
+    em_to_lm, lm_to_em = np.array(record["em_to_lm"]), np.array(record["lm_to_em"])
+    np.testing.assert_allclose(em_to_lm @ lm_to_em, np.eye(4), atol=1e-9)
+    assert record["em_voxel_size_um"] == [0.05, 0.14, 0.14]
+    assert set(record["stages"]) == {"rigid", "affine"}
+    assert {"shift_xy_um", "confidence", "angle_deg"} <= set(record["prealign"])
+    # landmark error of the written transform against the simulation's truth
+    lines = (data / "landmarks.csv").read_text().splitlines()[1:]
+    pts = np.array([line.split(",")[1:] for line in lines], float)
+    mapped = pts[:, :3] @ em_to_lm[:3, :3].T + em_to_lm[:3, 3]
+    assert np.linalg.norm(mapped - pts[:, 3:], axis=1).mean() < 0.5
+    overlay = read_volume(out / "lm_in_em.ome.tif")
+    assert overlay.data.shape[0] == 2 and overlay.voxel_size_um == (0.05, 0.14, 0.14)
+    run = json.loads((out / "run.json").read_text())
+    assert run["config"]["lm_channel"] == "mito" and run["config"]["fine"]["model"] == "affine"
+    assert np.allclose(truth["em_to_lm"], em_to_lm, atol=0.5)
+    # a second run refuses to overwrite, and says which file
+    capsys.readouterr()
+    assert main(args) == 2
+    assert "exists" in capsys.readouterr().err
+
+
+def test_register_rigid_and_bad_flags(tmp_path, capsys):
+    data = tmp_path / "pair"
+    assert main(["simulate", str(data), "--seed", "3", "--scale", "0.3"]) == 0
+    em, lm = str(data / "em.ome.tif"), str(data / "lm.ome.tif")
+    assert main(["register", em, lm, "-o", str(tmp_path / "r"), "--model", "rigid",
+                 "--em-slices", "100,120,140"]) == 0
+    record = json.loads((tmp_path / "r" / "transform.json").read_text())
+    assert set(record["stages"]) == {"rigid"}
+    assert record["prealign"]["em_slices"] == [100, 120, 140]
+    capsys.readouterr()
+    assert main(["register", em, lm, "-o", str(tmp_path / "x"), "--roi", "0:10,0:10"]) == 2
+    assert "--roi" in capsys.readouterr().err
+    assert main(["register", em, lm, "-o", str(tmp_path / "x"), "--em-slices", "a,b"]) == 2
+    assert "--em-slices" in capsys.readouterr().err
+    assert main(["register", em, lm, "-o", str(tmp_path / "x"), "--lm-channel", "7"]) == 2
+    assert "channel" in capsys.readouterr().err
+
+
+def test_demo_prints_error(tmp_path, capsys):
+    assert main(["demo", "-o", str(tmp_path / "d"), "--scale", "0.3"]) == 0
+    out = capsys.readouterr().out
+    assert "landmark error vs truth" in out
+    mean_um = float(out.split("mean ")[1].split(" µm")[0])
+    assert mean_um < 0.5
+    assert (tmp_path / "d" / "data" / "truth.json").exists()

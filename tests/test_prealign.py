@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from conftest import shared_data
 
 from clemalign import InputError, Volume
 from clemalign.prealign import (
@@ -12,8 +13,6 @@ from clemalign.prealign import (
     robust_fuse,
 )
 from clemalign.synthetic import real_appearance_cases
-
-from conftest import shared_data
 
 
 def _error_um(result, em_to_lm):

@@ -76,7 +76,7 @@ def masked_ncc(image: np.ndarray, templates: Sequence[np.ndarray],
         return full[:out_shape[0], :out_shape[1]]
 
     out = np.zeros((len(templates),) + out_shape, dtype=np.float32)
-    for i, (t, m) in enumerate(zip(templates, template_masks)):
+    for i, (t, m) in enumerate(zip(templates, template_masks, strict=True)):
         t = np.asarray(t, dtype=np.float32)
         m = np.asarray(m, bool)
         if t.shape != (h, w) or m.shape != (h, w):

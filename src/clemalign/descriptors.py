@@ -24,7 +24,6 @@ from itertools import combinations
 from typing import Literal
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from .errors import InputError
 
@@ -225,7 +224,7 @@ def search_positions(image_shape: Sequence[int], patch_shape: Sequence[int],
     image is covered whatever the stride.
     """
     axes = []
-    for n, p, s in zip(image_shape, patch_shape, stride_px):
+    for n, p, s in zip(image_shape, patch_shape, stride_px, strict=True):
         if p > n:
             raise InputError(f"patch of {p} px does not fit in an image of {n} px")
         pos = np.arange(0, n - p + 1, max(1, int(s)))

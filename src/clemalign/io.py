@@ -30,8 +30,9 @@ import numpy as np
 from .errors import InputError
 from .volume import Volume, check_voxel_size
 
-__all__ = ["read_volume", "read_raw", "RawImage", "read_clem_pair", "write_volume", "write_ome_tiff", "file_format", "unit_to_um",
-           "ensure_writable", "atomic_write_text", "write_json"]
+__all__ = ["read_volume", "read_raw", "RawImage", "read_clem_pair", "write_volume",
+           "write_ome_tiff", "file_format", "unit_to_um", "ensure_writable",
+           "atomic_write_text", "write_json"]
 
 # Length units as they appear in OME, ImageJ, NGFF (UDUNITS) and MRC, in µm.
 _UNIT_UM = {

@@ -18,11 +18,14 @@ Part A, the published method
 Part B, the spatial score (beyond the publication)
     9. masked FFT normalised cross-correlation (:func:`clemalign.correlation.masked_ncc`) of
        the EM blob response (mean of the slices) rotated over in-plane angles, against the
-       LM-MIP blob response, at several coarse scales where whole cells and nuclei, which
-       both modalities show, dominate; the score is the mean NCC over the scales;
-   10. Part A's top peaks and Part B's peaks are re-scored by that spatial score (each
-       snapped to the best score within half a search stride), the best-scoring ones
-       are fused as in step 8;
+       LM-MIP blob response, at a fine scale and at coarse scales (cells, nuclei); each
+       scale's map becomes a robust z-score and the scale whose best peak stands farthest
+       above its best rival is kept (real chromatin/EM pairs match at the fine scale,
+       simulated thin sections against a deep projection at the coarse ones);
+   10. Part A's top peaks are re-scored by that spatial score (each snapped to the best
+       score within half a search stride) and fused with Part B's peaks as in step 8;
+       a local search of finer angles and positions then removes the coarse angle
+       grid's bias;
    11. the result holds every candidate with its source, scores and inlier flag, the
        angle, the scales and a confidence.
 
@@ -34,7 +37,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
@@ -216,13 +220,13 @@ def parse_roi(text: str | Roi | None, shape_zyx: Sequence[int], *, flag: str = "
             raise InputError(f"{flag}: expected z0:z1,y0:y1,x0:x1 in EM voxel indices, "
                              f"got {text!r}")
         parts = []
-        for f, n in zip(fields, (nz, ny, nx)):
+        for f, n in zip(fields, (nz, ny, nx), strict=True):
             lo, hi = f.split(":")
             try:
                 parts.append((int(lo) if lo.strip() else 0, int(hi) if hi.strip() else n))
             except ValueError:
                 raise InputError(f"{flag}: bounds must be integers, got {text!r}") from None
-    for (lo, hi), n, axis in zip(parts, (nz, ny, nx), "zyx"):
+    for (lo, hi), n, axis in zip(parts, (nz, ny, nx), "zyx", strict=True):
         if not (0 <= lo < hi <= n):
             raise InputError(f"{flag}: {axis} range {lo}:{hi} is outside the EM volume "
                              f"(0:{n}) or empty; pick a range inside it")
@@ -354,7 +358,7 @@ def _resample_plane(image: np.ndarray, spacing_yx: Sequence[float], pixel_um: fl
     smooth = ndi.gaussian_filter(image.astype(np.float32), sigma, mode="reflect") \
         if any(s > 0 for s in sigma) else image.astype(np.float32)
     shape = list(image.shape[:lead]) + [int(np.floor((n - 1) / f)) + 1
-                                        for n, f in zip(image.shape[lead:], factors)]
+                                        for n, f in zip(image.shape[lead:], factors, strict=True)]
     if np.allclose(factors, 1.0):
         return smooth
     return ndi.affine_transform(smooth, [1.0] * lead + factors, output_shape=shape, order=1,
@@ -553,22 +557,36 @@ def prealign_xy(em: Volume, lm: Volume, *, lm_channel: int | str = 0,
     # ROI centre inside the resampled patch, (x, y) in common pixels (exact, not (n-1)/2)
     patch_offset = np.array([(roi.shape[2] - 1) * em_sx, (roi.shape[1] - 1) * em_sy]) / (2 * pixel)
     stride = [max(1, int(round(config.stride_fraction * n))) for n in patch]
-    if config.method in ("combined", "histogram"):
-        candidates += _histogram_candidates(mip_resp, em_resp, z_list, patch, stride, config,
-                                            pixel, lm_origin_xy, patch_offset)
-    tick("histogram_search", 0.6)
+    # Parts A and B are independent: run them side by side (numpy/scipy release the GIL)
+    def part_a() -> tuple[list[Candidate], float]:
+        t_a = time.perf_counter()
+        found = _histogram_candidates(mip_resp, em_resp, z_list, patch, stride, config,
+                                      pixel, lm_origin_xy, patch_offset)
+        return found, time.perf_counter() - t_a
 
-    angle = 0.0
+    def part_b() -> tuple[tuple, float]:
+        t_b = time.perf_counter()
+        found = _ncc_search(mip, (lm_sy, lm_sx), em_stack, (em_sy, em_sx), config,
+                            (roi_w_um, roi_h_um), float(lm_sx), lm_origin_xy, lm_sel.sigma_um)
+        return found, time.perf_counter() - t_b
+
+    run_a = config.method in ("combined", "histogram")
+    run_b = config.method in ("combined", "ncc")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        future_a = pool.submit(part_a) if run_a else None
+        future_b = pool.submit(part_b) if run_b else None
+        result_a = future_a.result() if future_a else ([], 0.0)
+        result_b = future_b.result() if future_b else (None, 0.0)
+    candidates += result_a[0]
     score_map = None
-    if config.method in ("combined", "ncc"):
-        ncc = _ncc_search(mip, (lm_sy, lm_sx), em_stack, (em_sy, em_sx), config,
-                          (roi_w_um, roi_h_um), float(lm_sx), lm_origin_xy, lm_sel.sigma_um)
-        score_map, angles_map, ncc_pixel, ncc_candidates, ncc_info, refine_with = ncc
+    if run_b:
+        score_map, angles_map, ncc_pixel, ncc_candidates, ncc_info, refine_with = result_b[0]
         sigmas["ncc"] = ncc_info
-        candidates += [Candidate(c.source, c.centre_xy_um, c.snapped_xy_um, c.source_score,
-                                 c.spatial_score, c.angle_deg)
-                       for c in ncc_candidates]
-    tick("ncc_search", 0.9)
+        candidates += list(ncc_candidates)
+    # per-part seconds (they overlap: their sum exceeds the wall time of the step)
+    timings["histogram_search_s"], timings["ncc_search_s"] = result_a[1], result_b[1]
+    tick("search", 0.9)
+    angle = 0.0
 
     # 10: re-score Part A candidates by the spatial score, then fuse
     if score_map is not None:
@@ -633,7 +651,7 @@ def _histogram_candidates(mip_resp: np.ndarray, em_resp: np.ndarray, z_list: Seq
     lm_hist = {name: dsc.patch_histograms(b, n, patch, rows, cols)
                for name, (b, n) in bin_maps(mip_resp).items()}
     out = []
-    for z, em_img in zip(z_list, em_resp):
+    for z, em_img in zip(z_list, em_resp, strict=True):
         for name, (b, n) in bin_maps(em_img).items():
             em_h = dsc.histogram(b, n)
             for sim in config.similarities:
@@ -851,7 +869,8 @@ def _fuse(candidates: list[Candidate], config: PrealignConfig, smap: _ScoreMap |
     flags = np.zeros(len(candidates), bool)
     flags[np.array(chosen)[inlier]] = True
     out = [Candidate(c.source, c.centre_xy_um, c.snapped_xy_um, c.source_score,
-                     c.spatial_score, c.angle_deg, bool(f)) for c, f in zip(candidates, flags)]
+                     c.spatial_score, c.angle_deg, bool(f))
+           for c, f in zip(candidates, flags, strict=True)]
     angle = 0.0
     confidence: dict = {"inlier_fraction": float(inlier.mean()), "n_fused": int(inlier.sum())}
     if smap is not None and angle_map is not None:

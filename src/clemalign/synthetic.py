@@ -457,7 +457,8 @@ def _render_em(cells: list[_Cell], grid: _Grid, cfg: SimulationConfig,
     yy, xx = np.meshgrid(np.linspace(-1, 1, ny, dtype=np.float32),
                          np.linspace(-1, 1, nx, dtype=np.float32), indexing="ij")
     c = rng.normal(0, 1, 5).astype(np.float32)
-    field = c[0] * xx + c[1] * yy + c[2] * xx * yy + c[3] * (xx * xx - 0.33) + c[4] * (yy * yy - 0.33)
+    field = (c[0] * xx + c[1] * yy + c[2] * xx * yy + c[3] * (xx * xx - 0.33)
+             + c[4] * (yy * yy - 0.33))
     gain = 1.0 + np.float32(cfg.em_shading) * field / max(float(np.abs(field).max()), 1e-6)
     slice_gain = 1.0 + 0.25 * cfg.em_shading * rng.uniform(-1, 1, grid.shape_zyx[0])
     out = np.empty(grid.shape_zyx, dtype=np.uint8)
