@@ -143,10 +143,11 @@ def test_register_writes_outputs(tmp_path, capsys):
     truth = json.loads((data / "truth.json").read_text())
     out = tmp_path / "out"
     args = ["register", str(data / "em.ome.tif"), str(data / "lm.ome.tif"), "-o", str(out),
-            "--lm-channel", "mito"]
+            "--lm-channel", "mito", "--landmarks", str(data / "landmarks.csv")]
     assert main(args) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["lm_in_em.ome.tif", "prealign.png",
-                                                     "run.json", "transform.json"]
+    from clemalign.outputs import OUTPUT_FILES
+
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES)
     record = json.loads((out / "transform.json").read_text())
     em_to_lm, lm_to_em = np.array(record["em_to_lm"]), np.array(record["lm_to_em"])
     np.testing.assert_allclose(em_to_lm @ lm_to_em, np.eye(4), atol=1e-9)
@@ -163,6 +164,16 @@ def test_register_writes_outputs(tmp_path, capsys):
     run = json.loads((out / "run.json").read_text())
     assert run["config"]["lm_channel"] == "mito" and run["config"]["fine"]["model"] == "affine"
     assert np.allclose(truth["em_to_lm"], em_to_lm, atol=0.5)
+    # the evaluation went into transform.json and the report, with every figure embedded
+    assert record["evaluation"]["summary"]["mean_um"] < 0.5
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 6 and "Landmark evaluation" in page
+    # the exported ITK transform maps points as em_to_lm does
+    import SimpleITK as sitk
+
+    tx = sitk.ReadTransform(str(out / "transform.tfm"))
+    np.testing.assert_allclose(tx.TransformPoint((10.0, 20.0, 3.0)),
+                               em_to_lm[:3, :3] @ [10, 20, 3] + em_to_lm[:3, 3], atol=1e-9)
     # a second run refuses to overwrite, and says which file
     capsys.readouterr()
     assert main(args) == 2
@@ -194,3 +205,34 @@ def test_demo_prints_error(tmp_path, capsys):
     mean_um = float(out.split("mean ")[1].split(" µm")[0])
     assert mean_um < 0.5
     assert (tmp_path / "d" / "data" / "truth.json").exists()
+
+
+def test_evaluate_and_apply(tmp_path, capsys):
+    data = tmp_path / "pair"
+    assert main(["simulate", str(data), "--seed", "2", "--scale", "0.15"]) == 0
+    truth, landmarks = data / "truth.json", data / "landmarks.csv"
+    capsys.readouterr()
+    # the truth itself has zero error
+    assert main(["evaluate", str(truth), str(landmarks), "--json"]) == 0
+    table = json.loads(capsys.readouterr().out)
+    assert table["summary"]["max_um"] < 1e-9 and table["summary"]["em_pixel_um"] == 0.14
+    assert main(["evaluate", str(truth), str(landmarks)]) == 0
+    assert "landmarks: mean 0.000 µm" in capsys.readouterr().out
+    points = tmp_path / "p.csv"
+    points.write_text("name,x_um,y_um,z_um\na,1,2,3\n")
+    out = tmp_path / "mapped.csv"
+    assert main(["apply", str(truth), str(points), "-o", str(out)]) == 0
+    em_to_lm = np.array(json.loads(truth.read_text())["em_to_lm"])
+    mapped = np.array(out.read_text().splitlines()[1].split(",")[1:], float)
+    np.testing.assert_allclose(mapped, em_to_lm[:3, :3] @ [1, 2, 3] + em_to_lm[:3, 3], atol=1e-5)
+    back = tmp_path / "back.csv"
+    assert main(["apply", str(truth), str(out), "--inverse", "-o", str(back)]) == 0
+    np.testing.assert_allclose(np.array(back.read_text().splitlines()[1].split(",")[1:], float),
+                               [1, 2, 3], atol=1e-5)
+    capsys.readouterr()
+    assert main(["apply", str(truth), str(points), "-o", str(out)]) == 2
+    assert "exists" in capsys.readouterr().err
+    bad = tmp_path / "bad.csv"
+    bad.write_text("name,em_x_um,em_y_um,em_z_um,lm_x_um,lm_y_um,lm_z_um\na,1,2,3,4,5\n")
+    assert main(["evaluate", str(truth), str(bad)]) == 2
+    assert "line 2" in capsys.readouterr().err

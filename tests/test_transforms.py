@@ -30,3 +30,17 @@ def test_matrix_is_read_only():
     a = Affine.identity()
     with pytest.raises(ValueError):
         a.matrix[0, 0] = 2
+
+
+def test_decompose_known_parts():
+    from clemalign.transforms import decompose, rotation_matrix_xyz
+
+    a = Affine.from_linear_translation(rotation_matrix_xyz((3.0, -2.0, 15.0))
+                                       @ np.diag([1.05, 0.97, 1.0]), [1.0, 2.0, 3.0])
+    d = decompose(a)
+    np.testing.assert_allclose(d["rotation_deg"], [3.0, -2.0, 15.0], atol=1e-9)
+    np.testing.assert_allclose(d["scale"], [1.05, 1.0, 0.97], atol=1e-9)
+    np.testing.assert_allclose(d["translation_um"], [1, 2, 3])
+    assert not d["mirror"] and d["shear"] < 1e-9
+    mirrored = Affine.from_linear_translation(np.diag([-1.0, 1.0, 1.0]), [0, 0, 0])
+    assert decompose(mirrored)["mirror"]

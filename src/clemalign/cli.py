@@ -6,6 +6,7 @@ with status 2; ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -166,7 +167,7 @@ def _parse_slices(text: str | None) -> tuple[int, ...] | None:
     return values
 
 
-def _run_registration(em_vol, lm_vol, config, outdir: Path, overwrite: bool):
+def _run_registration(em_vol, lm_vol, config, outdir: Path, overwrite: bool, landmarks=None):
     """Register with a progress display per stage and write the outputs."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -188,7 +189,8 @@ def _run_registration(em_vol, lm_vol, config, outdir: Path, overwrite: bool):
         result = register(em_vol, lm_vol, config=config, progress=progress)
         bar.update(tasks["prealign"], completed=1.0)
         bar.update(tasks["fine"], completed=1.0)
-        paths = write_registration(outdir, result, em_vol, lm_vol, overwrite=overwrite)
+        paths = write_registration(outdir, result, em_vol, lm_vol, landmarks=landmarks,
+                                   overwrite=overwrite)
         bar.update(tasks["write"], completed=1.0)
     return result, paths
 
@@ -229,11 +231,15 @@ def _print_result(result, paths) -> None:
               show_default=True, help="Final 3D transform model.")
 @click.option("--em-slices", default=None, metavar="Z1,Z2,...",
               help="EM z indices used by the pre-alignment [default: 12 around the ROI middle].")
+@click.option("--landmarks", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Landmark pairs CSV (see `clemalign evaluate --help`): their errors go "
+                   "into transform.json and the report.")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
 def register_command(em: Path, lm: Path, outdir: Path,
                      em_voxel_size: tuple[float, float, float] | None,
                      lm_voxel_size: tuple[float, float, float] | None, lm_channel: str,
-                     roi: str | None, model: str, em_slices: str | None, overwrite: bool) -> None:
+                     roi: str | None, model: str, em_slices: str | None,
+                     landmarks: Path | None, overwrite: bool) -> None:
     """Register EM to LM: XY pre-alignment, then 3D mutual-information registration.
 
     EM and LM are 3D stacks (OME-TIFF, ImageJ TIFF, MRC, OME-Zarr or .npy) with voxel
@@ -247,13 +253,23 @@ def register_command(em: Path, lm: Path, outdir: Path,
 
     em_vol, lm_vol, _ = read_clem_pair(em, lm, em_voxel_size_um=em_voxel_size,
                                        lm_voxel_size_um=lm_voxel_size, lm_channel=lm_channel)
+    points = None
+    if landmarks is not None:
+        from .evaluation import read_landmarks_csv
+
+        points = read_landmarks_csv(landmarks, em_voxel_size_um=em_vol.voxel_size_um,
+                                    lm_voxel_size_um=lm_vol.voxel_size_um)
     base = RegistrationConfig()
     config = RegistrationConfig(
         lm_channel=int(lm_channel) if lm_channel.lstrip("-").isdigit() else lm_channel,
         roi=roi, prealign=replace(base.prealign, em_slices=_parse_slices(em_slices)),
         fine=replace(base.fine, model=model))  # type: ignore[arg-type]
-    result, paths = _run_registration(em_vol, lm_vol, config, outdir, overwrite)
+    result, paths = _run_registration(em_vol, lm_vol, config, outdir, overwrite, points)
     _print_result(result, paths)
+    if points is not None:
+        s = json.loads(paths["transform.json"].read_text())["evaluation"]["summary"]
+        _out.print(f"landmark error ({s['n']}): mean {s['mean_um']:.3f} µm, median "
+                   f"{s['median_um']:.3f} µm, max {s['max_um']:.3f} µm")
 
 
 @app.command()
@@ -283,13 +299,105 @@ def demo(outdir: Path, seed: int, scale: float, overwrite: bool) -> None:
         files = write_simulated_pair(data_dir, pair, overwrite=overwrite)
     _out.print(f"simulated pair (seed {seed}) in {time.perf_counter() - start:.1f} s → {data_dir}")
     em_vol, lm_vol, _ = read_clem_pair(files["em.ome.tif"], files["lm.ome.tif"])
-    result, paths = _run_registration(em_vol, lm_vol, RegistrationConfig(), outdir, overwrite)
+    from .evaluation import read_landmarks_csv
+
+    points = read_landmarks_csv(files["landmarks.csv"])
+    result, paths = _run_registration(em_vol, lm_vol, RegistrationConfig(), outdir, overwrite,
+                                      points)
     _print_result(result, paths)
     tre = target_registration_error(result.em_to_lm, pair.landmarks_em_um, pair.landmarks_lm_um)
     em_px = float(pair.em.voxel_size_um[2])
     _out.print(f"[bold]landmark error vs truth ({tre.size} landmarks):[/bold] mean "
                f"{tre.mean():.3f} µm ({tre.mean() / em_px:.1f} EM px), median "
                f"{np.median(tre):.3f} µm, max {tre.max():.3f} µm")
+
+
+@app.command()
+@click.argument("transform", type=click.Path(path_type=Path))
+@click.argument("landmarks", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--em-pixel-um", type=float, default=None,
+              help="EM pixel size (µm) to also report errors in EM pixels [default: the "
+                   "x voxel size in transform.json when present].")
+@_voxel_size_option("--em-voxel-size", "EM voxel size (z, y, x) µm, for voxel-index columns.")
+@_voxel_size_option("--lm-voxel-size", "LM voxel size (z, y, x) µm, for voxel-index columns.")
+def evaluate(transform: Path, landmarks: Path, as_json: bool, em_pixel_um: float | None,
+             em_voxel_size, lm_voxel_size) -> None:
+    """Landmark error of TRANSFORM on LANDMARKS.csv (per landmark; mean/median/max).
+
+    TRANSFORM: clemalign transform.json, ITK .tfm, BigWarp landmarks .csv or eC-CLEM .xml.
+    LANDMARKS.csv: name,em_x_um,em_y_um,em_z_um,lm_x_um,lm_y_um,lm_z_um (µm) or
+    name,em_k,em_j,em_i,lm_k,lm_j,lm_i (voxel indices, with --em/--lm-voxel-size).
+    """
+    import json
+
+    from .evaluation import read_landmarks_csv, tre_table
+    from .transform_io import read_transform
+
+    em_to_lm = read_transform(transform)
+    if em_pixel_um is None and transform.suffix.lower() == ".json":
+        sizes = json.loads(transform.read_text()).get("em_voxel_size_um")
+        em_pixel_um = float(sizes[2]) if sizes else None
+    if em_pixel_um is None and em_voxel_size is not None:
+        em_pixel_um = float(em_voxel_size[2])
+    points = read_landmarks_csv(landmarks, em_voxel_size_um=em_voxel_size,
+                                lm_voxel_size_um=lm_voxel_size)
+    table = tre_table(em_to_lm, points, em_pixel_um=em_pixel_um)
+    if as_json:
+        print(json.dumps(table, indent=2))
+        return
+    from rich.table import Table
+
+    grid = Table(title=f"landmark error of {transform.name}")
+    grid.add_column("landmark")
+    grid.add_column("error µm", justify="right")
+    if em_pixel_um:
+        grid.add_column("EM px", justify="right")
+    for row in table["landmarks"]:
+        cells = [row["name"], f"{row['error_um']:.3f}"]
+        if em_pixel_um:
+            cells.append(f"{row['error_em_px']:.1f}")
+        grid.add_row(*cells)
+    _out.print(grid)
+    s = table["summary"]
+    line = (f"{s['n']} landmarks: mean {s['mean_um']:.3f} µm, median {s['median_um']:.3f} µm, "
+            f"max {s['max_um']:.3f} µm")
+    if em_pixel_um:
+        line += (f"  ({s['mean_em_px']:.1f} / {s['median_em_px']:.1f} / {s['max_em_px']:.1f} "
+                 "EM px)")
+    _out.print(line)
+
+
+@app.command()
+@click.argument("transform", type=click.Path(path_type=Path))
+@click.argument("points", type=click.Path(path_type=Path))
+@click.option("--inverse", is_flag=True, help="Map LM points to EM (lm_to_em).")
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write the mapped points as CSV here [default: print them].")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
+def apply(transform: Path, points: Path, inverse: bool, output: Path | None,
+          overwrite: bool) -> None:
+    """Map POINTS.csv (name,x_um,y_um,z_um) from EM to LM with TRANSFORM (or LM to EM)."""
+    import csv
+    import io as _io
+
+    from .evaluation import read_points_csv
+    from .io import atomic_write_text
+    from .transform_io import read_transform
+
+    em_to_lm = read_transform(transform)
+    names, values = read_points_csv(points)
+    mapped = (em_to_lm.inverse() if inverse else em_to_lm).apply(values)
+    buf = _io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["name", "x_um", "y_um", "z_um"])
+    for name, p in zip(names, mapped, strict=True):
+        writer.writerow([name, *(f"{v:.6f}" for v in p)])
+    if output is None:
+        print(buf.getvalue(), end="")
+    else:
+        atomic_write_text(output, buf.getvalue(), overwrite=overwrite)
+        _out.print(f"wrote {len(names)} points to {output}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,8 @@ def _spectrum(values: np.ndarray, shape: tuple[int, int], workers: int) -> np.nd
 
 def masked_ncc(image: np.ndarray, templates: Sequence[np.ndarray],
                template_masks: Sequence[np.ndarray], *, image_mask: np.ndarray | None = None,
-               min_overlap_fraction: float = 0.5, workers: int = -1) -> np.ndarray:
+               min_overlap_fraction: float = 0.5, weight_by_overlap: bool = False,
+               workers: int = -1) -> np.ndarray:
     """NCC of ``image`` with each template at every offset, over the masks' overlap.
 
     For an offset ``(r, c)`` the template's top-left pixel lies on image pixel ``(r, c)``;
@@ -45,6 +46,11 @@ def masked_ncc(image: np.ndarray, templates: Sequence[np.ndarray],
     min_overlap_fraction : float
         Offsets where the overlap holds less than this fraction of the template's valid
         pixels get NCC 0 (few pixels give meaningless high correlations).
+    weight_by_overlap : bool
+        Multiply the NCC by ``sqrt(overlap / valid template pixels)``.  An NCC over fewer
+        pixels is noisier (its chance level grows as ``1/sqrt(n)``), so this keeps partial
+        overlaps at the border from winning by chance while a true partial match keeps
+        most of its score.
     workers : int
         FFT threads (scipy.fft; -1 = all cores).
 
@@ -101,5 +107,8 @@ def masked_ncc(image: np.ndarray, templates: Sequence[np.ndarray],
         floor_t = 1e-5 * max(float(np.abs(sum_t2).max()), 1e-300)
         valid = enough & (var_f > floor_f) & (var_t > floor_t)
         denom = np.sqrt(np.where(valid, var_f * var_t, 1.0))
-        out[i] = np.where(valid, np.clip(cov / denom, -1.0, 1.0), 0.0)
+        ncc = np.clip(cov / denom, -1.0, 1.0)
+        if weight_by_overlap:
+            ncc = ncc * np.sqrt(np.clip(n / tm.sum(), 0.0, 1.0))
+        out[i] = np.where(valid, ncc, 0.0)
     return out

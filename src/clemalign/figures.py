@@ -14,7 +14,9 @@ from matplotlib.patches import Polygon
 
 from .prealign import PrealignResult
 
-__all__ = ["plot_prealignment", "save_figure"]
+__all__ = ["plot_prealignment", "plot_slice_overlays", "plot_orthogonal_views",
+           "plot_projection_overlay", "plot_checkerboard", "plot_scale_selection",
+           "save_figure"]
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = 110) -> None:
@@ -82,4 +84,192 @@ def plot_prealignment(result: PrealignResult, *, max_candidates: int = 200) -> F
     ax.set_xlabel("x (µm, LM)")
     ax.set_ylabel("y (µm, LM)")
     ax.legend(loc="upper right", fontsize=7, framealpha=0.7)
+    return fig
+
+
+def _limits(values: np.ndarray, low: float, high: float) -> tuple[float, float]:
+    sample = np.asarray(values).ravel()[::max(1, np.asarray(values).size // 500_000)]
+    lo, hi = np.percentile(sample.astype(np.float32), [low, high])
+    return float(lo), float(hi)
+
+
+def _stretch(values: np.ndarray, low: float = 1.0, high: float = 99.5,
+             limits: tuple[float, float] | None = None) -> np.ndarray:
+    """Percentile contrast stretch to [0, 1] (robust to a few saturated voxels).
+
+    ``limits`` (from the whole volume) keep one contrast for every plane shown, so an
+    empty slice stays dark instead of showing stretched noise.
+    """
+    values = np.asarray(values, dtype=np.float32)
+    lo, hi = limits if limits is not None else _limits(values, low, high)
+    if hi <= lo:
+        return np.zeros_like(values)
+    return np.clip((values - lo) / (hi - lo), 0.0, 1.0)
+
+
+def _volume_limits(em_data: np.ndarray, lm_data: np.ndarray) -> tuple[tuple, tuple]:
+    # the label's background (most voxels) stays dark: stretch from the 90th percentile
+    return _limits(em_data, 1.0, 99.5), _limits(lm_data, 90.0, 99.9)
+
+
+def _blend(em_plane: np.ndarray, lm_plane: np.ndarray, alpha: float = 0.6,
+           limits: tuple[tuple, tuple] | None = None) -> np.ndarray:
+    """EM in grey, LM in green added with ``alpha``: an RGB image in [0, 1]."""
+    em_lim, lm_lim = limits if limits is not None else (None, None)
+    grey = _stretch(em_plane, limits=em_lim)
+    green = _stretch(lm_plane, 90.0, 99.9, limits=lm_lim)
+    rgb = np.repeat(grey[..., None], 3, axis=-1) * (1.0 - 0.5 * alpha * green[..., None])
+    rgb[..., 1] = np.clip(rgb[..., 1] + alpha * green, 0.0, 1.0)
+    return rgb
+
+
+def _extent(shape_yx: tuple[int, int], spacing_yx: tuple[float, float],
+            origin_xy: tuple[float, float]) -> tuple[float, float, float, float]:
+    (ny, nx), (sy, sx), (ox, oy) = shape_yx, spacing_yx, origin_xy
+    return (ox - sx / 2, ox + (nx - 0.5) * sx, oy + (ny - 0.5) * sy, oy - sy / 2)
+
+
+def plot_slice_overlays(em, lm_in_em, *, z_indices=None, channel: int = 0) -> Figure:
+    """EM slices (grey) with the registered fluorescence (green), physical axes (µm).
+
+    Parameters
+    ----------
+    em : Volume
+        EM ROI volume (the grid of ``lm_in_em``).
+    lm_in_em : Volume
+        LM resampled onto that grid, ``(c, z, y, x)``.
+    z_indices : sequence of int, optional
+        Slices to show (default: three at 25/50/75 % of the depth).
+    channel : int
+    """
+    lm = lm_in_em.data[channel] if lm_in_em.data.ndim == 4 else lm_in_em.data
+    limits = _volume_limits(em.data, lm)
+    if z_indices is None:
+        # where the fluorescence is: slices at 25/50/75 % of the bright LM voxels
+        lo, hi = limits[1]
+        profile = (lm > lo + 0.5 * (hi - lo)).reshape(lm.shape[0], -1).sum(axis=1)
+        cumulative = np.cumsum(profile)
+        if cumulative[-1] > 0:
+            z_indices = sorted({int(np.searchsorted(cumulative, f * cumulative[-1]))
+                                for f in (0.25, 0.5, 0.75)})
+        else:
+            nz = em.shape_zyx[0]
+            z_indices = sorted({int(round(f * (nz - 1))) for f in (0.25, 0.5, 0.75)})
+    z_indices = list(z_indices)
+    fig = Figure(figsize=(4.2 * len(z_indices), 4.6), layout="constrained")
+    sz, sy, sx = em.voxel_size_um
+    ox, oy, oz = em.origin_xyz_um
+    for k, z in enumerate(z_indices):
+        ax = fig.add_subplot(1, len(z_indices), k + 1)
+        ax.imshow(_blend(em.data[z], lm[z], limits=limits),
+                  extent=_extent(em.shape_zyx[1:], (sy, sx), (ox, oy)), interpolation="nearest")
+        ax.set_title(f"z = {oz + z * sz:.2f} µm (slice {z})", fontsize=9)
+        ax.set_xlabel("x (µm, EM)")
+        if k == 0:
+            ax.set_ylabel("y (µm, EM)")
+    fig.suptitle("EM (grey) with registered fluorescence (green)", fontsize=10)
+    return fig
+
+
+def plot_orthogonal_views(em, lm_in_em, *, centre_kji=None, channel: int = 0) -> Figure:
+    """XY, XZ and YZ planes of the overlay through one point, at true physical aspect."""
+    lm = lm_in_em.data[channel] if lm_in_em.data.ndim == 4 else lm_in_em.data
+    nz, ny, nx = em.shape_zyx
+    k, j, i = (int(v) for v in (centre_kji if centre_kji is not None
+                                else (nz // 2, ny // 2, nx // 2)))
+    sz, sy, sx = em.voxel_size_um
+    ox, oy, oz = em.origin_xyz_um
+    limits = _volume_limits(em.data, lm)
+    width, height, depth = nx * sx, ny * sy, max(nz * sz, 1e-6)
+    scale = 8.0 / (width + depth)
+    fig = Figure(figsize=(8.5, max(4.0, scale * (height + depth) + 1.0)), layout="constrained")
+    grid = fig.add_gridspec(2, 2, width_ratios=[width, depth], height_ratios=[height, depth])
+    xy = fig.add_subplot(grid[0, 0])
+    xy.imshow(_blend(em.data[k], lm[k], limits=limits),
+              extent=_extent((ny, nx), (sy, sx), (ox, oy)), interpolation="nearest")
+    xy.axhline(oy + j * sy, color="w", lw=0.5)
+    xy.axvline(ox + i * sx, color="w", lw=0.5)
+    xy.set_title(f"XY at z = {oz + k * sz:.2f} µm", fontsize=9)
+    xy.set_ylabel("y (µm)")
+    xz = fig.add_subplot(grid[1, 0], sharex=xy)
+    xz.imshow(_blend(em.data[:, j, :], lm[:, j, :], limits=limits),
+              extent=_extent((nz, nx), (sz, sx), (ox, oz)), interpolation="nearest",
+              aspect="equal")
+    xz.set_title(f"XZ at y = {oy + j * sy:.2f} µm", fontsize=9)
+    xz.set_xlabel("x (µm)")
+    xz.set_ylabel("z (µm)")
+    yz = fig.add_subplot(grid[0, 1])
+    yz.imshow(_blend(em.data[:, :, i].T, lm[:, :, i].T, limits=limits),
+              extent=_extent((ny, nz), (sy, sz), (oz, oy)), interpolation="nearest",
+              aspect="equal")
+    yz.set_title(f"YZ at x = {ox + i * sx:.2f} µm", fontsize=9)
+    yz.set_xlabel("z (µm)")
+    fig.suptitle("Orthogonal views of the overlay (true physical aspect)", fontsize=10)
+    return fig
+
+
+def plot_projection_overlay(em, lm_in_em, *, channel: int = 0) -> Figure:
+    """Mean projection of the EM ROI (grey) with the maximum projection of the LM (green)."""
+    lm = lm_in_em.data[channel] if lm_in_em.data.ndim == 4 else lm_in_em.data
+    sz, sy, sx = em.voxel_size_um
+    ox, oy, _ = em.origin_xyz_um
+    fig = Figure(figsize=(6.5, 6.0), layout="constrained")
+    ax = fig.add_subplot()
+    ax.imshow(_blend(em.data.mean(axis=0), lm.max(axis=0), limits=(
+        _limits(em.data.mean(axis=0), 1.0, 99.5), _limits(lm.max(axis=0), 50.0, 99.8))),
+              extent=_extent(em.shape_zyx[1:], (sy, sx), (ox, oy)), interpolation="nearest")
+    ax.set_title("EM mean projection (grey) + fluorescence maximum projection (green)",
+                 fontsize=9)
+    ax.set_xlabel("x (µm, EM)")
+    ax.set_ylabel("y (µm, EM)")
+    return fig
+
+
+def plot_checkerboard(em, lm_in_em, *, z_index=None, channel: int = 0, tiles: int = 8
+                      ) -> Figure:
+    """Checkerboard of the contrast-stretched EM and the (inverted) LM on one slice.
+
+    The LM is inverted so that its bright label shows dark like the EM organelles:
+    structures continue across tile edges when the alignment is right.
+    """
+    lm = lm_in_em.data[channel] if lm_in_em.data.ndim == 4 else lm_in_em.data
+    z = em.shape_zyx[0] // 2 if z_index is None else int(z_index)
+    a, b = _stretch(em.data[z]), 1.0 - _stretch(lm[z])
+    ny, nx = a.shape
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    board = ((yy * tiles // ny) + (xx * tiles // nx)) % 2 == 0
+    sz, sy, sx = em.voxel_size_um
+    ox, oy, oz = em.origin_xyz_um
+    fig = Figure(figsize=(6.5, 6.0), layout="constrained")
+    ax = fig.add_subplot()
+    ax.imshow(np.where(board, a, b), cmap="gray", vmin=0, vmax=1,
+              extent=_extent((ny, nx), (sy, sx), (ox, oy)), interpolation="nearest")
+    ax.set_title(f"checkerboard EM / inverted fluorescence, z = {oz + z * sz:.2f} µm",
+                 fontsize=9)
+    ax.set_xlabel("x (µm, EM)")
+    ax.set_ylabel("y (µm, EM)")
+    return fig
+
+
+def plot_scale_selection(selections: dict) -> Figure:
+    """Blob count against LoG sigma for each image, the selected sigma marked.
+
+    Parameters
+    ----------
+    selections : dict
+        Name → :meth:`ScaleSelection.to_dict` (e.g. ``PrealignResult.scale_selections``).
+    """
+    fig = Figure(figsize=(6.5, 3.8), layout="constrained")
+    ax = fig.add_subplot()
+    for (name, sel), colour in zip(selections.items(), ("tab:gray", "tab:green", "tab:blue"),
+                                   strict=False):
+        sigmas, counts = np.asarray(sel["sigmas_um"]), np.asarray(sel["blob_counts"])
+        ax.plot(sigmas, counts, "o-", ms=3, color=colour,
+                label=f"{name}: σ = {sel['sigma_um']:.3g} µm ({sel['polarity']} blobs)")
+        ax.axvline(sel["sigma_um"], color=colour, ls="--", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("LoG sigma (µm)")
+    ax.set_ylabel("scale-space blobs")
+    ax.set_title("Automatic scale selection", fontsize=10)
+    ax.legend(fontsize=8)
     return fig

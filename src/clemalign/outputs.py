@@ -13,15 +13,27 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import ensure_writable, write_json, write_ome_tiff
+from .evaluation import Landmarks, tre_table
+from .io import atomic_write_text, ensure_writable, write_json, write_ome_tiff
 from .pipeline import RegistrationResult, transform_record
 from .prealign import Roi
+from .transform_io import (
+    roi_points_um,
+    write_bigwarp_csv,
+    write_ecclem_xml,
+    write_itk_tfm,
+    write_napari_json,
+)
 from .transforms import Affine
 from .volume import Volume, to_sitk
 
-__all__ = ["OUTPUT_FILES", "resample_lm_to_em", "write_registration"]
+__all__ = ["OUTPUT_FILES", "FIGURE_FILES", "resample_lm_to_em", "write_registration"]
 
-OUTPUT_FILES = ("transform.json", "lm_in_em.ome.tif", "run.json", "prealign.png")
+FIGURE_FILES = ("prealign.png", "scale_selection.png", "overlay_slices.png",
+                "orthogonal_views.png", "projection_overlay.png", "checkerboard.png")
+OUTPUT_FILES = ("transform.json", "lm_in_em.ome.tif", "run.json", "report.html",
+                "transform.tfm", "bigwarp_landmarks.csv", "napari_affine.json",
+                "ecclem_transform.xml") + FIGURE_FILES
 
 
 def resample_lm_to_em(lm: Volume, em: Volume, em_to_lm: Affine, roi: Roi | None = None
@@ -60,9 +72,64 @@ def resample_lm_to_em(lm: Volume, em: Volume, em_to_lm: Affine, roi: Roi | None 
     return Volume(out, em.voxel_size_um, tuple(float(v) for v in origin), names, lm.source)
 
 
+def _png_bytes(fig) -> bytes:
+    import io as _io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
+
+
+def _figures(result: RegistrationResult, em: Volume, overlay: Volume) -> dict:
+    """Title → (file name, PNG bytes, caption) of every figure."""
+    from .figures import (
+        plot_checkerboard,
+        plot_orthogonal_views,
+        plot_prealignment,
+        plot_projection_overlay,
+        plot_scale_selection,
+        plot_slice_overlays,
+    )
+
+    roi = result.roi
+    em_roi = Volume(em.data[roi.slices], em.voxel_size_um,
+                    tuple(float(v) for v in em.index_to_physical(
+                        np.array([roi.z0, roi.y0, roi.x0], float))), em.channel_names)
+    selections = {"EM slices": result.prealign.scale_selections.get("em"),
+                  "LM projection": result.prealign.scale_selections.get("lm")}
+    selections = {k: v for k, v in selections.items() if v}
+    return {
+        "Pre-alignment": ("prealign.png", _png_bytes(plot_prealignment(result.prealign)),
+                          "Candidate positions of the EM ROI centre over the LoG of the LM "
+                          "projection; the fused ROI outline in yellow."),
+        "Scale selection": ("scale_selection.png", _png_bytes(plot_scale_selection(selections)),
+                            "Scale-space blob count per LoG sigma; dashed: the selected scale."),
+        "Overlay slices": ("overlay_slices.png", _png_bytes(plot_slice_overlays(em_roi, overlay)),
+                           "EM slices with the registered fluorescence (green)."),
+        "Orthogonal views": ("orthogonal_views.png",
+                             _png_bytes(plot_orthogonal_views(em_roi, overlay)),
+                             "XY, XZ and YZ planes through the ROI centre, true aspect."),
+        "Projections": ("projection_overlay.png",
+                        _png_bytes(plot_projection_overlay(em_roi, overlay)),
+                        "EM mean projection and fluorescence maximum projection over the ROI."),
+        "Checkerboard": ("checkerboard.png", _png_bytes(plot_checkerboard(em_roi, overlay)),
+                         "Alternating tiles of EM and inverted fluorescence: structures "
+                         "should continue across tile edges."),
+    }
+
+
 def write_registration(outdir: str | os.PathLike, result: RegistrationResult, em: Volume,
-                       lm: Volume, *, overwrite: bool = False) -> dict[str, Path]:
-    """Write ``transform.json``, ``lm_in_em.ome.tif``, ``run.json`` and ``prealign.png``.
+                       lm: Volume, *, landmarks: Landmarks | None = None,
+                       overwrite: bool = False) -> dict[str, Path]:
+    """Write the transform, LM on the EM grid, run record, figure and tool exports.
+
+    Files: ``transform.json``, ``lm_in_em.ome.tif``, ``run.json``, ``prealign.png`` and,
+    for other tools, ``transform.tfm`` (ITK/SimpleITK/elastix/3D Slicer),
+    ``bigwarp_landmarks.csv`` (BigWarp), ``napari_affine.json`` and
+    ``ecclem_transform.xml`` (see :mod:`clemalign.transform_io`).
 
     Parameters
     ----------
@@ -71,6 +138,8 @@ def write_registration(outdir: str | os.PathLike, result: RegistrationResult, em
     result : RegistrationResult
     em, lm : Volume
         The inputs (LM with all its channels).
+    landmarks : Landmarks, optional
+        Known point pairs: their errors go into ``transform.json`` and the report.
     overwrite : bool
         Replace existing files; otherwise refuse before writing anything.
 
@@ -80,19 +149,41 @@ def write_registration(outdir: str | os.PathLike, result: RegistrationResult, em
         File name → path written.
     """
     from . import __version__
-    from .figures import plot_prealignment, save_figure
+    from .report import build_report
 
     outdir = Path(outdir)
     paths = {name: ensure_writable(outdir / name, overwrite=overwrite) for name in OUTPUT_FILES}
     written = {}
-    written["transform.json"] = write_json(paths["transform.json"],
-                                           transform_record(result, em, lm), overwrite=overwrite)
+    evaluation = None
+    if landmarks is not None:
+        evaluation = tre_table(result.em_to_lm, landmarks, em_pixel_um=em.voxel_size_um[2])
+    record = transform_record(result, em, lm)
+    if evaluation is not None:
+        record["evaluation"] = evaluation
+    written["transform.json"] = write_json(paths["transform.json"], record, overwrite=overwrite)
     overlay = resample_lm_to_em(lm, em, result.em_to_lm, result.roi)
     written["lm_in_em.ome.tif"] = write_ome_tiff(paths["lm_in_em.ome.tif"], overlay,
                                                  overwrite=overwrite)
+    figures = _figures(result, em, overlay)
     del overlay
-    save_figure(plot_prealignment(result.prealign), paths["prealign.png"])
-    written["prealign.png"] = paths["prealign.png"]
+    for _, (name, png, _) in figures.items():
+        written[name] = _write_bytes(paths[name], png, overwrite)
+    # exports for other tools: the ROI corners and centre as landmark points
+    roi = result.roi
+    lo = em.index_to_physical(np.array([roi.z0, roi.y0, roi.x0], float))
+    hi = em.index_to_physical(np.array([roi.z1 - 1, roi.y1 - 1, roi.x1 - 1], float))
+    points = roi_points_um(lo, hi)
+    written["transform.tfm"] = write_itk_tfm(paths["transform.tfm"], result.em_to_lm,
+                                             overwrite=overwrite)
+    written["bigwarp_landmarks.csv"] = write_bigwarp_csv(paths["bigwarp_landmarks.csv"],
+                                                         result.em_to_lm, points,
+                                                         overwrite=overwrite)
+    written["napari_affine.json"] = write_napari_json(
+        paths["napari_affine.json"], result.em_to_lm, lm.voxel_size_um, lm.origin_xyz_um,
+        em.voxel_size_um, em.origin_xyz_um, overwrite=overwrite)
+    written["ecclem_transform.xml"] = write_ecclem_xml(paths["ecclem_transform.xml"],
+                                                       result.em_to_lm, points,
+                                                       overwrite=overwrite)
     run = {"clemalign_version": __version__, "python": platform.python_version(),
            "inputs": {"em": em.source, "lm": lm.source,
                       "em_voxel_size_um": list(em.voxel_size_um),
@@ -101,4 +192,15 @@ def write_registration(outdir: str | os.PathLike, result: RegistrationResult, em
            "config": result.config.to_dict(), "confidence": result.confidence,
            "timings_s": result.timings_s, "outputs": sorted(OUTPUT_FILES)}
     written["run.json"] = write_json(paths["run.json"], run, overwrite=overwrite)
+    page = build_report(result, em, lm,
+                        figures={title: (png, caption)
+                                 for title, (_, png, caption) in figures.items()},
+                        evaluation=evaluation, files=sorted(OUTPUT_FILES))
+    written["report.html"] = atomic_write_text(paths["report.html"], page, overwrite=overwrite)
     return written
+
+
+def _write_bytes(path: Path, data: bytes, overwrite: bool) -> Path:
+    from .io import _atomic
+
+    return _atomic(path, overwrite, lambda tmp: tmp.write_bytes(data))

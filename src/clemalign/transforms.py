@@ -15,7 +15,7 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["Affine", "rotation_matrix_xyz"]
+__all__ = ["decompose", "Affine", "rotation_matrix_xyz"]
 
 
 def rotation_matrix_xyz(angles_deg: Sequence[float]) -> np.ndarray:
@@ -109,3 +109,39 @@ class Affine:
     def __repr__(self) -> str:
         rows = np.array2string(self.matrix, precision=6, suppress_small=True)
         return f"Affine(\n{rows})"
+
+
+def decompose(affine: Affine) -> dict:
+    """Translation, rotation, scale and shear of an affine, for people to read.
+
+    Polar decomposition of the linear part ``A = R · P`` (``R`` a rotation, or a rotation
+    with a mirror when ``det A < 0``; ``P`` symmetric positive definite); ``R = Rz·Ry·Rx``
+    gives the angles (the convention of :func:`rotation_matrix_xyz`), the eigenvalues of
+    ``P`` the scales along its principal axes, and ``P``'s off-diagonal terms relative to
+    its diagonal the shear.
+
+    Returns
+    -------
+    dict
+        ``translation_um`` (x, y, z), ``rotation_deg`` (about x, y, z), ``mirror`` (bool),
+        ``scale`` (principal scales, descending), ``stretch`` (P, 3×3), ``shear``
+        (largest |P_ij| / sqrt(P_ii P_jj), i ≠ j).
+    """
+    a = affine.linear
+    u, s, vt = np.linalg.svd(a)
+    r = u @ vt
+    mirror = bool(np.linalg.det(r) < 0)
+    if mirror:  # flip the axis of the smallest singular value into P
+        u[:, -1] *= -1
+        r = u @ vt
+    p = r.T @ a
+    ry = np.degrees(np.arcsin(np.clip(-r[2, 0], -1.0, 1.0)))
+    rx = np.degrees(np.arctan2(r[2, 1], r[2, 2]))
+    rz = np.degrees(np.arctan2(r[1, 0], r[0, 0]))
+    d = np.sqrt(np.abs(np.diag(p)))
+    shear = np.abs(p / np.outer(d, d) - np.eye(3)).max()
+    return {"translation_um": affine.translation_um.tolist(),
+            "rotation_deg": [float(rx), float(ry), float(rz)], "mirror": mirror,
+            "scale": sorted(np.linalg.eigvalsh((p + p.T) / 2).tolist(), reverse=True),
+            "stretch": p.tolist(), "shear": float(shear)}
+

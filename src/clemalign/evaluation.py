@@ -1,0 +1,151 @@
+"""Landmark files and target registration error (TRE).
+
+Landmark CSV (header required; one pair per row; extra columns are ignored):
+
+* physical µm: ``name, em_x_um, em_y_um, em_z_um, lm_x_um, lm_y_um, lm_z_um`` (what
+  ``clemalign simulate`` writes), or
+* voxel indices: ``name, em_k, em_j, em_i, lm_k, lm_j, lm_i`` (array order z, y, x;
+  fractional allowed) with the voxel sizes given (``--em-voxel-size``/``--lm-voxel-size``);
+  voxel ``(k, j, i)`` is at ``origin + (i·sx, j·sy, k·sz)`` (origin 0 here).
+
+Point CSV for :func:`read_points_csv`: ``x_um, y_um, z_um`` (optionally ``name``).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .transforms import Affine
+from .volume import check_voxel_size
+
+__all__ = ["Landmarks", "read_landmarks_csv", "read_points_csv", "tre_table",
+           "PHYSICAL_COLUMNS", "INDEX_COLUMNS"]
+
+PHYSICAL_COLUMNS = ("em_x_um", "em_y_um", "em_z_um", "lm_x_um", "lm_y_um", "lm_z_um")
+INDEX_COLUMNS = ("em_k", "em_j", "em_i", "lm_k", "lm_j", "lm_i")
+
+
+@dataclass(frozen=True, eq=False)
+class Landmarks:
+    """Pairs of corresponding points, physical µm ``(x, y, z)``."""
+
+    names: tuple[str, ...]
+    em_um: np.ndarray
+    lm_um: np.ndarray
+
+
+def _rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    with open(path, newline="") as fh:
+        reader = csv.reader(fh)
+        header = None
+        rows = []
+        for line_no, row in enumerate(reader, start=1):
+            if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
+                continue
+            if header is None:
+                header = [h.strip() for h in row]
+            else:
+                rows.append((line_no, row))
+    if header is None:
+        raise InputError(f"{path}: the file is empty")
+    return header, rows
+
+
+def _numbers(path: Path, header: list[str], rows, columns: Sequence[str]) -> np.ndarray:
+    index = [header.index(c) for c in columns]
+    out = np.empty((len(rows), len(columns)))
+    for r, (line_no, row) in enumerate(rows):
+        if len(row) < len(header):
+            raise InputError(f"{path}, line {line_no}: {len(row)} fields, the header has "
+                             f"{len(header)}")
+        for c, (col, i) in enumerate(zip(columns, index, strict=True)):
+            try:
+                out[r, c] = float(row[i])
+            except ValueError:
+                raise InputError(f"{path}, line {line_no}: field {col!r} is {row[i]!r}, "
+                                 "not a number") from None
+            if not np.isfinite(out[r, c]):
+                raise InputError(f"{path}, line {line_no}: field {col!r} is not finite")
+    return out
+
+
+def read_landmarks_csv(path: str | os.PathLike, *,
+                       em_voxel_size_um: Sequence[float] | None = None,
+                       lm_voxel_size_um: Sequence[float] | None = None) -> Landmarks:
+    """Read landmark pairs (physical µm columns, or voxel-index columns with sizes).
+
+    Raises
+    ------
+    InputError
+        Missing columns, a non-numeric field (names the line and column), no rows, or
+        index columns without voxel sizes.
+    """
+    path = Path(path)
+    header, rows = _rows(path)
+    if not rows:
+        raise InputError(f"{path}: no landmark rows under the header")
+    names = tuple(row[header.index("name")] if "name" in header else f"P{k}"
+                  for k, (_, row) in enumerate(rows))
+    if all(c in header for c in PHYSICAL_COLUMNS):
+        values = _numbers(path, header, rows, PHYSICAL_COLUMNS)
+        return Landmarks(names, values[:, :3], values[:, 3:])
+    if all(c in header for c in INDEX_COLUMNS):
+        if em_voxel_size_um is None or lm_voxel_size_um is None:
+            raise InputError(f"{path}: voxel-index columns need --em-voxel-size and "
+                             "--lm-voxel-size (µm, z y x)")
+        em_size = np.array(check_voxel_size(em_voxel_size_um, what="--em-voxel-size",
+                                            flag="--em-voxel-size"))
+        lm_size = np.array(check_voxel_size(lm_voxel_size_um, what="--lm-voxel-size",
+                                            flag="--lm-voxel-size"))
+        values = _numbers(path, header, rows, INDEX_COLUMNS)
+        # (k, j, i) · (sz, sy, sx), reversed to (x, y, z)
+        return Landmarks(names, (values[:, :3] * em_size)[:, ::-1],
+                         (values[:, 3:] * lm_size)[:, ::-1])
+    missing = [c for c in PHYSICAL_COLUMNS if c not in header]
+    raise InputError(f"{path}: header lacks {', '.join(missing)}; expected columns "
+                     f"name,{','.join(PHYSICAL_COLUMNS)} (µm) or name,{','.join(INDEX_COLUMNS)}")
+
+
+def read_points_csv(path: str | os.PathLike) -> tuple[tuple[str, ...], np.ndarray]:
+    """Points ``x_um, y_um, z_um`` (optional ``name``) → (names, (n, 3) array)."""
+    path = Path(path)
+    header, rows = _rows(path)
+    columns = ("x_um", "y_um", "z_um")
+    if not all(c in header for c in columns):
+        raise InputError(f"{path}: header must contain x_um,y_um,z_um (optionally name)")
+    if not rows:
+        raise InputError(f"{path}: no point rows under the header")
+    names = tuple(row[header.index("name")] if "name" in header else f"P{k}"
+                  for k, (_, row) in enumerate(rows))
+    return names, _numbers(path, header, rows, columns)
+
+
+def tre_table(em_to_lm: Affine, landmarks: Landmarks, *, em_pixel_um: float | None = None
+              ) -> dict:
+    """Per-landmark errors and summary (µm; EM pixels when ``em_pixel_um`` is given).
+
+    The error of a pair is ``|em_to_lm(em point) − lm point|`` in LM physical µm.
+    """
+    mapped = em_to_lm.apply(landmarks.em_um)
+    errors = np.linalg.norm(mapped - landmarks.lm_um, axis=1)
+    rows = [{"name": n, "error_um": float(e), "mapped_lm_um": m.tolist()}
+            for n, e, m in zip(landmarks.names, errors, mapped, strict=True)]
+    summary = {"n": int(errors.size), "mean_um": float(errors.mean()),
+               "median_um": float(np.median(errors)), "max_um": float(errors.max())}
+    if em_pixel_um:
+        for row in rows:
+            row["error_em_px"] = row["error_um"] / em_pixel_um
+        summary.update(em_pixel_um=float(em_pixel_um),
+                       mean_em_px=summary["mean_um"] / em_pixel_um,
+                       median_em_px=summary["median_um"] / em_pixel_um,
+                       max_em_px=summary["max_um"] / em_pixel_um)
+    return {"landmarks": rows, "summary": summary}

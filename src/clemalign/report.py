@@ -1,0 +1,183 @@
+"""A self-contained HTML report of one registration (figures embedded as PNG data).
+
+No computation happens here: the report shows what :func:`clemalign.pipeline.register`
+returned, the figures of :mod:`clemalign.figures` and, when landmarks were given, the
+error table of :func:`clemalign.evaluation.tre_table`.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import time
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from .pipeline import CONVENTION, RegistrationResult
+from .transforms import Affine, decompose
+from .volume import Volume
+
+__all__ = ["build_report"]
+
+_CSS = """
+body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2em auto;
+       max-width: 1100px; color: #222; line-height: 1.4; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; border-bottom: 1px solid #ddd; margin-top: 2em; }
+table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.92em; }
+td, th { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th { background: #f3f3f3; } td.l, th.l { text-align: left; }
+.badge { display: inline-block; padding: 0.15em 0.7em; border-radius: 1em; color: white; }
+.high { background: #2e7d32; } .low { background: #c62828; }
+figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #ddd; }
+figcaption { font-size: 0.9em; color: #555; }
+code, pre { background: #f6f6f6; padding: 0.1em 0.3em; font-size: 0.9em; }
+pre { padding: 0.6em; overflow-x: auto; }
+"""
+
+
+def _matrix_table(m: np.ndarray) -> str:
+    rows = "".join("<tr>" + "".join(f"<td>{v:.6f}</td>" for v in row) + "</tr>" for row in m)
+    return f"<table>{rows}</table>"
+
+
+def _kv_table(items: Sequence[tuple[str, object]]) -> str:
+    rows = "".join(f"<tr><th class='l'>{html.escape(str(k))}</th>"
+                   f"<td class='l'>{html.escape(str(v))}</td></tr>" for k, v in items)
+    return f"<table>{rows}</table>"
+
+
+def _fmt(values, digits: int = 3) -> str:
+    return ", ".join(f"{float(v):.{digits}f}" for v in values)
+
+
+def _decomposition(affine: Affine) -> str:
+    d = decompose(affine)
+    return _kv_table([
+        ("translation (x, y, z)", f"{_fmt(d['translation_um'], 3)} µm"),
+        ("rotation about x, y, z", f"{_fmt(d['rotation_deg'], 2)} °"),
+        ("mirror", "yes" if d["mirror"] else "no"),
+        ("principal scales", _fmt(d["scale"], 4)),
+        ("shear (largest)", f"{d['shear']:.4f}"),
+    ])
+
+
+def build_report(result: RegistrationResult, em: Volume, lm: Volume, *,
+                 figures: Mapping[str, tuple[bytes, str]],
+                 evaluation: dict | None = None, files: Sequence[str] = ()) -> str:
+    """The report as one HTML string.
+
+    Parameters
+    ----------
+    result : RegistrationResult
+    em, lm : Volume
+        The inputs (for names, shapes and voxel sizes).
+    figures : mapping
+        Title → (PNG bytes, caption), embedded in this order.
+    evaluation : dict, optional
+        :func:`~clemalign.evaluation.tre_table` output.
+    files : sequence of str
+        Output files written beside the report.
+    """
+    from . import __version__
+
+    pre, fine, conf = result.prealign, result.fine, result.confidence
+    level = conf["level"]
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+             f"<title>clemalign report</title><style>{_CSS}</style></head><body>",
+             "<h1>clemalign registration report</h1>",
+             f"<p>Confidence: <span class='badge {level}'>{level}</span> "
+             f"(pre-alignment peak margin {conf['prealign_margin']:.2f}, mutual information "
+             f"{conf['mutual_information']:.3f} nats; {html.escape(conf['rule'])}). "
+             f"clemalign {html.escape(__version__)}, {time.strftime('%Y-%m-%d %H:%M')}.</p>"]
+    if level == "low":
+        parts.append("<p><b>The result may be wrong.</b> Check the overlay figures; try an "
+                     "ROI on a region with fluorescent structures, or another LM channel.</p>")
+
+    parts.append("<h2>Inputs</h2>")
+    lm_names = ", ".join(lm.channel_names) if lm.channel_names else f"{lm.n_channels} channel(s)"
+    parts.append(_kv_table([
+        ("EM file", em.source or "(in memory)"),
+        ("EM shape (z, y, x)", " × ".join(str(n) for n in em.shape_zyx)),
+        ("EM voxel size (z, y, x)", f"{_fmt(em.voxel_size_um, 4)} µm"),
+        ("LM file", lm.source or "(in memory)"),
+        ("LM shape (c, z, y, x)", " × ".join(str(n) for n in lm.data.shape)),
+        ("LM voxel size (z, y, x)", f"{_fmt(lm.voxel_size_um, 4)} µm"),
+        ("LM channels", lm_names),
+        ("LM channel registered", result.config.lm_channel),
+        ("EM ROI (voxels z0:z1,y0:y1,x0:x1)", pre.roi.to_str()),
+    ]))
+
+    parts.append("<h2>Transform</h2>")
+    parts.append(f"<p><code>em_to_lm</code> (µm). {html.escape(CONVENTION)}.</p>")
+    parts.append(_matrix_table(result.em_to_lm.matrix))
+    parts.append(_decomposition(result.em_to_lm))
+    parts.append("<p><code>lm_to_em</code> (µm):</p>" + _matrix_table(result.lm_to_em.matrix))
+
+    parts.append("<h2>Stages</h2>")
+    n_cand = len(pre.candidates)
+    n_in = sum(c.inlier for c in pre.candidates)
+    ncc = pre.sigmas_um.get("ncc", {})
+    parts.append(_kv_table([
+        ("pre-alignment method", pre.method),
+        ("EM ROI centre → LM (x, y)", f"{_fmt(pre.centre_lm_xy_um, 2)} µm"),
+        ("XY shift", f"{_fmt(pre.shift_xy_um, 2)} µm"),
+        ("in-plane angle", f"{pre.angle_deg:.2f} °"),
+        ("candidates (inliers)", f"{n_cand} ({n_in})"),
+        ("LoG scales EM / LM", f"{pre.sigmas_um['em']:.3f} / {pre.sigmas_um['lm']:.3f} µm"),
+        ("NCC scales (margins), kept", f"{_fmt(ncc.get('sigmas_um', []), 2)} µm "
+                                       f"({_fmt(ncc.get('margins', []), 2)}), "
+                                       f"{ncc.get('chosen_sigma_um', '-')} µm"),
+        ("pre-alignment confidence", json.dumps({k: round(v, 3) if isinstance(v, float) else v
+                                                 for k, v in pre.confidence.items()})),
+        ("z offset found", f"{fine.z_offset_um:.2f} µm"),
+        ("LoG sigma of the 3D stage", f"{fine.log_sigma_um:.2f} µm"),
+        ("working voxel (z, y, x)", f"{_fmt(fine.working_spacing_um, 3)} µm"),
+        ("mutual information start → end", f"{-fine.metric_initial:.3f} → "
+                                            f"{-fine.metric_final:.3f} nats"),
+    ]))
+    stage_rows = "".join(
+        f"<tr><td class='l'>{s.name}</td><td>{s.metric:.4f}</td><td>{s.iterations}</td>"
+        f"<td class='l'>{html.escape(s.stop_condition)}</td><td>{s.seconds:.2f}</td></tr>"
+        for s in fine.stages)
+    parts.append("<table><tr><th class='l'>stage</th><th>Mattes metric</th><th>iterations</th>"
+                 f"<th class='l'>stop condition</th><th>s</th></tr>{stage_rows}</table>")
+
+    parts.append("<h2>Timings</h2>")
+    timing_items = [(f"pre-alignment: {k}", f"{v:.2f} s") for k, v in pre.timings_s.items()]
+    timing_items += [(f"3D registration: {k}", f"{v:.2f} s") for k, v in fine.timings_s.items()]
+    timing_items.append(("total", f"{result.timings_s['total']:.2f} s"))
+    parts.append(_kv_table(timing_items))
+
+    if evaluation is not None:
+        s = evaluation["summary"]
+        px = "em_pixel_um" in s
+        parts.append("<h2>Landmark evaluation</h2>")
+        parts.append(f"<p>{s['n']} landmarks: mean {s['mean_um']:.3f} µm, median "
+                     f"{s['median_um']:.3f} µm, max {s['max_um']:.3f} µm"
+                     + (f" ({s['mean_em_px']:.1f} / {s['median_em_px']:.1f} / "
+                        f"{s['max_em_px']:.1f} EM px)" if px else "") + ".</p>")
+        head = "<tr><th class='l'>landmark</th><th>error µm</th>" + \
+            ("<th>EM px</th>" if px else "") + "</tr>"
+        body = "".join(f"<tr><td class='l'>{html.escape(r['name'])}</td>"
+                       f"<td>{r['error_um']:.3f}</td>"
+                       + (f"<td>{r['error_em_px']:.1f}</td>" if px else "") + "</tr>"
+                       for r in evaluation["landmarks"])
+        parts.append(f"<table>{head}{body}</table>")
+
+    parts.append("<h2>Figures</h2>")
+    for title, (png, caption) in figures.items():
+        data = base64.b64encode(png).decode("ascii")
+        parts.append(f"<figure><img alt='{html.escape(title)}' src='data:image/png;base64,"
+                     f"{data}'><figcaption><b>{html.escape(title)}.</b> "
+                     f"{html.escape(caption)}</figcaption></figure>")
+
+    parts.append("<h2>Parameters</h2><details><summary>full configuration (run.json)"
+                 "</summary><pre>" + html.escape(json.dumps(result.config.to_dict(), indent=2))
+                 + "</pre></details>")
+    if files:
+        parts.append("<h2>Files</h2><ul>" + "".join(f"<li><code>{html.escape(f)}</code></li>"
+                                                    for f in files) + "</ul>")
+    parts.append("</body></html>")
+    return "\n".join(parts)

@@ -1,0 +1,127 @@
+"""Transform exports round-trip; the consuming library maps points as em_to_lm does."""
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from scipy import ndimage as ndi
+
+from clemalign import Affine, InputError, Volume
+from clemalign.evaluation import read_landmarks_csv, read_points_csv, tre_table
+from clemalign.outputs import resample_lm_to_em
+from clemalign.transform_io import (
+    napari_affine,
+    read_bigwarp_csv,
+    read_ecclem_xml,
+    read_itk_tfm,
+    read_transform,
+    roi_points_um,
+    write_bigwarp_csv,
+    write_ecclem_xml,
+    write_itk_tfm,
+)
+from clemalign.transforms import rotation_matrix_xyz
+
+EM_TO_LM = Affine.from_linear_translation(
+    rotation_matrix_xyz((2.0, -1.5, 12.0)) @ np.diag([1.03, 0.98, 1.01]), [55.2, -3.1, 1.7])
+POINTS = roi_points_um([0, 0, 0], [93.2, 126.4, 12.3])
+
+
+def test_itk_tfm_round_trip_and_sitk_mapping(tmp_path):
+    path = write_itk_tfm(tmp_path / "t.tfm", EM_TO_LM)
+    np.testing.assert_allclose(read_itk_tfm(path).matrix, EM_TO_LM.matrix, atol=1e-9)
+    tx = sitk.ReadTransform(str(path))
+    mapped = np.array([tx.TransformPoint(tuple(p)) for p in POINTS])
+    np.testing.assert_allclose(mapped, EM_TO_LM.apply(POINTS), atol=1e-9)
+    with pytest.raises(InputError, match="exists"):
+        write_itk_tfm(path, EM_TO_LM)
+
+
+def test_bigwarp_round_trip(tmp_path):
+    path = write_bigwarp_csv(tmp_path / "landmarks.csv", EM_TO_LM, POINTS)
+    first = path.read_text().splitlines()[0].split(",")
+    assert first[0] == '"Pt-0"' and first[1] == '"true"'
+    # moving (LM) first, then target (EM)
+    np.testing.assert_allclose([float(v.strip('"')) for v in first[2:5]],
+                               EM_TO_LM.apply(POINTS[:1])[0], atol=1e-9)
+    np.testing.assert_allclose(read_bigwarp_csv(path).matrix, EM_TO_LM.matrix, atol=1e-9)
+
+
+def test_ecclem_round_trip(tmp_path):
+    path = write_ecclem_xml(tmp_path / "t.xml", EM_TO_LM, POINTS)
+    assert "<MatrixTransformation" in path.read_text()
+    np.testing.assert_allclose(read_ecclem_xml(path).matrix, EM_TO_LM.matrix, atol=1e-9)
+    np.testing.assert_allclose(read_transform(path).matrix, EM_TO_LM.matrix, atol=1e-9)
+
+
+def test_napari_affine_matches_lm_in_em():
+    rng = np.random.default_rng(0)
+    lm_data = ndi.gaussian_filter(rng.random((12, 80, 90)), 2).astype(np.float32)
+    lm = Volume(lm_data, (0.6, 0.22, 0.22), (1.0, 2.0, 0.5))
+    em = Volume(np.zeros((10, 40, 50), np.uint8), (0.5, 0.3, 0.3), (0.0, 0.0, 0.0))
+    em_to_lm = Affine.from_linear_translation(rotation_matrix_xyz((0, 0, 8.0)), [4.0, 3.0, 2.0])
+    reference = resample_lm_to_em(lm, em, em_to_lm).data[0]
+    a = napari_affine(em_to_lm, lm.voxel_size_um, lm.origin_xyz_um)
+    em_index_to_world = np.diag([0.5, 0.3, 0.3, 1.0])  # EM layer: scale, translate 0
+    to_lm_index = np.linalg.inv(a) @ em_index_to_world
+    napari_view = ndi.affine_transform(lm_data, to_lm_index, output_shape=em.shape_zyx, order=1,
+                                       mode="constant", cval=0)
+    inside = reference > 0
+    assert inside.mean() > 0.5
+    np.testing.assert_allclose(napari_view[inside], reference[inside], atol=1e-4)
+
+
+@pytest.mark.parametrize("content, message", [
+    ("not xml", "not valid XML"),
+    ("<root><other/></root>", "no <MatrixTransformation>"),
+    ('<root><MatrixTransformation m00="1"/></root>', "lacks attribute m01"),
+])
+def test_bad_ecclem(tmp_path, content, message):
+    path = tmp_path / "bad.xml"
+    path.write_text(content)
+    with pytest.raises(InputError, match=message):
+        read_transform(path)
+
+
+def test_bad_transform_files(tmp_path):
+    bad_csv = tmp_path / "bw.csv"
+    bad_csv.write_text('"Pt-0","true",1,2,3,4,5,6\n"Pt-1","true",1,2,x,4,5,6\n')
+    with pytest.raises(InputError, match="line 2"):
+        read_transform(bad_csv)
+    bad_json = tmp_path / "t.json"
+    bad_json.write_text('{"em_to_lm": [[1, 0], [0, 1]]}')
+    with pytest.raises(InputError, match="em_to_lm"):
+        read_transform(bad_json)
+    (tmp_path / "t.tfm").write_text("garbage\n")
+    with pytest.raises(InputError, match="ITK"):
+        read_transform(tmp_path / "t.tfm")
+    with pytest.raises(InputError, match="unknown transform format"):
+        read_transform(tmp_path / "t.nrrd")
+
+
+def test_landmarks_physical_and_index(tmp_path):
+    phys = tmp_path / "l.csv"
+    phys.write_text("name,em_x_um,em_y_um,em_z_um,lm_x_um,lm_y_um,lm_z_um\n"
+                    "a,1,2,3,11,12,13\nb,0,0,0,10,10,10\n")
+    lm = read_landmarks_csv(phys)
+    table = tre_table(Affine.from_translation([10, 10, 10]), lm, em_pixel_um=0.1)
+    assert table["summary"]["max_um"] == pytest.approx(0.0)
+    shifted = tre_table(Affine.from_translation([10, 10, 10.5]), lm, em_pixel_um=0.1)
+    assert shifted["summary"]["mean_em_px"] == pytest.approx(5.0)
+    index = tmp_path / "i.csv"
+    index.write_text("name,em_k,em_j,em_i,lm_k,lm_j,lm_i\na,2,3,4,1,1,1\n")
+    pts = read_landmarks_csv(index, em_voxel_size_um=(0.5, 0.2, 0.1),
+                             lm_voxel_size_um=(0.6, 0.22, 0.22))
+    np.testing.assert_allclose(pts.em_um[0], [0.4, 0.6, 1.0])
+    with pytest.raises(InputError, match="voxel-size"):
+        read_landmarks_csv(index)
+    bad = tmp_path / "b.csv"
+    bad.write_text("name,em_x_um,em_y_um,em_z_um,lm_x_um,lm_y_um,lm_z_um\na,1,2,oops,4,5,6\n")
+    with pytest.raises(InputError, match="line 2: field 'em_z_um'"):
+        read_landmarks_csv(bad)
+    (tmp_path / "h.csv").write_text("x,y\n1,2\n")
+    with pytest.raises(InputError, match="header lacks"):
+        read_landmarks_csv(tmp_path / "h.csv")
+    pts_file = tmp_path / "p.csv"
+    pts_file.write_text("name,x_um,y_um,z_um\nq,1,2,3\n")
+    names, values = read_points_csv(pts_file)
+    assert names == ("q",) and values.tolist() == [[1.0, 2.0, 3.0]]
