@@ -46,6 +46,7 @@ from scipy import ndimage as ndi
 from skimage.feature import peak_local_max
 
 from . import descriptors as dsc
+from ._timing import StepTimer
 from .correlation import masked_ncc
 from .errors import InputError
 from .representation import Polarity, log_transform, select_log_scale
@@ -466,20 +467,19 @@ def _robust_z(values: np.ndarray) -> np.ndarray:
     return (values - centre) / spread
 
 
+def _parabola_offset(lo: float, mid: float, hi: float) -> float:
+    """Vertex of the parabola through (-1, lo), (0, mid), (1, hi), within ±0.5 (0 if none)."""
+    den = lo - 2 * mid + hi
+    return float(np.clip(0.5 * (lo - hi) / den, -0.5, 0.5)) if den < 0 else 0.0
+
+
 def _subpixel_peak(score: np.ndarray, r: int, c: int) -> tuple[float, float]:
     """Parabola through the peak and its neighbours along each axis."""
-    out = []
-    for axis, (i, n) in enumerate(((r, score.shape[0]), (c, score.shape[1]))):
-        if 0 < i < n - 1:
-            lo = score[(i - 1, c)] if axis == 0 else score[(r, i - 1)]
-            hi = score[(i + 1, c)] if axis == 0 else score[(r, i + 1)]
-            mid = score[r, c]
-            den = lo - 2 * mid + hi
-            step = 0.5 * (lo - hi) / den if den < 0 else 0.0
-            out.append(i + float(np.clip(step, -0.5, 0.5)))
-        else:
-            out.append(float(i))
-    return out[0], out[1]
+    row = r + (_parabola_offset(score[r - 1, c], score[r, c], score[r + 1, c])
+               if 0 < r < score.shape[0] - 1 else 0.0)
+    col = c + (_parabola_offset(score[r, c - 1], score[r, c], score[r, c + 1])
+               if 0 < c < score.shape[1] - 1 else 0.0)
+    return float(row), float(col)
 
 
 # --------------------------------------------------------------------- the stage
@@ -512,16 +512,8 @@ def prealign_xy(em: Volume, lm: Volume, *, lm_channel: int | str = 0,
         ROI outside the EM volume or larger than the LM field, no EM slice, bad channel,
         empty/constant/NaN images.
     """
-    timings: dict[str, float] = {}
-    t_start = t = time.perf_counter()
-
-    def tick(name: str, fraction: float) -> None:
-        nonlocal t
-        now = time.perf_counter()
-        timings[name] = now - t
-        t = now
-        if progress is not None:
-            progress(name, fraction)
+    timer = StepTimer(progress)
+    tick, timings = timer.tick, timer.timings
 
     _check_inputs(em, lm, lm_channel)
     roi = parse_roi(roi, em.shape_zyx)
@@ -613,7 +605,7 @@ def prealign_xy(em: Volume, lm: Volume, *, lm_channel: int | str = 0,
         confidence.update(refined_ncc=refined_ncc,
                           refine_shift_um=float(np.hypot(*(fused - fused_before))))
         tick("refine", 1.0)
-    timings["total"] = time.perf_counter() - t_start
+    timer.total()
 
     shift = fused - em_centre[:2]
     initial = (Affine.from_translation([fused[0], fused[1], em_centre[2]])
@@ -762,10 +754,7 @@ def _ncc_search(mip: np.ndarray, lm_spacing_yx: Sequence[float], em_stack: np.nd
         si, sj = _subpixel_peak(total[a], int(i), int(j))
         angle = float(angles[a])
         if 0 < a < len(angles) - 1:
-            lo, mid, hi = total[a - 1, i, j], total[a, i, j], total[a + 1, i, j]
-            den = lo - 2 * mid + hi
-            if den < 0:
-                angle += float(np.clip(0.5 * (lo - hi) / den, -0.5, 0.5)) * step
+            angle += _parabola_offset(*total[a - 1:a + 2, i, j]) * step
         xy = to_xy(si, sj)
         candidates.append(Candidate(f"ncc:{rank}", (xy[0], xy[1]), (xy[0], xy[1]),
                                     float(score[i, j]), float(score[i, j]), angle))
@@ -813,10 +802,7 @@ def _refine(centre_xy: np.ndarray, angle_deg: float, refine_with: tuple, origin_
     si, sj = _subpixel_peak(np.where(near, ncc[a], ncc[a].min()), int(i), int(j))
     best_angle = float(angles[a])
     if 0 < a < len(angles) - 1:
-        lo, mid, hi = ncc[a - 1, i, j], ncc[a, i, j], ncc[a + 1, i, j]
-        den = lo - 2 * mid + hi
-        if den < 0:
-            best_angle += float(np.clip(0.5 * (lo - hi) / den, -0.5, 0.5)) * step
+        best_angle += _parabola_offset(*ncc[a - 1:a + 2, i, j]) * step
     # crop offset (si, sj) -> canvas top-left on the LM grid -> ROI centre
     row = si - (n - 1) + r0 + centre[0]
     col = sj - (n - 1) + c0 + centre[1]

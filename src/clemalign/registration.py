@@ -23,6 +23,7 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage as ndi
 
+from ._timing import StepTimer
 from .errors import InputError
 from .representation import log_transform
 from .transforms import Affine
@@ -337,16 +338,8 @@ def register_3d(em: Volume, lm: Volume, initial_em_to_lm: Affine, *,
     """
     import SimpleITK as sitk
 
-    timings: dict[str, float] = {}
-    t0 = t = time.perf_counter()
-
-    def tick(name: str, fraction: float) -> None:
-        nonlocal t
-        now = time.perf_counter()
-        timings[name] = now - t
-        t = now
-        if progress is not None:
-            progress(name, fraction)
+    timer = StepTimer(progress)
+    tick = timer.tick
 
     if em.data.ndim != 3 or lm.data.ndim != 3:
         raise InputError("register_3d: EM and LM must be single-channel 3D volumes")
@@ -460,7 +453,7 @@ def register_3d(em: Volume, lm: Volume, initial_em_to_lm: Affine, *,
                                   time.perf_counter() - t_stage))
         tick("affine", 0.9)
     metric_final = metric(_affine_from_sitk(final_tx))
-    timings["total"] = time.perf_counter() - t0
+    timings = timer.total()
     return Registration3DResult(
         em_to_lm=_affine_from_sitk(final_tx), initial_em_to_lm=start, z_offset_um=z_offset,
         z_search=z_info, stages=tuple(stages), metric_initial=metric_initial,
