@@ -525,8 +525,9 @@ def prealign_xy(em: Volume, lm: Volume, *, lm_channel: int | str = 0,
     roi_w_um, roi_h_um = roi.shape[2] * em_sx, roi.shape[1] * em_sy
     lm_h_um, lm_w_um = lm.shape_zyx[1] * lm_sy, lm.shape_zyx[2] * lm_sx
     if roi_w_um > lm_w_um or roi_h_um > lm_h_um:
-        raise InputError(f"--roi: the EM ROI ({roi_w_um:.1f} × {roi_h_um:.1f} µm) is larger than "
-                         f"the LM field ({lm_w_um:.1f} × {lm_h_um:.1f} µm); choose a smaller ROI")
+        raise InputError(f"the EM ROI ({roi_w_um:.1f} × {roi_h_um:.1f} µm) is larger than the LM "
+                         f"field ({lm_w_um:.1f} × {lm_h_um:.1f} µm); check both voxel sizes, or "
+                         "choose a smaller --roi")
     centre_kji = np.array([(roi.z0 + roi.z1 - 1) / 2.0, (roi.y0 + roi.y1 - 1) / 2.0,
                            (roi.x0 + roi.x1 - 1) / 2.0])
     em_centre = em.index_to_physical(centre_kji)
