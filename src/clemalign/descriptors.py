@@ -28,8 +28,9 @@ import numpy as np
 from .errors import InputError
 
 __all__ = ["KIRSCH_DIRECTIONS", "kirsch_responses", "ldp_codes", "ldp_code_table",
-           "ldp_rotation_invariant", "ldp_bins", "log_value_bins", "patch_histograms", "histogram",
-           "histogram_similarity", "search_positions", "Similarity"]
+           "ldp_rotation_invariant", "ldp_rotation_classes", "ldp_bins", "log_value_bins",
+           "patch_histograms", "histogram", "histogram_similarity", "search_positions",
+           "Similarity"]
 
 Similarity = Literal["cosine", "intersection"]
 
@@ -146,6 +147,11 @@ def _rotation_invariant_lookup(k: int) -> tuple[np.ndarray, np.ndarray]:
     lookup = np.full(256, -1, dtype=np.int64)
     lookup[table] = np.searchsorted(classes, canonical)
     return classes, lookup
+
+
+def ldp_rotation_classes(k: int = 3) -> int:
+    """Number of rotation-invariant LDP classes for ``k`` set bits (7 for ``k = 3``)."""
+    return len(_rotation_invariant_lookup(k)[0])
 
 
 def ldp_rotation_invariant(codes: np.ndarray, k: int = 3) -> np.ndarray:

@@ -32,7 +32,7 @@ from .volume import Volume, check_voxel_size
 
 __all__ = ["read_volume", "read_raw", "RawImage", "read_clem_pair", "write_volume",
            "write_ome_tiff", "file_format", "unit_to_um", "ensure_writable",
-           "atomic_write_text", "write_json"]
+           "atomic_write", "atomic_write_text", "write_json"]
 
 # Length units as they appear in OME, ImageJ, NGFF (UDUNITS) and MRC, in µm.
 _UNIT_UM = {
@@ -401,8 +401,12 @@ def ensure_writable(path: str | os.PathLike, *, overwrite: bool) -> Path:
     return path
 
 
-def _atomic(path: Path, overwrite: bool, write: Callable[[Path], None]) -> Path:
-    """Write through ``write(tmp)`` to a temporary name beside ``path``, then rename."""
+def atomic_write(path: Path, overwrite: bool, write: Callable[[Path], None]) -> Path:
+    """Write through ``write(tmp)`` to a temporary name beside ``path``, then rename.
+
+    Refuses an existing ``path`` unless ``overwrite``; ``tmp`` keeps ``path``'s name and
+    suffix (some libraries choose the format from it) inside a temporary folder.
+    """
     path = ensure_writable(path, overwrite=overwrite)
     # keep the real suffix: some libraries pick the format from it
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
@@ -419,7 +423,7 @@ def _atomic(path: Path, overwrite: bool, write: Callable[[Path], None]) -> Path:
 
 def atomic_write_text(path: str | os.PathLike, text: str, *, overwrite: bool) -> Path:
     """Write a text file atomically (temporary name, then rename)."""
-    return _atomic(Path(path), overwrite, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return atomic_write(Path(path), overwrite, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def write_ome_tiff(path: str | os.PathLike, volume: Volume, *, overwrite: bool = False,
@@ -445,7 +449,7 @@ def write_ome_tiff(path: str | os.PathLike, volume: Volume, *, overwrite: bool =
         tifffile.imwrite(tmp, data, ome=True, photometric="minisblack", metadata=metadata,
                          compression=compression, bigtiff=data.nbytes > 2**31)
 
-    return _atomic(Path(path), overwrite, write)
+    return atomic_write(Path(path), overwrite, write)
 
 
 def _write_imagej_tiff(path: Path, volume: Volume, overwrite: bool) -> Path:
@@ -461,7 +465,7 @@ def _write_imagej_tiff(path: Path, volume: Volume, overwrite: bool) -> Path:
         tifffile.imwrite(tmp, np.ascontiguousarray(data.transpose(1, 0, 2, 3)), imagej=True,
                          resolution=(1.0 / sx, 1.0 / sy), metadata=meta)
 
-    return _atomic(path, overwrite, write)
+    return atomic_write(path, overwrite, write)
 
 
 def _write_mrc(path: Path, volume: Volume, overwrite: bool) -> Path:
@@ -481,7 +485,7 @@ def _write_mrc(path: Path, volume: Volume, overwrite: bool) -> Path:
             mrc.voxel_size = (sx * 1e4, sy * 1e4, sz * 1e4)  # Å
             mrc.header.origin = (ox * 1e4, oy * 1e4, oz * 1e4)
 
-    return _atomic(path, overwrite, write)
+    return atomic_write(path, overwrite, write)
 
 
 def _write_ome_zarr(path: Path, volume: Volume, overwrite: bool) -> Path:
@@ -508,11 +512,11 @@ def _write_ome_zarr(path: Path, volume: Volume, overwrite: bool) -> Path:
         group.attrs["multiscales"] = multiscales
         group.attrs["omero"] = omero
 
-    return _atomic(path, overwrite, write)
+    return atomic_write(path, overwrite, write)
 
 
 def _write_npy(path: Path, volume: Volume, overwrite: bool) -> Path:
-    return _atomic(path, overwrite, lambda tmp: np.save(tmp, volume.data))
+    return atomic_write(path, overwrite, lambda tmp: np.save(tmp, volume.data))
 
 
 def write_volume(path: str | os.PathLike, volume: Volume, *, overwrite: bool = False) -> Path:

@@ -201,6 +201,6 @@ def write_registration(outdir: str | os.PathLike, result: RegistrationResult, em
 
 
 def _write_bytes(path: Path, data: bytes, overwrite: bool) -> Path:
-    from .io import _atomic
+    from .io import atomic_write
 
-    return _atomic(path, overwrite, lambda tmp: tmp.write_bytes(data))
+    return atomic_write(path, overwrite, lambda tmp: tmp.write_bytes(data))

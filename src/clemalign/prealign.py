@@ -636,7 +636,7 @@ def _histogram_candidates(mip_resp: np.ndarray, em_resp: np.ndarray, z_list: Seq
     """Steps 5-8 of Part A: one candidate set per slice × descriptor × similarity."""
     rows, cols = dsc.search_positions(mip_resp.shape, patch, stride)
     k = config.ldp_k
-    n_ri = len(dsc._rotation_invariant_lookup(k)[0])
+    n_ri = dsc.ldp_rotation_classes(k)
 
     def bin_maps(image: np.ndarray) -> dict[str, tuple[np.ndarray, int]]:
         maps = {}

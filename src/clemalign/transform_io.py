@@ -60,9 +60,9 @@ def write_itk_tfm(path: str | os.PathLike, em_to_lm: Affine, *, overwrite: bool 
     def write(tmp: Path) -> None:
         sitk.WriteTransform(tx, str(tmp))
 
-    from .io import _atomic
+    from .io import atomic_write
 
-    return _atomic(Path(path), overwrite, write)
+    return atomic_write(Path(path), overwrite, write)
 
 
 def read_itk_tfm(path: str | os.PathLike) -> Affine:
