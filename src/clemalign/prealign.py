@@ -543,12 +543,14 @@ def prealign_xy(em: Volume, lm: Volume, *, lm_channel: int | str = 0,
     tick("resample", 0.1)
 
     # 4: scales and blob responses at the common pixel
-    lm_sel = select_log_scale(mip_c, pixel, polarity=config.lm_polarity)
     # the blob-count curve is stable across slices: a few evenly spaced ones suffice
     pick = np.unique(np.linspace(0, em_c.shape[0] - 1, min(config.scale_slices,
                                                             em_c.shape[0])).round().astype(int))
-    em_sel = select_log_scale(em_c[pick], (1.0, pixel, pixel), polarity=config.em_polarity,
-                              per_slice=True)
+    with ThreadPoolExecutor(max_workers=2) as pool:  # independent: overlap them
+        lm_future = pool.submit(select_log_scale, mip_c, pixel, polarity=config.lm_polarity)
+        em_future = pool.submit(select_log_scale, em_c[pick], (1.0, pixel, pixel),
+                                polarity=config.em_polarity, per_slice=True)
+        lm_sel, em_sel = lm_future.result(), em_future.result()
     mip_resp = _blob_response(mip_c, lm_sel.sigma_um, pixel, config.lm_polarity)
     em_resp = _blob_response(em_c, em_sel.sigma_um, pixel, config.em_polarity, axes=(1, 2))
     sigmas = {"lm": lm_sel.sigma_um, "em": em_sel.sigma_um}
