@@ -49,7 +49,7 @@ from . import descriptors as dsc
 from ._timing import StepTimer
 from .correlation import masked_ncc
 from .errors import InputError
-from .representation import Polarity, log_transform, select_log_scale
+from .representation import Polarity, blob_response, select_log_scale
 from .transforms import Affine
 from .volume import Volume, check_image_values
 
@@ -375,13 +375,6 @@ def _resample_plane(image: np.ndarray, spacing_yx: Sequence[float], pixel_um: fl
                                 mode="nearest", output=np.float32)
 
 
-def _blob_response(image: np.ndarray, sigma_um: float, pixel_um: float, polarity: Polarity,
-                   axes: tuple[int, ...] | None = None) -> np.ndarray:
-    """LoG made positive on blobs of the given polarity (bright blobs: −LoG)."""
-    log = log_transform(image, sigma_um, pixel_um, axes=axes)
-    return -log if polarity == "bright" else log
-
-
 def robust_fuse(points: np.ndarray, *, mad_c: float = 3.0, min_mad: float = 1e-6
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Median, MAD outlier rejection and inverse-distance-weighted mean of points.
@@ -551,8 +544,8 @@ def prealign_xy(em: Volume, lm: Volume, *, lm_channel: int | str = 0,
         em_future = pool.submit(select_log_scale, em_c[pick], (1.0, pixel, pixel),
                                 polarity=config.em_polarity, per_slice=True)
         lm_sel, em_sel = lm_future.result(), em_future.result()
-    mip_resp = _blob_response(mip_c, lm_sel.sigma_um, pixel, config.lm_polarity)
-    em_resp = _blob_response(em_c, em_sel.sigma_um, pixel, config.em_polarity, axes=(1, 2))
+    mip_resp = blob_response(mip_c, lm_sel.sigma_um, pixel, config.lm_polarity)
+    em_resp = blob_response(em_c, em_sel.sigma_um, pixel, config.em_polarity, axes=(1, 2))
     sigmas = {"lm": lm_sel.sigma_um, "em": em_sel.sigma_um}
     tick("scale_selection", 0.3)
 
@@ -699,8 +692,8 @@ def _ncc_search(mip: np.ndarray, lm_spacing_yx: Sequence[float], em_stack: np.nd
         pixel = max(finest, sigma / 2.0)
         lm_img = _resample_plane(mip, lm_spacing_yx, pixel)
         em_img = _resample_plane(em_mean, em_spacing_yx, pixel)
-        lm_resp = _blob_response(lm_img, sigma, pixel, config.lm_polarity)
-        em_resp = _blob_response(em_img, sigma, pixel, config.em_polarity)
+        lm_resp = blob_response(lm_img, sigma, pixel, config.lm_polarity)
+        em_resp = blob_response(em_img, sigma, pixel, config.em_polarity)
         centre_rc = roi_centre_px * np.asarray(em_spacing_yx) / pixel
         templates, masks, centre = _rotated_templates(em_resp, centre_rc, angles)
         ncc = masked_ncc(lm_resp, templates, masks,

@@ -25,7 +25,7 @@ from scipy import ndimage as ndi
 
 from ._timing import StepTimer
 from .errors import InputError
-from .representation import log_transform
+from .representation import blob_response, default_polarity
 from .transforms import Affine
 from .volume import Volume, to_sitk
 
@@ -375,13 +375,12 @@ def register_3d(em: Volume, lm: Volume, initial_em_to_lm: Affine, *,
 
     sigma = float(config.log_sigma_um or max(1.0, lm_sigma_um or 0.0))
     if config.representation == "log":
-        # blob responses: EM organelles are dark (LoG > 0), fluorescence bright (LoG < 0);
-        # one sign flip makes matching structures share a sign
         # sigma is a few working pixels: full-resolution filtering is cheaper than the
         # pyramid's 3D spline upsampling here
-        fixed_arr = _clip_tails(log_transform(em_w.data, sigma, em_w.voxel_size_um, fast=False))
-        moving_arr = _clip_tails(-log_transform(lm_c.data, sigma, lm_c.voxel_size_um,
-                                                fast=False))
+        fixed_arr = _clip_tails(blob_response(em_w.data, sigma, em_w.voxel_size_um,
+                                              default_polarity("em"), fast=False))
+        moving_arr = _clip_tails(blob_response(lm_c.data, sigma, lm_c.voxel_size_um,
+                                               default_polarity("lm"), fast=False))
     else:
         fixed_arr, moving_arr = -em_w.data, lm_c.data
     fixed = to_sitk(em_w.with_data(np.ascontiguousarray(fixed_arr, dtype=np.float32)))

@@ -28,8 +28,8 @@ from scipy import ndimage as ndi
 from .errors import InputError
 from .volume import check_image_values
 
-__all__ = ["log_transform", "select_log_scale", "ScaleSelection", "estimate_noise_sd",
-           "default_polarity"]
+__all__ = ["log_transform", "blob_response", "select_log_scale", "ScaleSelection",
+           "estimate_noise_sd", "default_polarity"]
 
 Polarity = Literal["bright", "dark"]
 
@@ -321,6 +321,21 @@ def log_transform(image: np.ndarray, sigma_um: float | Sequence[float],
     plan = _plan(sigma, spacing, ax, fast)
     reduced = _reduce(image, plan.factor)
     return _upsample(_laplacian_of_gaussian(reduced, plan), plan.factor, image.shape)
+
+
+def blob_response(image: np.ndarray, sigma_um: float | Sequence[float],
+                  spacing_um: float | Sequence[float], polarity: Polarity, *,
+                  axes: Sequence[int] | None = None, fast: bool = True) -> np.ndarray:
+    """LoG made positive on blobs of the given polarity: ``−L`` for bright, ``L`` for dark.
+
+    EM organelles are dark blobs (``L > 0``), fluorescent objects bright ones (``L < 0``);
+    in this form matching structures of both modalities share a sign.  Arguments as in
+    :func:`log_transform`.
+    """
+    if polarity not in ("bright", "dark"):
+        raise InputError(f"polarity: expected 'bright' or 'dark', got {polarity!r}")
+    log = log_transform(image, sigma_um, spacing_um, axes=axes, fast=fast)
+    return -log if polarity == "bright" else log
 
 
 # ------------------------------------------------------------ noise estimate
