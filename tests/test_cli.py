@@ -167,7 +167,10 @@ def test_register_writes_outputs(tmp_path, capsys):
     # the evaluation went into transform.json and the report, with every figure embedded
     assert record["evaluation"]["summary"]["mean_um"] < 0.5
     page = (out / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 6 and "Landmark evaluation" in page
+    assert page.count("data:image/png;base64,") == 7 and "Landmark evaluation" in page
+    assert "Confidence evidence" in page and "Orientation" in page
+    assert record["confidence"]["verdict"] == "ok"
+    assert record["confidence"]["thresholds"]["ok_above"] > 0
     # the exported ITK transform maps points as em_to_lm does
     import SimpleITK as sitk
 
@@ -196,6 +199,31 @@ def test_register_rigid_and_bad_flags(tmp_path, capsys):
     assert "--em-slices" in capsys.readouterr().err
     assert main(["register", em, lm, "-o", str(tmp_path / "x"), "--lm-channel", "7"]) == 2
     assert "channel" in capsys.readouterr().err
+    assert main(["register", em, lm, "-o", str(tmp_path / "x"), "--max-rotation-deg",
+                 "200"]) == 2
+    assert "--max-rotation-deg" in capsys.readouterr().err
+
+
+def test_register_strict_exit_status_on_failure(tmp_path, capsys):
+    data = tmp_path / "pair"
+    assert main(["simulate", str(data), "--seed", "3", "--scale", "0.3"]) == 0
+    lm = read_volume(data / "lm.ome.tif")
+    rng = np.random.default_rng(1)
+    noise = Volume(rng.poisson(20, lm.data.shape).astype(np.uint16), lm.voxel_size_um)
+    write_ome_tiff(tmp_path / "noise.ome.tif", noise)
+    em = str(data / "em.ome.tif")
+    args = ["register", em, str(tmp_path / "noise.ome.tif"), "--max-rotation-deg", "30",
+            "--no-mirror"]
+    capsys.readouterr()
+    assert main(args + ["-o", str(tmp_path / "a")]) == 0  # a warning, not an error
+    captured = capsys.readouterr()
+    assert "failed" in captured.out and "warning" in captured.err
+    assert main(args + ["-o", str(tmp_path / "b"), "--strict"]) == 3
+    # the outputs are still written for inspection, with the restriction recorded
+    run = json.loads((tmp_path / "b" / "run.json").read_text())
+    assert run["config"]["prealign"]["max_rotation_deg"] == 30.0
+    assert run["config"]["prealign"]["mirror"] is False
+    assert (tmp_path / "b" / "report.html").exists()
 
 
 def test_demo_prints_error(tmp_path, capsys):

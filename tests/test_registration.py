@@ -6,7 +6,7 @@ import pytest
 from clemalign import Volume, simulate_pair
 from clemalign.outputs import resample_lm_to_em
 from clemalign.pipeline import RegistrationConfig, register, target_registration_error
-from clemalign.registration import Registration3DConfig, working_volume
+from clemalign.registration import Registration3DConfig, _mirror_x, working_volume
 
 
 def _tre(result, pair):
@@ -50,7 +50,8 @@ def test_affine_registration_tre(affine_result, stretched_pair):
     assert _tre(result, stretched_pair) < 0.4
     assert [s.name for s in result.fine.stages] == ["rigid", "affine"]
     assert result.fine.metric_final < result.fine.metric_initial  # MI went up
-    assert result.confidence["level"] == "high"
+    assert result.confidence["verdict"] == "ok"
+    assert result.confidence["score"] >= 0.5
     np.testing.assert_allclose(result.lm_to_em.matrix @ result.em_to_lm.matrix, np.eye(4),
                                atol=1e-9)
 
@@ -66,18 +67,19 @@ def test_rigid_only_and_affine_gain(affine_result, stretched_pair):
     assert tre_affine < 0.8 * tre_rigid  # the truth has anisotropic scale
 
 
-def test_unrelated_images_finish_with_low_confidence(small_pair):
+def test_unrelated_images_are_not_ok(small_pair):
     other = simulate_pair(seed=11, scale=0.3)
     rng = np.random.default_rng(0)
     noise = Volume(rng.poisson(50, other.lm.data[0].shape).astype(np.uint16),
                    other.lm.voxel_size_um)
     result = register(small_pair.em, noise)
-    assert result.confidence["level"] == "low"
+    assert result.confidence["verdict"] == "failed"
+    assert result.confidence["reasons"]
     assert np.all(np.isfinite(result.em_to_lm.matrix))
-    # EM of one simulated sample, LM of another: measured MI 0.056 nats (registered: 0.4-0.7)
+    # EM of one simulated sample, LM of another
     swapped = register(small_pair.em, other.lm)
-    assert swapped.confidence["level"] == "low"
-    assert swapped.confidence["mutual_information"] < 0.2
+    assert swapped.confidence["verdict"] != "ok"
+    assert swapped.confidence["evidence"]["mi_contrast"] < 0.15
 
 
 def test_resampled_lm_lands_on_em_landmarks(affine_result, stretched_pair):
@@ -96,3 +98,63 @@ def test_same_input_same_output(affine_result, stretched_pair):
     again = register(stretched_pair.em, stretched_pair.lm)
     # fixed sampling seed; only multi-threaded summation order may differ
     np.testing.assert_allclose(again.em_to_lm.matrix, affine_result.em_to_lm.matrix, atol=1e-6)
+
+
+def test_mirror_map_is_an_involution():
+    vol = Volume(np.arange(60, dtype=np.float32).reshape(3, 4, 5), (0.5, 0.2, 0.3),
+                 (1.0, 2.0, 3.0))
+    flip = _mirror_x(vol)
+    np.testing.assert_allclose((flip @ flip).matrix, np.eye(4), atol=1e-12)
+    # voxel i' of the reversed copy holds voxel nx-1-i' of the original
+    flipped = vol.with_data(vol.data[:, :, ::-1])
+    p = flipped.index_to_physical(np.array([[1.0, 2.0, 0.0]]))  # (k, j, i') = (1, 2, 0)
+    k, j, i = np.round(vol.physical_to_index(flip.apply(p))[0]).astype(int)
+    assert flipped.data[1, 2, 0] == vol.data[k, j, i]
+
+
+@pytest.fixture(scope="module")
+def mirrored_pair():
+    """Small pair, EM mirrored and rotated far beyond the old ±30° window."""
+    return simulate_pair(seed=7, scale=0.3, rotation_deg=110.0, mirror=True)
+
+
+def test_any_rotation_and_mirror_found(mirrored_pair):
+    result = register(mirrored_pair.em, mirrored_pair.lm)
+    assert result.prealign.mirrored and result.fine.mirrored
+    assert np.linalg.det(result.em_to_lm.linear) < 0
+    assert abs(result.prealign.angle_deg - 110.0) < 5.0
+    assert _tre(result, mirrored_pair) < 0.5
+    assert result.confidence["verdict"] == "ok"
+    assert result.prealign.orientation["hypotheses"]  # the scan ran and proposed
+
+
+def test_restricted_search_cannot_fit_a_mirror_and_says_so(mirrored_pair):
+    from dataclasses import replace
+
+    base = RegistrationConfig()
+    config = replace(base, prealign=replace(base.prealign, max_rotation_deg=30.0, mirror=False))
+    result = register(mirrored_pair.em, mirrored_pair.lm, config=config)
+    assert not result.prealign.orientation  # no scan when restricted to the window
+    assert np.linalg.det(result.em_to_lm.linear) > 0
+    assert _tre(result, mirrored_pair) > 2.0
+    assert result.confidence["verdict"] != "ok"
+
+
+def test_3d_stage_registers_from_a_mirrored_start(mirrored_pair):
+    from clemalign.registration import register_3d
+    from clemalign.transforms import Affine
+
+    pair = mirrored_pair
+    # truth moved by 1.5 µm in x and 2° about z: a mirrored start (det < 0)
+    c = pair.landmarks_em_um.mean(0)
+    cz, sz = np.cos(np.radians(2)), np.sin(np.radians(2))
+    nudge = (Affine.from_translation(c + [1.5, 0, 0])
+             @ Affine.from_linear_translation(np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]]),
+                                              [0, 0, 0]) @ Affine.from_translation(-c))
+    start = nudge @ pair.em_to_lm
+    assert np.linalg.det(start.linear) < 0
+    lm = pair.lm.channel(0)
+    fine = register_3d(pair.em, lm, start)
+    assert fine.mirrored
+    tre = target_registration_error(fine.em_to_lm, pair.landmarks_em_um, pair.landmarks_lm_um)
+    assert tre.mean() < 0.5

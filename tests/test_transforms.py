@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from clemalign import Affine, InputError
-from clemalign.transforms import rotation_matrix_xyz
+from clemalign.transforms import decompose, rotation_matrix_xyz
 
 
 def test_apply_compose_inverse():
@@ -33,8 +33,6 @@ def test_matrix_is_read_only():
 
 
 def test_decompose_known_parts():
-    from clemalign.transforms import decompose, rotation_matrix_xyz
-
     a = Affine.from_linear_translation(rotation_matrix_xyz((3.0, -2.0, 15.0))
                                        @ np.diag([1.05, 0.97, 1.0]), [1.0, 2.0, 3.0])
     d = decompose(a)
@@ -44,3 +42,17 @@ def test_decompose_known_parts():
     assert not d["mirror"] and d["shear"] < 1e-9
     mirrored = Affine.from_linear_translation(np.diag([-1.0, 1.0, 1.0]), [0, 0, 0])
     assert decompose(mirrored)["mirror"]
+
+
+def test_decompose_mirrored_placement():
+    from clemalign.prealign import placement_transform
+
+    a = placement_transform(np.array([5.0, 6.0, 7.0]), np.array([50.0, 60.0]), 120.0, True)
+    stretched = Affine(a.matrix @ np.diag([1.05, 0.97, 1.0, 1.0]))
+    d = decompose(stretched)
+    assert d["mirror"]
+    assert d["rotation_deg"][2] == pytest.approx(120.0, abs=1e-9)
+    np.testing.assert_allclose(d["scale"], [1.05, 1.0, 0.97], atol=1e-12)
+    assert d["shear"] < 1e-9
+    # the ROI centre lands where asked
+    np.testing.assert_allclose(a.apply(np.array([[5.0, 6.0, 7.0]]))[0], [50.0, 60.0, 7.0])

@@ -85,3 +85,16 @@ def test_bad_voxel_sizes_are_refused(size):
 def test_2d_is_refused_with_shape():
     with pytest.raises(InputError, match=r"3D stack is needed .* 2D image of shape \(5, 6\)"):
         Volume(np.zeros((5, 6)), (1, 1, 1))
+
+
+def test_scale_axes_reads_input_at_factor_times_output_quietly():
+    import warnings
+
+    from clemalign.volume import scale_axes
+
+    data = np.arange(20.0).reshape(4, 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no SciPy 1-D matrix warning leaks out
+        out = scale_axes(data, [1.0, 2.0], [0.0, 0.5], output_shape=(4, 2))
+    # output (r, c) = input (r, 2c + 0.5): linear interpolation along x
+    np.testing.assert_allclose(out, data[:, [0, 2]] + 0.5)

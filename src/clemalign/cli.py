@@ -198,16 +198,19 @@ def _run_registration(em_vol, lm_vol, config, outdir: Path, overwrite: bool, lan
 def _print_result(result, paths) -> None:
     pre = result.prealign
     conf = result.confidence
-    colour = "green" if conf["level"] == "high" else "yellow"
+    colour = {"ok": "green", "uncertain": "yellow"}.get(conf["verdict"], "red")
     _out.print(f"pre-alignment: EM ROI centre → LM ({pre.centre_lm_xy_um[0]:.2f}, "
-               f"{pre.centre_lm_xy_um[1]:.2f}) µm, angle {pre.angle_deg:.1f}°, "
+               f"{pre.centre_lm_xy_um[1]:.2f}) µm, angle {pre.angle_deg:.1f}°"
+               f"{', EM mirrored' if result.fine.mirrored else ''}, "
                f"{pre.timings_s['total']:.1f} s")
     for stage in result.fine.stages:
         _out.print(f"{stage.name}: metric {stage.metric:.4f} after {stage.iterations} "
                    f"iterations ({stage.seconds:.1f} s)")
-    _out.print(f"confidence: [{colour}]{conf['level']}[/{colour}] (pre-alignment margin "
-               f"{conf['prealign_margin']:.2f}, mutual information "
-               f"{conf['mutual_information']:.3f})")
+    _out.print(f"confidence: [{colour}]{conf['score']:.2f} ({conf['verdict']})[/{colour}]")
+    if conf["verdict"] != "ok":
+        _err.print(f"[{colour}]warning:[/{colour}] the result is {conf['verdict']}: "
+                   + "; ".join(conf["reasons"]) + ". Check the overlays in report.html, or "
+                   "restrict the search (--roi, --max-rotation-deg, --no-mirror).")
     _out.print("em_to_lm (µm):")
     for row in result.em_to_lm.matrix:
         _out.print("  " + "  ".join(f"{v:10.5f}" for v in row))
@@ -234,12 +237,19 @@ def _print_result(result, paths) -> None:
 @click.option("--landmarks", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Landmark pairs CSV (see `clemalign evaluate --help`): their errors go "
                    "into transform.json and the report.")
+@click.option("--max-rotation-deg", type=click.FloatRange(0, 180), default=180.0,
+              show_default=True, help="Largest in-plane rotation EM → LM searched.")
+@click.option("--no-mirror", is_flag=True,
+              help="Do not consider a mirrored EM (when the set-up keeps handedness).")
+@click.option("--strict", is_flag=True,
+              help="Exit with status 3 when the verdict is 'failed' (outputs are still written).")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
 def register_command(em: Path, lm: Path, outdir: Path,
                      em_voxel_size: tuple[float, float, float] | None,
                      lm_voxel_size: tuple[float, float, float] | None, lm_channel: str,
                      roi: str | None, model: str, em_slices: str | None,
-                     landmarks: Path | None, overwrite: bool) -> None:
+                     landmarks: Path | None, max_rotation_deg: float, no_mirror: bool,
+                     strict: bool, overwrite: bool) -> None:
     """Register EM to LM: XY pre-alignment, then 3D mutual-information registration.
 
     EM and LM are 3D stacks (OME-TIFF, ImageJ TIFF, MRC, OME-Zarr or .npy) with voxel
@@ -262,7 +272,8 @@ def register_command(em: Path, lm: Path, outdir: Path,
     base = RegistrationConfig()
     config = RegistrationConfig(
         lm_channel=int(lm_channel) if lm_channel.lstrip("-").isdigit() else lm_channel,
-        roi=roi, prealign=replace(base.prealign, em_slices=_parse_slices(em_slices)),
+        roi=roi, prealign=replace(base.prealign, em_slices=_parse_slices(em_slices),
+                                  max_rotation_deg=max_rotation_deg, mirror=not no_mirror),
         fine=replace(base.fine, model=model))  # type: ignore[arg-type]
     result, paths = _run_registration(em_vol, lm_vol, config, outdir, overwrite, points)
     _print_result(result, paths)
@@ -270,6 +281,8 @@ def register_command(em: Path, lm: Path, outdir: Path,
         s = json.loads(paths["transform.json"].read_text())["evaluation"]["summary"]
         _out.print(f"landmark error ({s['n']}): mean {s['mean_um']:.3f} µm, median "
                    f"{s['median_um']:.3f} µm, max {s['max_um']:.3f} µm")
+    if strict and result.confidence["verdict"] == "failed":
+        raise click.exceptions.Exit(3)
 
 
 @app.command()

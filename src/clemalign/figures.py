@@ -7,6 +7,7 @@ they work headless and never touch a user's interactive backend.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -272,4 +273,52 @@ def plot_scale_selection(selections: dict) -> Figure:
     ax.set_ylabel("scale-space blobs")
     ax.set_title("Automatic scale selection", fontsize=10)
     ax.legend(fontsize=8)
+    return fig
+
+
+def plot_orientation(result: PrealignResult, starts: Sequence[dict] = ()) -> Figure:
+    """Orientation scan: best NCC (robust z) over positions per angle and handedness.
+
+    The hypotheses searched at every scale are marked; the chosen orientation is the
+    dashed line.  ``starts`` (from :attr:`Registration3DResult.starts`) adds the mutual
+    information each hypothesis reached after the rigid 3D stage, as a text box.
+
+    Parameters
+    ----------
+    result : PrealignResult
+    starts : sequence of dict, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    fig = Figure(figsize=(7.5, 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    scan = result.orientation
+    if scan:
+        angles = np.asarray(scan["angles_deg"])
+        for name, colour in (("direct", "tab:blue"), ("mirrored", "tab:orange")):
+            if name in scan["scores"]:
+                ax.plot(angles, scan["scores"][name], "-o", ms=3, color=colour,
+                        label=f"{name} (EM x flipped)" if name == "mirrored" else name)
+        for h in scan.get("hypotheses", []):
+            ax.plot(h["angle_deg"], h["score"], "s", mfc="none", ms=10,
+                    color="tab:orange" if h["mirrored"] else "tab:blue")
+        ax.set_title(f"orientation scan at σ = {scan.get('sigma_um', float('nan')):.1f} µm; "
+                     "squares: hypotheses searched at every scale")
+    else:
+        ax.set_title("orientation scan not run (rotation restricted, no mirror)")
+    ax.axvline(result.angle_deg, ls="--", color="k",
+               label=f"chosen {result.angle_deg:.1f}°{' mirrored' if result.mirrored else ''}")
+    if starts:
+        text = "\n".join(f"{'→ ' if s['chosen'] else '   '}start {k}: "
+                         f"{'mirrored, ' if s['mirrored'] else ''}"
+                         f"MI {s['mutual_information_rigid']:.3f}"
+                         for k, s in enumerate(starts))
+        ax.text(0.01, 0.02, "3D stage, MI after rigid:\n" + text, transform=ax.transAxes,
+                fontsize=7, family="monospace", va="bottom",
+                bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "#ccc"})
+    ax.set_xlabel("in-plane angle EM → LM (°)")
+    ax.set_ylabel("best NCC (robust z)")
+    ax.legend(fontsize=7, loc="upper right")
     return fig

@@ -29,7 +29,7 @@ from .volume import Volume, to_sitk
 
 __all__ = ["OUTPUT_FILES", "FIGURE_FILES", "resample_lm_to_em", "write_registration"]
 
-FIGURE_FILES = ("prealign.png", "scale_selection.png", "overlay_slices.png",
+FIGURE_FILES = ("prealign.png", "orientation.png", "scale_selection.png", "overlay_slices.png",
                 "orthogonal_views.png", "projection_overlay.png", "checkerboard.png")
 OUTPUT_FILES = ("transform.json", "lm_in_em.ome.tif", "run.json", "report.html",
                 "transform.tfm", "bigwarp_landmarks.csv", "napari_affine.json",
@@ -87,6 +87,7 @@ def _figures(result: RegistrationResult, em: Volume, overlay: Volume) -> dict:
     """Title → (file name, PNG bytes, caption) of every figure."""
     from .figures import (
         plot_checkerboard,
+        plot_orientation,
         plot_orthogonal_views,
         plot_prealignment,
         plot_projection_overlay,
@@ -105,6 +106,11 @@ def _figures(result: RegistrationResult, em: Volume, overlay: Volume) -> dict:
         "Pre-alignment": ("prealign.png", _png_bytes(plot_prealignment(result.prealign)),
                           "Candidate positions of the EM ROI centre over the LoG of the LM "
                           "projection; the fused ROI outline in yellow."),
+        "Orientation": ("orientation.png",
+                        _png_bytes(plot_orientation(result.prealign, result.fine.starts)),
+                        "Best NCC over the LM field per in-plane angle, direct and mirrored "
+                        "EM; the hypotheses passed on and the mutual information each "
+                        "reached in the 3D stage."),
         "Scale selection": ("scale_selection.png", _png_bytes(plot_scale_selection(selections)),
                             "Scale-space blob count per LoG sigma; dashed: the selected scale."),
         "Overlay slices": ("overlay_slices.png", _png_bytes(plot_slice_overlays(em_roi, overlay)),

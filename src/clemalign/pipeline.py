@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .confidence import ConfidenceConfig, assess
 from .errors import InputError
 from .prealign import PrealignConfig, PrealignResult, Roi, parse_roi, prealign_xy
 from .registration import Registration3DConfig, Registration3DResult, register_3d
@@ -26,13 +27,6 @@ CONVENTION = ("em_to_lm maps an EM physical point (x, y, z, 1) in µm to the cor
               "physical point; voxel (k, j, i) of a volume lies at origin + (i*sx, j*sy, k*sz); "
               "this is ITK's fixed-to-moving transform with the EM as the fixed image")
 
-# confidence rule (see RegistrationResult.confidence), measured on 20 default-size
-# simulated pairs: registered ones have a pre-alignment peak margin of 1.4-15.7 z-units and
-# a final LoG mutual information of 0.43-0.55 nats (small pairs: 0.5-0.7); the one
-# pre-alignment miss ended at 0.075 nats with a margin of 2.4, so the margin alone cannot
-# flag it; noise as LM gives < 0.05
-_MIN_MARGIN = 1.0
-_MIN_MI = 0.2
 
 
 @dataclass(frozen=True)
@@ -47,10 +41,20 @@ class RegistrationConfig:
         EM ROI ``"z0:z1,y0:y1,x0:x1"`` in EM voxel indices (default: the whole EM).
     prealign : PrealignConfig
     fine : Registration3DConfig
+    confidence : ConfidenceConfig
+    max_starts : int
+        Most orientation hypotheses handed to the 3D stage (the pre-alignment's result
+        included); each costs a z search and a rigid stage.
+    start_score_gap : float
+        Hypotheses scoring within this many robust z-units of the best are tried by the
+        3D stage, which keeps the one with the highest mutual information.
     """
 
     lm_channel: int | str = 0
     roi: str | None = None
+    confidence: ConfidenceConfig = field(default_factory=ConfidenceConfig)
+    max_starts: int = 3
+    start_score_gap: float = 3.0
     prealign: PrealignConfig = field(default_factory=PrealignConfig)
     fine: Registration3DConfig = field(default_factory=Registration3DConfig)
 
@@ -70,8 +74,8 @@ class RegistrationResult:
     fine : Registration3DResult
     roi : Roi
     confidence : dict
-        ``prealign_margin`` (z-units), ``mutual_information`` (nats, final), ``level``
-        ("high" or "low": low when the margin is under 1 or the MI under 0.2).
+        ``score`` in [0, 1], ``verdict`` ("ok", "uncertain" or "failed"), the
+        ``evidence`` and ``reasons`` behind them (:func:`clemalign.confidence.assess`).
     timings_s : dict
     config : RegistrationConfig
     """
@@ -87,6 +91,20 @@ class RegistrationResult:
     @property
     def lm_to_em(self) -> Affine:
         return self.em_to_lm.inverse()
+
+
+def _alternative_starts(pre: PrealignResult, config: RegistrationConfig) -> list[Affine]:
+    """Orientation hypotheses close in score to the pre-alignment's own result."""
+    if not pre.hypotheses or config.max_starts <= 1:
+        return []
+    top = max(h["score"] for h in pre.hypotheses)
+    out = []
+    for h in pre.hypotheses:
+        same = (h["mirrored"] == pre.mirrored
+                and abs((h["angle_deg"] - pre.angle_deg + 180) % 360 - 180) < 10.0)
+        if not same and h["score"] >= top - config.start_score_gap:
+            out.append(Affine(np.asarray(h["initial_em_to_lm"])))
+    return out[:config.max_starts - 1]
 
 
 def register(em: Volume, lm: Volume, *, config: RegistrationConfig = RegistrationConfig(),
@@ -127,14 +145,11 @@ def register(em: Volume, lm: Volume, *, config: RegistrationConfig = Registratio
                       progress=stage("prealign"))
     t1 = time.perf_counter()
     fine = register_3d(em, lm_chan, pre.initial_em_to_lm, roi_kji=roi.slices,
-                       lm_sigma_um=pre.sigmas_um.get("lm"), config=config.fine,
+                       lm_sigma_um=pre.sigmas_um.get("lm"),
+                       alternatives=_alternative_starts(pre, config), config=config.fine,
                        progress=stage("fine"))
     t2 = time.perf_counter()
-    margin = float(pre.confidence.get("margin", 0.0))
-    mi = float(-fine.metric_final)
-    level = "high" if margin >= _MIN_MARGIN and mi >= _MIN_MI else "low"
-    confidence = {"prealign_margin": margin, "mutual_information": mi, "level": level,
-                  "rule": f"high when prealign margin >= {_MIN_MARGIN} and MI >= {_MIN_MI}"}
+    confidence = assess(pre, fine, config.confidence)
     timings = {"prealign": t1 - t0, "fine": t2 - t1, "total": t2 - t0}
     return RegistrationResult(fine.em_to_lm, pre, fine, roi, confidence, timings, config)
 

@@ -27,7 +27,7 @@ from ._timing import StepTimer
 from .errors import InputError
 from .representation import blob_response, default_polarity
 from .transforms import Affine
-from .volume import Volume, to_sitk
+from .volume import Volume, scale_axes, to_sitk
 
 __all__ = ["Registration3DConfig", "Registration3DResult", "StageResult", "register_3d",
            "working_volume"]
@@ -127,6 +127,11 @@ class Registration3DResult:
     working LoG images, evaluated on one fixed set of samples for the start (after the z
     search) and the final transform — comparable between runs and inputs, unlike the
     per-stage SimpleITK values (Mattes MI on each stage's own samples).
+    ``starts`` lists every start tried (orientation hypotheses) with its z offset and
+    mutual information after the rigid stage; ``mirrored`` says whether the chosen one
+    flips handedness.  ``mutual_information_perturbed`` is the final MI after moving the
+    result by a quarter of the ROI along ±x and ±y and rotating it by 90°, 180° and 270°
+    about the ROI centre.
     """
 
     em_to_lm: Affine
@@ -139,6 +144,9 @@ class Registration3DResult:
     log_sigma_um: float
     working_spacing_um: tuple[float, float, float]
     timings_s: dict = field(default_factory=dict)
+    starts: tuple[dict, ...] = ()
+    mirrored: bool = False
+    mutual_information_perturbed: tuple[float, ...] = ()
 
     def to_dict(self) -> dict:
         return {"em_to_lm": self.em_to_lm.to_list(),
@@ -148,6 +156,8 @@ class Registration3DResult:
                 "metric_initial": self.metric_initial, "metric_final": self.metric_final,
                 "log_sigma_um": self.log_sigma_um,
                 "working_spacing_um": list(self.working_spacing_um),
+                "starts": list(self.starts), "mirrored": self.mirrored,
+                "mutual_information_perturbed": list(self.mutual_information_perturbed),
                 "timings_s": self.timings_s}
 
 
@@ -195,8 +205,8 @@ def working_volume(volume: Volume, spacing_um: Sequence[float],
         smooth = ndi.gaussian_filter(binned, sigma, mode="nearest")
         out_shape = [int(np.floor((n - 1) / r)) + 1
                      for n, r in zip(binned.shape, rest, strict=True)]
-        binned = ndi.affine_transform(smooth, rest, output_shape=out_shape, order=1,
-                                      mode="nearest", output=np.float32)
+        binned = scale_axes(smooth, rest, output_shape=out_shape, mode="nearest",
+                            output=np.float32)
         b_spacing = b_spacing * rest
     origin_kji = offset_idx
     origin_xyz = np.asarray(volume.origin_xyz_um) + origin_kji[::-1] * spacing[::-1]
@@ -309,9 +319,23 @@ def _z_profile(fixed_vol: Volume, fixed_arr: np.ndarray, moving_vol: Volume,
     return out
 
 
+def _mirror_x(volume: Volume) -> Affine:
+    """Physical map between a volume and its copy with the x axis reversed (an involution).
+
+    Voxel ``i'`` of ``data[:, :, ::-1]`` holds voxel ``nx - 1 - i'``: the point at ``x'`` in
+    the flipped copy is the point ``2·ox + (nx − 1)·sx − x'`` of the original.
+    """
+    ox = float(volume.origin_xyz_um[0])
+    width = (volume.shape_zyx[2] - 1) * float(volume.voxel_size_um[2])
+    m = np.diag([-1.0, 1.0, 1.0, 1.0])
+    m[0, 3] = 2 * ox + width
+    return Affine(m)
+
+
 def register_3d(em: Volume, lm: Volume, initial_em_to_lm: Affine, *,
                 roi_kji: tuple[slice, slice, slice] | None = None,
                 lm_sigma_um: float | None = None,
+                alternatives: Sequence[Affine] = (),
                 config: Registration3DConfig = Registration3DConfig(),
                 progress: Callable[[str, float], None] | None = None) -> Registration3DResult:
     """Estimate ``em_to_lm`` by mutual information, rigid then affine (SimpleITK).
@@ -323,11 +347,17 @@ def register_3d(em: Volume, lm: Volume, initial_em_to_lm: Affine, *,
     lm : Volume
         LM volume, the channel to register ``(z, y, x)``.
     initial_em_to_lm : Affine
-        Start (from the XY pre-alignment): rotation about z and the XY shift.
+        Start (from the XY pre-alignment): (mirror,) rotation about z and the XY shift.
+        A mirrored start (negative determinant) is registered on the EM with its x axis
+        reversed — a rigid transform cannot flip handedness — and composed back.
     roi_kji : tuple of slices, optional
         EM ROI in voxel indices (default: the whole EM volume).
     lm_sigma_um : float, optional
         Scale selected on the LM (used as LoG scale when larger than 1.5 working pixels).
+    alternatives : sequence of Affine
+        Other starts (orientation hypotheses).  Each start gets its own z search and rigid
+        stage; the one with the highest mutual information afterwards (on one common set
+        of samples) goes on to the affine stage.
     config : Registration3DConfig
     progress : callable, optional
         Called with (step name, fraction done).
@@ -350,15 +380,16 @@ def register_3d(em: Volume, lm: Volume, initial_em_to_lm: Affine, *,
     pixel = float(config.working_pixel_um or max(lm_sx, sigma_default / 2.25))
     z_work = float(config.working_z_um or max(lm_sz / 2.0, em.voxel_size_um[0]))
     roi = roi_kji or tuple(slice(0, n) for n in em.shape_zyx)
+    starts = [initial_em_to_lm, *alternatives]
 
     # EM ROI on the working grid
     em_w = working_volume(em, (z_work, pixel, pixel), roi)
-    # LM crop: the EM ROI's corners mapped by the initial transform, plus a margin
+    # LM crop: the EM ROI's corners mapped by every start, plus a margin
     corners = np.array([[i, j, k] for k in (roi[0].start, roi[0].stop - 1)
                         for j in (roi[1].start, roi[1].stop - 1)
                         for i in (roi[2].start, roi[2].stop - 1)], float)
     em_corners = em.index_to_physical(corners[:, ::-1])
-    lm_corners = initial_em_to_lm.apply(em_corners)
+    lm_corners = np.vstack([s.apply(em_corners) for s in starts])
     lo = lm.physical_to_index(lm_corners.min(0) - [config.margin_um, config.margin_um, 0])
     hi = lm.physical_to_index(lm_corners.max(0) + [config.margin_um, config.margin_um, 0])
     box = []
@@ -383,55 +414,78 @@ def register_3d(em: Volume, lm: Volume, initial_em_to_lm: Affine, *,
                                                default_polarity("lm"), fast=False))
     else:
         fixed_arr, moving_arr = -em_w.data, lm_c.data
-    fixed = to_sitk(em_w.with_data(np.ascontiguousarray(fixed_arr, dtype=np.float32)))
     moving = to_sitk(lm_c.with_data(np.ascontiguousarray(moving_arr, dtype=np.float32)))
     n_fixed = int(np.prod(em_w.shape_zyx))
+    flip = _mirror_x(em_w)
+    fixed_images: dict[bool, tuple[np.ndarray, object]] = {}
+
+    def fixed_for(mirrored: bool):
+        if mirrored not in fixed_images:
+            arr = np.ascontiguousarray(fixed_arr[:, :, ::-1] if mirrored else fixed_arr,
+                                       dtype=np.float32)
+            fixed_images[mirrored] = (arr, to_sitk(em_w.with_data(arr)))
+        return fixed_images[mirrored]
+
     tick("representation", 0.2)
 
     centre = em.index_to_physical(np.array([(s.start + s.stop - 1) / 2.0 for s in roi]))
-    # z initialisation: 1D search of the metric over z offsets
-    z_info: dict = {}
-    z_offset = 0.0
-    start = initial_em_to_lm
-    if config.z_search:
+
+    def metric(arr: np.ndarray, transform: Affine) -> float:
+        return float(_z_profile(em_w, arr, lm_c, moving_arr, transform, np.zeros(1),
+                                config)[0])
+
+    def z_search(arr: np.ndarray, start: Affine, c_fixed: np.ndarray) -> tuple[Affine, dict]:
+        """1D search of the metric over z offsets that keep the ROI centre within the
+        LM depth ± half the EM depth."""
         step = float(config.z_step_um or lm_sz / 2.0)
         em_depth = em_w.extent_um[0]
         lm_z0 = lm.origin_xyz_um[2]
-        centre_lm_z = initial_em_to_lm.apply(centre[None])[0, 2]
-        # every offset that keeps the ROI centre within the LM depth ± half the EM depth
+        centre_lm_z = start.apply(c_fixed[None])[0, 2]
         lo_z = lm_z0 - em_depth / 2 - centre_lm_z
         hi_z = lm_z0 + lm.extent_um[0] + em_depth / 2 - centre_lm_z
         offsets = np.arange(lo_z, hi_z + 1e-9, step)
-        values = _z_profile(em_w, fixed_arr, lm_c, moving_arr, initial_em_to_lm, offsets,
-                            config)
+        values = _z_profile(em_w, arr, lm_c, moving_arr, start, offsets, config)
         best = int(np.argmin(values))
-        z_offset = float(offsets[best])
-        start = Affine.from_translation([0.0, 0.0, z_offset]) @ initial_em_to_lm
-        z_info = {"offsets_um": offsets.tolist(), "metric": values.tolist(),
-                  "best_um": z_offset}
-    tick("z_search", 0.3)
+        info = {"offsets_um": offsets.tolist(), "metric": values.tolist(),
+                "best_um": float(offsets[best])}
+        return Affine.from_translation([0.0, 0.0, float(offsets[best])]) @ start, info
 
-    def metric(transform: Affine) -> float:
-        return float(_z_profile(em_w, fixed_arr, lm_c, moving_arr, transform,
-                                np.zeros(1), config)[0])
+    def rigid_stage(fixed, start: Affine, c_fixed: np.ndarray):
+        t_stage = time.perf_counter()
+        reg = _method(config, n_fixed, config.rigid_iterations)
+        reg.SetInitialTransform(_euler_from_affine(start, c_fixed), inPlace=False)
+        out = _execute(reg, fixed, moving, _euler_from_affine(start, c_fixed))
+        if out.GetName() == "CompositeTransform":
+            out = sitk.CompositeTransform(out).GetBackTransform()
+        tx = sitk.Euler3DTransform(out) if out.GetName() == "Euler3DTransform" else out
+        return tx, (tuple(tx.GetParameters()), float(reg.GetMetricValue()),
+                    int(reg.GetOptimizerIteration()),
+                    reg.GetOptimizerStopConditionDescription(), time.perf_counter() - t_stage)
 
-    metric_initial = metric(start)
-    stages = []
-    # rigid
-    t_stage = time.perf_counter()
-    reg = _method(config, n_fixed, config.rigid_iterations)
-    reg.SetInitialTransform(_euler_from_affine(start, centre), inPlace=False)
-    rigid_tx = _execute(reg, fixed, moving, _euler_from_affine(start, centre))
-    rigid_tx = sitk.CompositeTransform(rigid_tx).GetBackTransform() \
-        if rigid_tx.GetName() == "CompositeTransform" else rigid_tx
-    rigid = sitk.Euler3DTransform(rigid_tx) if rigid_tx.GetName() == "Euler3DTransform" \
-        else rigid_tx
-    stages.append(StageResult("rigid", _affine_from_sitk(rigid), tuple(rigid.GetParameters()),
-                              float(reg.GetMetricValue()),
-                              int(reg.GetOptimizerIteration()),
-                              reg.GetOptimizerStopConditionDescription(),
-                              time.perf_counter() - t_stage))
-    tick("rigid", 0.6)
+    # each start: z search and rigid stage in the (possibly mirrored) fixed frame, where
+    # the transform to estimate is G = em_to_lm ∘ F for the flip F (an involution)
+    tried = []
+    for k, start_em in enumerate(starts):
+        mirrored = bool(np.linalg.det(start_em.linear) < 0)
+        pre = flip if mirrored else Affine.identity()
+        arr, fixed = fixed_for(mirrored)
+        c_fixed = pre.apply(centre[None])[0]
+        g_start, z_info = (z_search(arr, start_em @ pre, c_fixed) if config.z_search
+                           else (start_em @ pre, {}))
+        rigid_tx, rigid_info = rigid_stage(fixed, g_start, c_fixed)
+        g_rigid = _affine_from_sitk(rigid_tx)
+        tried.append({"index": k, "mirrored": mirrored, "pre": pre, "arr": arr,
+                      "fixed": fixed, "g_start": g_start, "z_info": z_info,
+                      "rigid_tx": rigid_tx, "rigid_info": rigid_info,
+                      "mi_rigid": -metric(arr, g_rigid)})
+        tick("rigid", 0.2 + 0.4 * (k + 1) / len(starts))
+    best = max(tried, key=lambda t: t["mi_rigid"])
+    pre, arr, fixed, rigid = best["pre"], best["arr"], best["fixed"], best["rigid_tx"]
+    start = best["g_start"] @ pre  # back in EM terms (pre is its own inverse)
+    metric_initial = metric(arr, best["g_start"])
+    params, value, iters, stop, secs = best["rigid_info"]
+    stages = [StageResult("rigid", _affine_from_sitk(rigid) @ pre, params, value, iters,
+                          stop, secs)]
     final_tx = rigid
     if config.model == "affine":
         t_stage = time.perf_counter()
@@ -445,16 +499,40 @@ def register_3d(em: Volume, lm: Volume, initial_em_to_lm: Affine, *,
         if out.GetName() == "CompositeTransform":
             out = sitk.CompositeTransform(out).GetBackTransform()
         final_tx = sitk.AffineTransform(out) if out.GetName() == "AffineTransform" else out
-        stages.append(StageResult("affine", _affine_from_sitk(final_tx),
+        stages.append(StageResult("affine", _affine_from_sitk(final_tx) @ pre,
                                   tuple(final_tx.GetParameters()), float(reg.GetMetricValue()),
                                   int(reg.GetOptimizerIteration()),
                                   reg.GetOptimizerStopConditionDescription(),
                                   time.perf_counter() - t_stage))
         tick("affine", 0.9)
-    metric_final = metric(_affine_from_sitk(final_tx))
+    g_final = _affine_from_sitk(final_tx)
+    metric_final = metric(arr, g_final)
+    # the same metric at clearly wrong placements near the result: how much the found
+    # placement stands out is evidence that it is right (see clemalign.confidence)
+    c_fixed = pre.apply(centre[None])[0]
+    shift = 0.25 * min(em_w.extent_um[1:])
+    perturbed = []
+    for dx, dy, angle in ((shift, 0, 0), (-shift, 0, 0), (0, shift, 0), (0, -shift, 0),
+                          (0, 0, 90), (0, 0, 180), (0, 0, 270)):
+        p = (Affine.from_translation(c_fixed + [dx, dy, 0.0])
+             @ Affine.from_linear_translation(_rotation_z(angle), [0.0, 0.0, 0.0])
+             @ Affine.from_translation(-c_fixed))
+        perturbed.append(-metric(arr, g_final @ p))
     timings = timer.total()
+    starts_info = [{"start_em_to_lm": starts[t["index"]].to_list(), "mirrored": t["mirrored"],
+                    "z_offset_um": t["z_info"].get("best_um", 0.0),
+                    "mutual_information_rigid": t["mi_rigid"],
+                    "chosen": t is best} for t in tried]
     return Registration3DResult(
-        em_to_lm=_affine_from_sitk(final_tx), initial_em_to_lm=start, z_offset_um=z_offset,
-        z_search=z_info, stages=tuple(stages), metric_initial=metric_initial,
+        em_to_lm=g_final @ pre, initial_em_to_lm=start,
+        z_offset_um=float(best["z_info"].get("best_um", 0.0)),
+        z_search=best["z_info"], stages=tuple(stages), metric_initial=metric_initial,
         metric_final=metric_final, log_sigma_um=sigma,
-        working_spacing_um=tuple(float(v) for v in em_w.voxel_size_um), timings_s=timings)
+        working_spacing_um=tuple(float(v) for v in em_w.voxel_size_um), timings_s=timings,
+        starts=tuple(starts_info), mirrored=best["mirrored"],
+        mutual_information_perturbed=tuple(perturbed))
+
+
+def _rotation_z(angle_deg: float) -> np.ndarray:
+    c, s = np.cos(np.radians(angle_deg)), np.sin(np.radians(angle_deg))
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])

@@ -29,7 +29,7 @@ table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.92em; }
 td, th { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
 th { background: #f3f3f3; } td.l, th.l { text-align: left; }
 .badge { display: inline-block; padding: 0.15em 0.7em; border-radius: 1em; color: white; }
-.high { background: #2e7d32; } .low { background: #c62828; }
+.ok { background: #2e7d32; } .uncertain { background: #ef6c00; } .failed { background: #c62828; }
 figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #ddd; }
 figcaption { font-size: 0.9em; color: #555; }
 code, pre { background: #f6f6f6; padding: 0.1em 0.3em; font-size: 0.9em; }
@@ -83,17 +83,18 @@ def build_report(result: RegistrationResult, em: Volume, lm: Volume, *,
     from . import __version__
 
     pre, fine, conf = result.prealign, result.fine, result.confidence
-    level = conf["level"]
+    verdict = conf["verdict"]
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
              f"<title>clemalign report</title><style>{_CSS}</style></head><body>",
              "<h1>clemalign registration report</h1>",
-             f"<p>Confidence: <span class='badge {level}'>{level}</span> "
-             f"(pre-alignment peak margin {conf['prealign_margin']:.2f}, mutual information "
-             f"{conf['mutual_information']:.3f} nats; {html.escape(conf['rule'])}). "
-             f"clemalign {html.escape(__version__)}, {time.strftime('%Y-%m-%d %H:%M')}.</p>"]
-    if level == "low":
-        parts.append("<p><b>The result may be wrong.</b> Check the overlay figures; try an "
-                     "ROI on a region with fluorescent structures, or another LM channel.</p>")
+             f"<p>Confidence: <span class='badge {verdict}'>{conf['score']:.2f} — {verdict}"
+             f"</span> clemalign {html.escape(__version__)}, "
+             f"{time.strftime('%Y-%m-%d %H:%M')}.</p>"]
+    if verdict != "ok":
+        parts.append("<p><b>The result may be wrong:</b> "
+                     + html.escape("; ".join(conf["reasons"])) + ". Check the overlay "
+                     "figures; try an ROI on a region with fluorescent structures, another LM "
+                     "channel, or restrict the search (--max-rotation-deg, --no-mirror).</p>")
 
     parts.append("<h2>Inputs</h2>")
     lm_names = ", ".join(lm.channel_names) if lm.channel_names else f"{lm.n_channels} channel(s)"
@@ -115,6 +116,44 @@ def build_report(result: RegistrationResult, em: Volume, lm: Volume, *,
     parts.append(_decomposition(result.em_to_lm))
     parts.append("<p><code>lm_to_em</code> (µm):</p>" + _matrix_table(result.lm_to_em.matrix))
 
+    parts.append("<h2>Confidence evidence</h2>")
+    ev, th, terms = conf["evidence"], conf["thresholds"], conf["terms"]
+    parts.append(_kv_table([
+        ("final mutual information (LoG)", f"{ev['mutual_information']:.3f} nats"),
+        ("best MI at wrong placements (±¼ ROI, 90/180/270°)",
+         f"{ev['mutual_information_perturbed_max']:.3f} nats"),
+        ("MI contrast → term", f"{ev['mi_contrast']:.3f} nats → {terms['mi_contrast']:.2f} "
+                               f"(0 at {th['mi_contrast_fail']}, 1 at {th['mi_contrast_sure']})"),
+        ("pre-alignment peak margin → term",
+         f"{ev['prealign_margin']:.2f} z → {terms['prealign_margin']:.2f} "
+         f"(0 at {th['margin_fail']}, 1 at {th['margin_sure']})"),
+        ("orientation margin → term",
+         f"{ev['orientation_margin']:.2f} z → {terms['orientation_margin']:.2f} "
+         f"(0 at {th['orientation_fail']}, 1 at {th['orientation_sure']})"),
+        ("plausible transform", f"{'yes' if terms['plausible'] else 'no'} (scales "
+                                f"{_fmt(ev['scales'], 3)} within {th['scale_range']}, shear "
+                                f"{ev['shear']:.3f} ≤ {th['max_shear']})"),
+        ("score", f"MI term × (½ + ½ margin term) × (½ + ½ orientation term) × plausible "
+                  f"= {conf['score']:.3f}; ok ≥ {th['ok_above']}, failed < {th['failed_below']}"),
+    ]))
+
+    parts.append("<h2>Orientation</h2>")
+    hyp_rows = "".join(
+        f"<tr><td>{h['angle_deg']:.1f}</td><td class='l'>{'yes' if h['mirrored'] else 'no'}</td>"
+        f"<td>{_fmt(h['centre_xy_um'], 2)}</td><td>{h['score']:.2f}</td></tr>"
+        for h in pre.hypotheses)
+    parts.append("<p>Best placement of each orientation searched at every scale "
+                 "(pre-alignment):</p><table><tr><th>angle °</th><th class='l'>mirrored</th>"
+                 f"<th>LM centre (x, y) µm</th><th>score (z)</th></tr>{hyp_rows}</table>")
+    start_rows = "".join(
+        f"<tr><td>{k}</td><td class='l'>{'yes' if st['mirrored'] else 'no'}</td>"
+        f"<td>{st['z_offset_um']:.2f}</td><td>{st['mutual_information_rigid']:.3f}</td>"
+        f"<td class='l'>{'chosen' if st['chosen'] else ''}</td></tr>"
+        for k, st in enumerate(fine.starts))
+    parts.append("<p>Starts tried by the 3D stage (z search + rigid):</p><table><tr>"
+                 "<th>start</th><th class='l'>mirrored</th><th>z offset µm</th>"
+                 f"<th>MI after rigid</th><th class='l'></th></tr>{start_rows}</table>")
+
     parts.append("<h2>Stages</h2>")
     n_cand = len(pre.candidates)
     n_in = sum(c.inlier for c in pre.candidates)
@@ -123,7 +162,8 @@ def build_report(result: RegistrationResult, em: Volume, lm: Volume, *,
         ("pre-alignment method", pre.method),
         ("EM ROI centre → LM (x, y)", f"{_fmt(pre.centre_lm_xy_um, 2)} µm"),
         ("XY shift", f"{_fmt(pre.shift_xy_um, 2)} µm"),
-        ("in-plane angle", f"{pre.angle_deg:.2f} °"),
+        ("in-plane angle", f"{pre.angle_deg:.2f} °"
+                           + (" (EM mirrored)" if pre.mirrored else "")),
         ("candidates (inliers)", f"{n_cand} ({n_in})"),
         ("LoG scales EM / LM", f"{pre.sigmas_um['em']:.3f} / {pre.sigmas_um['lm']:.3f} µm"),
         ("NCC scales (margins), kept", f"{_fmt(ncc.get('sigmas_um', []), 2)} µm "

@@ -112,13 +112,15 @@ class Affine:
 
 
 def decompose(affine: Affine) -> dict:
-    """Translation, rotation, scale and shear of an affine, for people to read.
+    """Translation, rotation, mirror, scale and shear of an affine, for people to read.
 
-    Polar decomposition of the linear part ``A = R · P`` (``R`` a rotation, or a rotation
-    with a mirror when ``det A < 0``; ``P`` symmetric positive definite); ``R = Rz·Ry·Rx``
-    gives the angles (the convention of :func:`rotation_matrix_xyz`), the eigenvalues of
-    ``P`` the scales along its principal axes, and ``P``'s off-diagonal terms relative to
-    its diagonal the shear.
+    Polar decomposition of the linear part ``A = Q · P`` (``Q`` orthogonal, ``P``
+    symmetric positive definite).  When ``det A < 0``, ``Q = R · diag(-1, 1, 1)``: the x
+    axis is mirrored first, then ``R`` (a proper rotation) applies — the form of
+    :func:`clemalign.prealign.placement_transform`.  ``R = Rz·Ry·Rx`` gives the angles
+    (the convention of :func:`rotation_matrix_xyz`), the eigenvalues of ``P`` the
+    (positive) scales along its principal axes, and ``P``'s off-diagonal terms relative
+    to its diagonal the shear.
 
     Returns
     -------
@@ -128,13 +130,11 @@ def decompose(affine: Affine) -> dict:
         (largest |P_ij| / sqrt(P_ii P_jj), i ≠ j).
     """
     a = affine.linear
-    u, s, vt = np.linalg.svd(a)
-    r = u @ vt
-    mirror = bool(np.linalg.det(r) < 0)
-    if mirror:  # flip the axis of the smallest singular value into P
-        u[:, -1] *= -1
-        r = u @ vt
-    p = r.T @ a
+    u, _, vt = np.linalg.svd(a)
+    q = u @ vt
+    p = q.T @ a
+    mirror = bool(np.linalg.det(q) < 0)
+    r = q @ np.diag([-1.0, 1.0, 1.0]) if mirror else q
     ry = np.degrees(np.arcsin(np.clip(-r[2, 0], -1.0, 1.0)))
     rx = np.degrees(np.arctan2(r[2, 1], r[2, 2]))
     rz = np.degrees(np.arctan2(r[1, 0], r[0, 0]))

@@ -20,7 +20,7 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["Volume", "to_sitk", "from_sitk", "check_voxel_size", "check_image_values"]
+__all__ = ["Volume", "to_sitk", "from_sitk", "check_voxel_size", "check_image_values", "scale_axes"]
 
 
 def check_voxel_size(voxel_size_um: Sequence[float], *, what: str = "voxel size",
@@ -255,3 +255,23 @@ def from_sitk(image, *, source: str | None = None) -> Volume:
     data = sitk.GetArrayFromImage(image)
     spacing_xyz = image.GetSpacing()
     return Volume(data, tuple(spacing_xyz[::-1]), tuple(image.GetOrigin()), source=source)
+
+
+def scale_axes(data: np.ndarray, factors: Sequence[float], offset: Sequence[float] | float = 0.0,
+               *, output_shape: Sequence[int], mode: str = "nearest", cval: float = 0.0,
+               output=None) -> np.ndarray:
+    """Linear resampling where output index ``o`` reads input index ``factors·o + offset``.
+
+    ``scipy.ndimage.affine_transform`` with a diagonal given as a 1-D array (its fast
+    separable path); some SciPy versions warn that this form changed meaning in 0.18 —
+    the meaning used here is the current one, so that warning is silenced.
+    """
+    import warnings
+
+    from scipy import ndimage as ndi
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The behavior of affine_transform",
+                                category=UserWarning)
+        return ndi.affine_transform(data, list(factors), offset, output_shape=tuple(output_shape),
+                                    order=1, mode=mode, cval=cval, output=output)
