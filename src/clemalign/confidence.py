@@ -19,7 +19,9 @@ weak (each can pull it down to half), and set to 0 when the transform is implaus
 the verdict is ``ok`` at or above ``ok_above``, ``failed`` below ``failed_below``,
 ``uncertain`` in between.  The levels were calibrated on simulated pairs (full rotation
 and mirroring, 40 pairs) against unrelated pairs (EM and LM of different samples, LM of
-pure noise, LM without label); the measurements are in ``benchmarks/results/confidence.md``.
+pure noise, LM without label): registered pairs reached an MI contrast of 0.26–0.51 nats,
+unrelated ones at most 0.15 and wrong registrations at most 0.18
+(``benchmarks/results/orientation_confidence.md``).
 """
 
 from __future__ import annotations

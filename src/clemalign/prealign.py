@@ -150,6 +150,8 @@ class PrealignConfig:
         Best separate orientations of the scan (outside the default window) that Part B
         then searches at every scale, ``±orientation_window_deg`` around each.
     orientation_window_deg : float
+        Half-width of the window searched around each hypothesis (steps of
+        ``angles_deg``'s step).
     score_tolerance : float
         In ``combined``, candidates whose spatial score is at least ``(1 − score_tolerance)``
         times the best are fused.
