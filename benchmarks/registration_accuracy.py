@@ -71,7 +71,7 @@ def main(argv=None) -> None:
                                    "fine": result.fine.timings_s}})
         print(f"seed {seed:2d}: TRE {tre.mean():.3f} µm ({tre.mean() / px:.1f} EM px), "
               f"after pre-alignment {pre_tre:.2f}, rigid {stage_tre['rigid']:.3f}, "
-              f"confidence {result.confidence['level']}, {wall:.1f} s", flush=True)
+              f"confidence {result.confidence['verdict']}, {wall:.1f} s", flush=True)
     e2e = end_to_end(scale)
     print(f"end to end: {e2e}")
     tre = np.array([r["tre_um"] for r in rows])
@@ -89,7 +89,7 @@ def main(argv=None) -> None:
     for r in rows:
         lines.append(f"| {r['seed']} | {r['tre_um']:.3f} | {r['tre_em_px']:.1f} | "
                      f"{r['tre_max_um']:.2f} | {r['tre_prealign_um']:.2f} | "
-                     f"{r['tre_stage_um']['rigid']:.3f} | {r['confidence']['level']} | "
+                     f"{r['tre_stage_um']['rigid']:.3f} | {r['confidence']['verdict']} | "
                      f"{r['wall_s']:.1f} |")
     write_results("registration_accuracy" + ("_quick" if args.quick else ""),
                   {"machine": machine(), "rows": rows, "end_to_end": e2e},

@@ -52,7 +52,7 @@ def timed_register(em_path: Path, lm_path: Path, out: Path, extra: list[str] = (
     record = json.loads((out / "transform.json").read_text())
     t = record["timings_s"]
     return {"wall_s": 3600 * h + 60 * m + s, "peak_rss_gb": rss / 1e6,
-            "prealign_s": t["prealign"]["total"], "fine_s": t["fine"]["total"],
+            "prealign_s": t["prealign"], "fine_s": t["fine"],
             "register_s": t["total"], "em_to_lm": record["em_to_lm"],
             "verdict": record["confidence"]["verdict"]}
 

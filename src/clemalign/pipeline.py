@@ -172,8 +172,9 @@ def transform_record(result: RegistrationResult, em: Volume, lm: Volume) -> dict
         "stages": {s.name: s.to_dict() for s in result.fine.stages},
         "fine": {k: v for k, v in result.fine.to_dict().items() if k != "stages"},
         "confidence": result.confidence,
-        "timings_s": {"prealign": pre.timings_s, "fine": result.fine.timings_s,
-                      **result.timings_s},
+        # stage totals, and each stage's steps (the totals used to overwrite the steps)
+        "timings_s": {**result.timings_s, "prealign_steps": pre.timings_s,
+                      "fine_steps": result.fine.timings_s},
         "clemalign_version": __version__,
     }
 
