@@ -32,3 +32,14 @@ def write_results(name: str, payload: dict, table_md: str) -> None:
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
     (RESULTS / f"{name}.md").write_text(table_md)
     print(table_md)
+
+
+def run_tasks(fn, tasks: list, workers: int) -> list:
+    """``fn`` over ``tasks`` (each returns a list of rows), in ``workers`` spawned
+    processes when more than one; rows concatenated in task order."""
+    if workers > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(workers) as pool:
+            return [r for out in pool.imap(fn, tasks) for r in out]
+    return [r for t in tasks for r in fn(t)]

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, machine, write_results  # noqa: E402
+from _common import RESULTS, machine, run_tasks, write_results  # noqa: E402
 
 
 def _no_label_lm(lm, rng: np.random.Generator, noise_only: bool):
@@ -108,13 +108,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     tasks = [(s, args.scale, args.timing_pairs) for s in range(args.seeds)]
     t0 = time.perf_counter()
-    if args.workers > 1:
-        import multiprocessing as mp
-
-        with mp.get_context("spawn").Pool(args.workers) as pool:
-            rows = [r for out in pool.imap(run_seed, tasks) for r in out]
-    else:
-        rows = [r for t in tasks for r in run_seed(t)]
+    rows = run_tasks(run_seed, tasks, args.workers)
     total = time.perf_counter() - t0
     good = [r for r in rows if r["kind"] == "full_rotation_mirror"]
     bad = [r for r in rows if r["kind"] in ("other_sample", "noise", "no_label")]

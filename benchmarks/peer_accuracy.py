@@ -43,7 +43,7 @@ os.environ.update(_ONE_THREAD)  # before numpy/ITK load, inherited by the worker
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, machine, write_results  # noqa: E402
+from _common import RESULTS, machine, run_tasks, write_results  # noqa: E402
 
 DEEPCLEM = Path(__file__).resolve().parents[2] / "shared" / "data" / "deepclem_2d"
 CONDITIONS = {
@@ -244,13 +244,7 @@ def main(argv=None) -> None:
         else:
             print(f"skipping the real-appearance cases: {DEEPCLEM} not found")
     t0 = time.perf_counter()
-    if args.workers > 1:
-        import multiprocessing as mp
-
-        with mp.get_context("spawn").Pool(args.workers) as pool:
-            rows = [r for out in pool.imap(_run, tasks) for r in out]
-    else:
-        rows = [r for t in tasks for r in _run(t)]
+    rows = run_tasks(_run, tasks, args.workers)
     total = time.perf_counter() - t0
     summary = summarise(rows)
     mach = machine()

@@ -26,7 +26,7 @@ from scipy import ndimage as ndi
 from ._timing import StepTimer
 from .errors import InputError
 from .representation import blob_response, default_polarity
-from .transforms import Affine
+from .transforms import Affine, rotation_matrix_xyz
 from .volume import Volume, scale_axes, to_sitk
 
 __all__ = ["Registration3DConfig", "Registration3DResult", "StageResult", "register_3d",
@@ -515,7 +515,8 @@ def register_3d(em: Volume, lm: Volume, initial_em_to_lm: Affine, *,
     for dx, dy, angle in ((shift, 0, 0), (-shift, 0, 0), (0, shift, 0), (0, -shift, 0),
                           (0, 0, 90), (0, 0, 180), (0, 0, 270)):
         p = (Affine.from_translation(c_fixed + [dx, dy, 0.0])
-             @ Affine.from_linear_translation(_rotation_z(angle), [0.0, 0.0, 0.0])
+             @ Affine.from_linear_translation(rotation_matrix_xyz((0.0, 0.0, angle)),
+                                              [0.0, 0.0, 0.0])
              @ Affine.from_translation(-c_fixed))
         perturbed.append(-metric(arr, g_final @ p))
     timings = timer.total()
@@ -531,8 +532,3 @@ def register_3d(em: Volume, lm: Volume, initial_em_to_lm: Affine, *,
         working_spacing_um=tuple(float(v) for v in em_w.voxel_size_um), timings_s=timings,
         starts=tuple(starts_info), mirrored=best["mirrored"],
         mutual_information_perturbed=tuple(perturbed))
-
-
-def _rotation_z(angle_deg: float) -> np.ndarray:
-    c, s = np.cos(np.radians(angle_deg)), np.sin(np.radians(angle_deg))
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
