@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, machine, run_tasks, write_results  # noqa: E402
+from _common import machine, run_tasks, write_results  # noqa: E402
 
 
 def _no_label_lm(lm, rng: np.random.Generator, noise_only: bool):
@@ -150,7 +150,6 @@ def main(argv=None) -> None:
                      f"{ev['orientation_margin']:.2f} | {r['starts']} | {r['wall_s']:.1f} |")
     write_results(args.name, {"machine": mach, "args": vars(args), "suite_wall_s": total,
                               "rows": rows}, "\n".join(lines) + "\n")
-    _ = RESULTS
 
 
 if __name__ == "__main__":

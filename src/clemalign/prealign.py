@@ -982,11 +982,10 @@ def _ncc_search(mip: np.ndarray, lm_spacing_yx: Sequence[float], em_stack: np.nd
               if orientations[k][1] != orientations[b][1]
               or _angle_distance(orientations[k][0], orientations[b][0]) > 20.0]
     orientation_margin = float(t_best[b] - max(others)) if others else float("nan")
-    orient_map = best_index
     info = {"sigmas_um": list(sigmas), "margins": [float(m) for m in margins],
             "combine": config.ncc_combine, "chosen_sigma_um": float(sigmas[chosen_scale]),
             "n_orientations": len(orientations), "orientation_margin": orientation_margin}
-    return (_ScoreMap(score, shift_px), (orient_map, orientations), pixel, candidates, info,
+    return (_ScoreMap(score, shift_px), (best_index, orientations), pixel, candidates, info,
             refine_with, group_best, scan)
 
 
