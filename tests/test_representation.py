@@ -5,6 +5,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from clemalign import InputError
+from clemalign.evaluation import sample_on_em_plane
 from clemalign.representation import (
     default_polarity,
     estimate_noise_sd,
@@ -181,16 +182,9 @@ def test_bad_parameters():
 # ------------------------------------------------------------ simulated CLEM
 def _common_grid_samples(pair, em_image, lm_image, z_index, pixel_um):
     """Sample an EM-slice image and an LM-MIP image on one grid over the EM field."""
-    em, lm = pair.em, pair.lm
-    ext_x, ext_y = em.extent_um[2], em.extent_um[1]
-    x, y = np.meshgrid(np.arange(pixel_um / 2, ext_x, pixel_um),
-                       np.arange(pixel_um / 2, ext_y, pixel_um))
-    pts = np.stack([x.ravel(), y.ravel(), np.full(x.size, z_index * em.voxel_size_um[0])], 1)
-    em_vals = ndi.map_coordinates(em_image, (pts[:, [1, 0]] / em.voxel_size_um[1:]).T, order=1)
-    lm_pts = pair.em_to_lm.apply(pts)
-    lm_vals = ndi.map_coordinates(lm_image, (lm_pts[:, [1, 0]] / lm.voxel_size_um[1:]).T,
-                                  order=1)
-    return em_vals, lm_vals
+    return sample_on_em_plane(em_image, pair.em.voxel_size_um[1:], lm_image,
+                              pair.lm.voxel_size_um[1:], pair.em_to_lm,
+                              z_um=z_index * pair.em.voxel_size_um[0], pixel_um=pixel_um)
 
 
 def test_simulated_pair_scales_and_correlation(small_pair):

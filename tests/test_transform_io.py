@@ -6,7 +6,12 @@ import SimpleITK as sitk
 from scipy import ndimage as ndi
 
 from clemalign import Affine, InputError, Volume
-from clemalign.evaluation import read_landmarks_csv, read_points_csv, tre_table
+from clemalign.evaluation import (
+    read_landmarks_csv,
+    read_points_csv,
+    sample_on_em_plane,
+    tre_table,
+)
 from clemalign.outputs import resample_lm_to_em
 from clemalign.transform_io import (
     napari_affine,
@@ -125,3 +130,27 @@ def test_landmarks_physical_and_index(tmp_path):
     pts_file.write_text("name,x_um,y_um,z_um\nq,1,2,3\n")
     names, values = read_points_csv(pts_file)
     assert names == ("q",) and values.tolist() == [[1.0, 2.0, 3.0]]
+
+
+def test_sample_on_em_plane_pairs_the_same_physical_points():
+    # one smooth scene f(x, y) (LM frame), drawn on an LM grid and, through a known
+    # rotation + shift + anisotropic pixels, on an EM grid: the samples must agree
+    def scene(x, y):
+        return np.sin(0.3 * x) + np.cos(0.2 * y) + 0.01 * x * y
+
+    em_to_lm = Affine.from_linear_translation(rotation_matrix_xyz((0.0, 0.0, 25.0)),
+                                              [12.0, 3.0, 0.7])
+    em_sp, lm_sp = (0.1, 0.07), (0.25, 0.3)
+    jj, ii = np.mgrid[0:200, 0:260]
+    em_pts = np.stack([ii.ravel() * em_sp[1], jj.ravel() * em_sp[0], np.full(ii.size, 2.0)], 1)
+    lm_pts = em_to_lm.apply(em_pts)
+    em_img = scene(lm_pts[:, 0], lm_pts[:, 1]).reshape(ii.shape)
+    jl, il = np.mgrid[0:200, 0:200]
+    lm_img = scene(il * lm_sp[1], jl * lm_sp[0])
+    e, m = sample_on_em_plane(em_img, em_sp, lm_img, lm_sp, em_to_lm, z_um=2.0, pixel_um=0.5)
+    assert e.size == len(np.arange(0.25, 19.9, 0.5)) * len(np.arange(0.25, 18.13, 0.5))
+    assert np.abs(e - m).max() < 0.02  # linear interpolation of a smooth scene
+    # a 1 µm error in the transform is visible
+    off = Affine.from_translation([1.0, 0.0, 0.0]) @ em_to_lm
+    e2, m2 = sample_on_em_plane(em_img, em_sp, lm_img, lm_sp, off, z_um=2.0, pixel_um=0.5)
+    assert np.abs(e2 - m2).mean() > 0.1

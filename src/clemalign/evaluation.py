@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from .errors import InputError
 from .transforms import Affine
 from .volume import check_voxel_size
 
 __all__ = ["Landmarks", "read_landmarks_csv", "read_points_csv", "tre_table",
-           "PHYSICAL_COLUMNS", "INDEX_COLUMNS"]
+           "sample_on_em_plane", "PHYSICAL_COLUMNS", "INDEX_COLUMNS"]
 
 PHYSICAL_COLUMNS = ("em_x_um", "em_y_um", "em_z_um", "lm_x_um", "lm_y_um", "lm_z_um")
 INDEX_COLUMNS = ("em_k", "em_j", "em_i", "lm_k", "lm_j", "lm_i")
@@ -149,3 +150,59 @@ def tre_table(em_to_lm: Affine, landmarks: Landmarks, *, em_pixel_um: float | No
                        median_em_px=summary["median_um"] / em_pixel_um,
                        max_em_px=summary["max_um"] / em_pixel_um)
     return {"landmarks": rows, "summary": summary}
+
+
+def sample_on_em_plane(em_image: np.ndarray, em_spacing_yx_um: Sequence[float],
+                       lm_image: np.ndarray, lm_spacing_yx_um: Sequence[float],
+                       em_to_lm: Affine, *, z_um: float, pixel_um: float,
+                       box_yx_um: tuple[float, float, float, float] | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Sample an EM-plane image and an LM-plane image at the same physical points.
+
+    A regular grid of ``pixel_um`` spacing over the EM field (or ``box_yx_um``) in the EM
+    plane at height ``z_um`` is mapped to the LM by ``em_to_lm``; both images are read by
+    linear interpolation (EM pixel ``(j, i)`` at ``(i·sx, j·sy)``, the LM likewise; only
+    the LM point's x and y are used, so ``lm_image`` is a projection or one plane).
+    Used to compare representations (raw, LoG) of a known-aligned pair.
+
+    Parameters
+    ----------
+    em_image : ndarray, shape (y, x)
+        An EM slice or projection (or a function of it, e.g. its LoG).
+    em_spacing_yx_um : sequence of float
+        EM pixel size ``(y, x)`` in µm.
+    lm_image : ndarray, shape (y, x)
+        An LM plane or projection (or its LoG).
+    lm_spacing_yx_um : sequence of float
+        LM pixel size ``(y, x)`` in µm.
+    em_to_lm : Affine
+        The true transform, EM physical µm → LM physical µm.
+    z_um : float
+        Height of the EM plane in the EM's physical frame (µm).
+    pixel_um : float
+        Spacing of the common grid (µm).
+    box_yx_um : (y0, y1, x0, x1), optional
+        Region of the EM plane to sample, in µm (default: the whole EM image).
+
+    Returns
+    -------
+    em_values, lm_values : ndarray
+        Paired samples (points outside the LM read 0).
+    """
+    em_image = np.asarray(em_image, dtype=np.float32)
+    lm_image = np.asarray(lm_image, dtype=np.float32)
+    if em_image.ndim != 2 or lm_image.ndim != 2:
+        raise InputError("sample_on_em_plane: expected two 2D images")
+    sy, sx = (float(v) for v in em_spacing_yx_um)
+    ly, lx = (float(v) for v in lm_spacing_yx_um)
+    if box_yx_um is None:
+        box_yx_um = (0.0, (em_image.shape[0] - 1) * sy, 0.0, (em_image.shape[1] - 1) * sx)
+    y0, y1, x0, x1 = box_yx_um
+    x, y = np.meshgrid(np.arange(x0 + pixel_um / 2, x1, pixel_um),
+                       np.arange(y0 + pixel_um / 2, y1, pixel_um))
+    pts = np.stack([x.ravel(), y.ravel(), np.full(x.size, float(z_um))], axis=1)
+    em_values = ndi.map_coordinates(em_image, [pts[:, 1] / sy, pts[:, 0] / sx], order=1)
+    lm_pts = em_to_lm.apply(pts)
+    lm_values = ndi.map_coordinates(lm_image, [lm_pts[:, 1] / ly, lm_pts[:, 0] / lx],
+                                    order=1)
+    return em_values, lm_values
