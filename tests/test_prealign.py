@@ -7,6 +7,8 @@ from conftest import shared_data
 from clemalign import InputError, Volume
 from clemalign.prealign import (
     PrealignConfig,
+    _default_window,
+    _orientation_scan,
     em_slice_indices,
     parse_roi,
     prealign_xy,
@@ -112,3 +114,30 @@ def test_real_appearance_cases():
     # measured: 0.06, 0.08 (s6), 0.07, 0.05 (s7) µm; the published histogram search alone
     # misses all of them by 12-20 µm (benchmarks/results/prealign_ablation.md)
     assert max(errors) < 1.0, errors
+
+
+def test_orientation_scan_pools_the_hypotheses_of_each_scale():
+    # two scan "scales" whose LM shows the EM pattern at different orientations: the
+    # pooled scan must propose both (a mean of the two curves could rank either lower)
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(3)
+    em = ndi.gaussian_filter(rng.standard_normal((48, 48)), 2.0).astype(np.float32)
+    centre = np.array([23.5, 23.5])
+
+    def lm_with(angle_deg: float) -> np.ndarray:
+        lm = ndi.gaussian_filter(rng.standard_normal((128, 128)), 2.0).astype(np.float32) * 0.3
+        lm[40:88, 40:88] += ndi.rotate(em, angle_deg, reshape=False, order=1)
+        return lm
+
+    config = PrealignConfig(orientation_step_deg=30.0, n_orientation_hypotheses=1)
+    window = _default_window(PrealignConfig(max_rotation_deg=30.0))
+    one = [_orientation_scan([(lm_with(a), em, centre)], config, window)["hypotheses"][0]
+           for a in (90.0, -120.0)]
+    pooled = _orientation_scan([(lm_with(90.0), em, centre), (lm_with(-120.0), em, centre)],
+                               config, window)
+    found = {(h["angle_deg"], h["mirrored"]) for h in pooled["hypotheses"]}
+    assert {(h["angle_deg"], h["mirrored"]) for h in one} == found
+    assert len(found) == 2 and not any(m for _, m in found)
+    assert {abs(a) for a, _ in found} == {90.0, 120.0}
+    assert len(pooled["scores_per_scale"]) == 2

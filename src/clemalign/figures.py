@@ -304,7 +304,8 @@ def plot_orientation(result: PrealignResult, starts: Sequence[dict] = ()) -> Fig
         for h in scan.get("hypotheses", []):
             ax.plot(h["angle_deg"], h["score"], "s", mfc="none", ms=10,
                     color="tab:orange" if h["mirrored"] else "tab:blue")
-        ax.set_title(f"orientation scan at σ = {scan.get('sigma_um', float('nan')):.1f} µm; "
+        scales = ", ".join(f"{v:g}" for v in scan.get("sigmas_um", []))
+        ax.set_title(f"orientation scan (mean robust z at σ = {scales} µm); "
                      "squares: hypotheses searched at every scale")
     else:
         ax.set_title("orientation scan not run (rotation restricted, no mirror)")
