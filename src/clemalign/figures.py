@@ -302,11 +302,15 @@ def plot_orientation(result: PrealignResult, starts: Sequence[dict] = ()) -> Fig
                 ax.plot(angles, scan["scores"][name], "-o", ms=3, color=colour,
                         label=f"{name} (EM x flipped)" if name == "mirrored" else name)
         for h in scan.get("hypotheses", []):
-            ax.plot(h["angle_deg"], h["score"], "s", mfc="none", ms=10,
+            # drawn on the plotted (mean) curve; each was proposed by one scan scale
+            name = "mirrored" if h["mirrored"] else "direct"
+            k = int(np.argmin(np.abs((angles - h["angle_deg"] + 180) % 360 - 180)))
+            ax.plot(angles[k], scan["scores"][name][k], "s", mfc="none", ms=10,
                     color="tab:orange" if h["mirrored"] else "tab:blue")
         scales = ", ".join(f"{v:g}" for v in scan.get("sigmas_um", []))
-        ax.set_title(f"orientation scan (mean robust z at σ = {scales} µm); "
-                     "squares: hypotheses searched at every scale")
+        ax.set_title(f"orientation scan: mean robust z over σ = {scales} µm\n"
+                     "squares: hypotheses (best of each scale), searched at every scale",
+                     fontsize=10)
     else:
         ax.set_title("orientation scan not run (rotation restricted, no mirror)")
     ax.axvline(result.angle_deg, ls="--", color="k",
