@@ -87,6 +87,9 @@ def test_bad_inputs(small_pair):
         PrealignConfig(em_slices=())
     with pytest.raises(InputError, match="at least one EM slice"):
         PrealignConfig(n_slices=0)
+    for scales in ((), (3.0, 0.0)):
+        with pytest.raises(InputError, match="orientation_scan_sigmas_um"):
+            PrealignConfig(orientation_scan_sigmas_um=scales)
     with pytest.raises(InputError, match="channel 5"):
         prealign_xy(em, lm, lm_channel=5)
     big_em = Volume(em.data, (0.05, 1.0, 1.0))  # 271 × 200 µm: wider than the LM field

@@ -225,6 +225,11 @@ class PrealignConfig:
         if not 0 < self.orientation_step_deg <= 90:
             raise InputError(f"orientation_step_deg: expected (0, 90], got "
                              f"{self.orientation_step_deg}")
+        if self.orientation_scan_sigmas_um is not None and (
+                not self.orientation_scan_sigmas_um
+                or min(self.orientation_scan_sigmas_um) <= 0):
+            raise InputError(f"orientation_scan_sigmas_um: expected one or more positive "
+                             f"scales (µm), got {self.orientation_scan_sigmas_um}")
 
 
 @dataclass(frozen=True)
