@@ -1,4 +1,4 @@
-"""Masked normalised cross-correlation of an image with templates, by FFT.
+"""Masked normalised cross-correlation of an image with templates, by FFT (2D or 3D).
 
 The spatial score of the pre-alignment: the normalised cross-correlation (NCC) between
 the LM image and a rotated EM template, at every offset at once.  A rotated template is
@@ -6,22 +6,33 @@ a rotated rectangle inside a larger canvas, and near the LM border it hangs part
 outside the image, so the NCC is computed over the overlap of the two masks only
 (Padfield, "Masked object registration in the Fourier domain", IEEE TIP 2012): every
 windowed sum it needs is one FFT correlation of masked images.
+
+:func:`shared_support_ncc` is the fast path for many templates on one support (the 3D
+orientation scan: a cylinder is the same after any turn about its axis, a mirror or a
+reversal of z): the image's windowed sums over the support are computed once, and each
+template then costs one forward and one inverse FFT instead of three and six.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy import fft as sfft
 
 from .errors import InputError
 
-__all__ = ["masked_ncc"]
+__all__ = ["masked_ncc", "shared_support_ncc"]
 
 
-def _spectrum(values: np.ndarray, shape: tuple[int, int], workers: int) -> np.ndarray:
-    return sfft.rfft2(values, s=shape, workers=workers)
+def _spectrum(values: np.ndarray, shape: tuple[int, ...], workers: int) -> np.ndarray:
+    return sfft.rfftn(values, s=shape, workers=workers)
+
+
+def _full_shape(image_shape: Sequence[int], template_shape: Sequence[int]) -> tuple[int, ...]:
+    """FFT shape for a linear (not circular) correlation over every offset."""
+    return tuple(sfft.next_fast_len(a + b - 1, real=True)
+                 for a, b in zip(image_shape, template_shape, strict=True))
 
 
 def masked_ncc(image: np.ndarray, templates: Sequence[np.ndarray],
@@ -36,12 +47,12 @@ def masked_ncc(image: np.ndarray, templates: Sequence[np.ndarray],
 
     Parameters
     ----------
-    image : ndarray, shape (H, W)
-    templates : sequence of ndarray, each (h, w)
+    image : ndarray, shape (H, W) or (D, H, W)
+    templates : sequence of ndarray, each (h, w) or (d, h, w)
         All of the same shape (e.g. one per rotation angle, on one canvas).
-    template_masks : sequence of ndarray of bool, each (h, w)
+    template_masks : sequence of ndarray of bool, each (h, w) or (d, h, w)
         Valid template pixels.
-    image_mask : ndarray of bool, shape (H, W), optional
+    image_mask : ndarray of bool, same shape as ``image``, optional
         Valid image pixels (default: all).
     min_overlap_fraction : float
         Offsets where the overlap holds less than this fraction of the template's valid
@@ -56,40 +67,42 @@ def masked_ncc(image: np.ndarray, templates: Sequence[np.ndarray],
 
     Returns
     -------
-    ndarray of float32, shape (n_templates, H + h - 1, W + w - 1)
+    ndarray of float32, shape (n_templates, H + h - 1, W + w - 1) (3D: one more axis)
         NCC in [-1, 1]; element ``[t, i, j]`` is the offset ``(i - (h-1), j - (w-1))``.
     """
     # float32 FFTs are twice as fast; the sums are of zero-mean-ish responses, so the
     # cancellation in Σf² − (Σf)²/n stays far above float32 round-off
     image = np.asarray(image, dtype=np.float32)
-    if image.ndim != 2 or len(templates) == 0 or len(templates) != len(template_masks):
-        raise InputError("masked_ncc: need a 2D image and as many masks as templates (≥ 1)")
-    h, w = np.asarray(templates[0]).shape
-    H, W = image.shape
-    shape = (sfft.next_fast_len(H + h - 1, real=True), sfft.next_fast_len(W + w - 1, real=True))
+    if image.ndim not in (2, 3) or len(templates) == 0 or len(templates) != len(template_masks):
+        raise InputError("masked_ncc: need a 2D or 3D image and as many masks as templates "
+                         "(≥ 1)")
+    t_shape = np.asarray(templates[0]).shape
+    if len(t_shape) != image.ndim:
+        raise InputError("masked_ncc: templates must have the image's number of dimensions")
+    shape = _full_shape(image.shape, t_shape)
     f_mask = (np.ones(image.shape, bool) if image_mask is None
               else np.asarray(image_mask, bool)).astype(np.float32)
     f = image * f_mask
     spec_fm = _spectrum(f_mask, shape, workers)
     spec_f = _spectrum(f, shape, workers)
     spec_f2 = _spectrum(f * f, shape, workers)
-    out_shape = (H + h - 1, W + w - 1)
+    out_shape = tuple(a + b - 1 for a, b in zip(image.shape, t_shape, strict=True))
+    crop = tuple(slice(0, n) for n in out_shape)
+    flip = (slice(None, None, -1),) * image.ndim
 
     def corr(spec_a: np.ndarray, spec_flipped_b: np.ndarray) -> np.ndarray:
         # Σ_x a(x+u)·b(x) = (a * b flipped)(u + (h-1, w-1)): a linear convolution, so
         # the "full" output starts at index 0 with no wrap-around (shape ≥ H+h-1)
-        full = sfft.irfft2(spec_a * spec_flipped_b, s=shape, workers=workers)
-        return full[:out_shape[0], :out_shape[1]]
+        return sfft.irfftn(spec_a * spec_flipped_b, s=shape, workers=workers)[crop]
 
     out = np.zeros((len(templates),) + out_shape, dtype=np.float32)
     for i, (t, m) in enumerate(zip(templates, template_masks, strict=True)):
         t = np.asarray(t, dtype=np.float32)
         m = np.asarray(m, bool)
-        if t.shape != (h, w) or m.shape != (h, w):
+        if t.shape != t_shape or m.shape != t_shape:
             raise InputError("masked_ncc: all templates and masks must have the same shape")
         tm = m.astype(np.float32)
         tv = t * tm
-        flip = (slice(None, None, -1), slice(None, None, -1))
         spec_tm = _spectrum(tm[flip], shape, workers)
         spec_t = _spectrum(tv[flip], shape, workers)
         spec_t2 = _spectrum((tv * tv)[flip], shape, workers)
@@ -112,3 +125,80 @@ def masked_ncc(image: np.ndarray, templates: Sequence[np.ndarray],
             ncc = ncc * np.sqrt(np.clip(n / tm.sum(), 0.0, 1.0))
         out[i] = np.where(valid, ncc, 0.0)
     return out
+
+
+def shared_support_ncc(image: np.ndarray, support: np.ndarray, *,
+                       min_overlap_fraction: float = 0.5, workers: int = -1
+                       ) -> Callable[[np.ndarray], np.ndarray]:
+    """A scorer of many templates that share one support, at every offset (2D or 3D).
+
+    The image's windowed count, sum and sum of squares over the support are computed
+    once.  Each template is then made zero-mean with unit energy over the support, and
+    its score costs one forward and one inverse FFT:
+
+        score(u) = Σ_O f(x+u)·t(x) / sqrt(Σ_O f² − (Σ_O f)²/n)
+
+    over the overlap ``O`` (``n`` pixels) of the support placed at ``u`` with the image.
+    Where the support lies wholly inside the image (``n = N``) this is the NCC exactly;
+    over a partial overlap it is the NCC times ``sqrt(n/N)`` if the template's values
+    on the overlap have zero mean and ``n/N`` of its energy (true on average), the
+    overlap weighting of :func:`masked_ncc`.  Offsets with ``n`` below
+    ``min_overlap_fraction·N`` score 0.
+
+    Parameters
+    ----------
+    image : ndarray (2D or 3D)
+    support : ndarray of bool
+        The templates' common valid pixels (same dimensions as ``image``).
+    min_overlap_fraction : float
+    workers : int
+        FFT threads (scipy.fft; -1 = all cores).
+
+    Returns
+    -------
+    callable
+        ``score(template)`` → float32 array of shape ``image.shape + support.shape - 1``,
+        element ``[i, j, ...]`` being the offset ``(i - (h-1), j - (w-1), ...)`` as in
+        :func:`masked_ncc`.
+    """
+    f = np.asarray(image, dtype=np.float32)
+    m = np.asarray(support, bool)
+    if f.ndim not in (2, 3) or m.ndim != f.ndim:
+        raise InputError("shared_support_ncc: need a 2D or 3D image and a support of the "
+                         "same dimensions")
+    n_support = int(m.sum())
+    if n_support < 2:
+        raise InputError("shared_support_ncc: the support holds fewer than two pixels")
+    shape = _full_shape(f.shape, m.shape)
+    crop = tuple(slice(0, a + b - 1) for a, b in zip(f.shape, m.shape, strict=True))
+    flip = (slice(None, None, -1),) * f.ndim
+    spec_m = _spectrum(m[flip].astype(np.float32), shape, workers)
+    spec_f = _spectrum(f, shape, workers)
+
+    def corr(spec_a: np.ndarray, spec_flipped_b: np.ndarray) -> np.ndarray:
+        return sfft.irfftn(spec_a * spec_flipped_b, s=shape, workers=workers)[crop]
+
+    n = np.rint(corr(_spectrum(np.ones(f.shape, np.float32), shape, workers), spec_m))
+    sum_f = corr(spec_f, spec_m)
+    var_f = corr(_spectrum(f * f, shape, workers), spec_m)
+    enough = n >= max(2.0, min_overlap_fraction * n_support)
+    var_f -= sum_f * sum_f / np.where(enough, n, 1.0)
+    del sum_f, n
+    floor = 1e-5 * max(float(np.abs(var_f).max()), 1e-30)
+    valid = enough & (var_f > floor)
+    inv_sd = np.where(valid, 1.0 / np.sqrt(np.where(valid, var_f, 1.0)), 0.0).astype(np.float32)
+    del var_f, valid, enough
+
+    def score(template: np.ndarray) -> np.ndarray:
+        t = np.asarray(template, dtype=np.float32)
+        if t.shape != m.shape:
+            raise InputError("shared_support_ncc: the template's shape differs from the "
+                             "support's")
+        t = np.where(m, t - t[m].mean(), 0.0).astype(np.float32)
+        energy = float((t * t).sum())
+        if energy <= 0:
+            return np.zeros(inv_sd.shape, np.float32)
+        t /= np.float32(np.sqrt(energy))
+        return np.clip(corr(spec_f, _spectrum(t[flip], shape, workers)) * inv_sd, -1.0, 1.0)
+
+    return score

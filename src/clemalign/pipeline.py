@@ -1,27 +1,35 @@
-"""The orchestrator: representation → XY pre-alignment → 3D fine registration.
+"""The orchestrator: representation → pre-alignment (XY or 3D) → 3D fine registration.
 
 :func:`register` is the only place that sequences the stages; the CLI, the demo and any
 GUI call it.  Each stage's algorithm lives in its own module (``representation``,
-``prealign``, ``registration``).
+``prealign`` (XY), ``prealign3d``, ``registration``).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from typing import Literal
 
 import numpy as np
 
 from .confidence import ConfidenceConfig, assess
 from .errors import InputError
 from .prealign import PrealignConfig, PrealignResult, Roi, parse_roi, prealign_xy
+from .prealign3d import Prealign3DConfig, Prealign3DResult, lm_structure_sigma, prealign_3d
 from .registration import Registration3DConfig, Registration3DResult, register_3d
 from .transforms import Affine
 from .volume import Volume
 
 __all__ = ["CONVENTION", "RegistrationConfig", "RegistrationResult", "register",
-           "target_registration_error", "transform_record"]
+           "choose_prealignment", "target_registration_error", "transform_record"]
+
+PrealignMode = Literal["auto", "xy", "3d"]
+
+# A cell layer: what a stack must hold beyond the EM block's depth before its projection
+# mixes structures that the EM block does not contain (see choose_prealignment).
+_CELL_LAYER_UM = 10.0
 
 CONVENTION = ("em_to_lm maps an EM physical point (x, y, z, 1) in µm to the corresponding LM "
               "physical point; voxel (k, j, i) of a volume lies at origin + (i*sx, j*sy, k*sz); "
@@ -39,7 +47,17 @@ class RegistrationConfig:
         LM channel to register (index or name).
     roi : str, optional
         EM ROI ``"z0:z1,y0:y1,x0:x1"`` in EM voxel indices (default: the whole EM).
+    prealign_mode : {"auto", "xy", "3d"}
+        Pre-alignment: the XY search of the LM projection (monolayers, sections), the
+        3D search of the LM volume (thick specimens), or ``auto``: chosen by
+        :func:`choose_prealignment`.
     prealign : PrealignConfig
+        XY pre-alignment parameters.
+    prealign3d : Prealign3DConfig
+        3D pre-alignment parameters.
+    flip_z : bool
+        Search both z directions (a stack seen from the other side): the 3D search's
+        orientations, or each XY start's z search in the 3D stage.
     fine : Registration3DConfig
     confidence : ConfidenceConfig
     max_starts : int
@@ -52,11 +70,19 @@ class RegistrationConfig:
 
     lm_channel: int | str = 0
     roi: str | None = None
+    prealign_mode: PrealignMode = "auto"
+    flip_z: bool = True
     confidence: ConfidenceConfig = field(default_factory=ConfidenceConfig)
     max_starts: int = 3
     start_score_gap: float = 3.0
     prealign: PrealignConfig = field(default_factory=PrealignConfig)
+    prealign3d: Prealign3DConfig = field(default_factory=Prealign3DConfig)
     fine: Registration3DConfig = field(default_factory=Registration3DConfig)
+
+    def __post_init__(self) -> None:
+        if self.prealign_mode not in ("auto", "xy", "3d"):
+            raise InputError(f"prealign_mode: expected auto, xy or 3d, got "
+                             f"{self.prealign_mode!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,7 +96,8 @@ class RegistrationResult:
     ----------
     em_to_lm : Affine
         EM physical µm → LM physical µm (see :data:`CONVENTION`).
-    prealign : PrealignResult
+    prealign : PrealignResult or Prealign3DResult
+        The pre-alignment that ran (see ``prealign_choice``).
     fine : Registration3DResult
     roi : Roi
     confidence : dict
@@ -78,15 +105,18 @@ class RegistrationResult:
         ``evidence`` and ``reasons`` behind them (:func:`clemalign.confidence.assess`).
     timings_s : dict
     config : RegistrationConfig
+    prealign_choice : dict
+        Which pre-alignment ran and why (:func:`choose_prealignment`).
     """
 
     em_to_lm: Affine
-    prealign: PrealignResult
+    prealign: PrealignResult | Prealign3DResult
     fine: Registration3DResult
     roi: Roi
     confidence: dict
     timings_s: dict
     config: RegistrationConfig
+    prealign_choice: dict = field(default_factory=dict)
 
     @property
     def lm_to_em(self) -> Affine:
@@ -107,9 +137,43 @@ def _alternative_starts(pre: PrealignResult, config: RegistrationConfig) -> list
     return out[:config.max_starts - 1]
 
 
+def choose_prealignment(em: Volume, lm: Volume, roi: Roi, mode: PrealignMode = "auto"
+                        ) -> dict:
+    """Which pre-alignment to run, and why.
+
+    The XY search matches the LM's maximum-intensity projection, right when the LM
+    stack holds about what the EM block holds (a monolayer, a section).  When the LM
+    is deeper than the EM block by more than a cell layer (10 µm, or two structure
+    diameters if larger), its projection mixes structures the EM does not contain — in
+    thick tissue a uniform carpet of nuclei — and ``auto`` chooses the 3D search.
+
+    Returns
+    -------
+    dict
+        ``mode`` ("xy" or "3d"), ``requested``, ``reason``, ``lm_depth_um``,
+        ``em_roi_depth_um``, ``structure_sigma_um`` (3D LoG scale of the LM's structures).
+    """
+    lm_depth = float(lm.extent_um[0])
+    em_depth = float((roi.z1 - roi.z0) * em.voxel_size_um[0])
+    out = {"requested": mode, "lm_depth_um": lm_depth, "em_roi_depth_um": em_depth}
+    if mode != "auto":
+        return {**out, "mode": mode, "reason": f"--prealign {mode} was given"}
+    sigma = lm_structure_sigma(lm) if lm.shape_zyx[0] > 1 else float("nan")
+    diameter = 2.0 * np.sqrt(3.0) * sigma if np.isfinite(sigma) else 0.0
+    extra = max(_CELL_LAYER_UM, 2.0 * diameter)
+    thick = lm_depth > em_depth + extra
+    reason = (f"the LM stack ({lm_depth:.0f} µm deep) is deeper than the EM ROI "
+              f"({em_depth:.1f} µm) by {'more' if thick else 'no more'} than "
+              f"{extra:.0f} µm (a cell layer or two structure diameters of "
+              f"{diameter:.1f} µm): its projection "
+              + ("mixes layers the EM does not hold" if thick else "shows what the EM holds"))
+    return {**out, "mode": "3d" if thick else "xy", "reason": reason,
+            "structure_sigma_um": sigma}
+
+
 def register(em: Volume, lm: Volume, *, config: RegistrationConfig = RegistrationConfig(),
              progress: Callable[[str, float], None] | None = None) -> RegistrationResult:
-    """Register an EM stack to an LM stack: XY pre-alignment, then 3D MI registration.
+    """Register an EM stack to an LM stack: pre-alignment (XY or 3D), then 3D MI registration.
 
     Parameters
     ----------
@@ -141,17 +205,33 @@ def register(em: Volume, lm: Volume, *, config: RegistrationConfig = Registratio
     def stage(name: str):
         return None if progress is None else (lambda step, f: progress(name, f))
 
-    pre = prealign_xy(em, lm_chan, roi=roi, config=config.prealign,
-                      progress=stage("prealign"))
+    choice = choose_prealignment(em, lm_chan, roi, config.prealign_mode)
+    if choice["mode"] == "3d":
+        cfg3 = replace(config.prealign3d, flip_z=config.flip_z)
+        if cfg3.structure_sigma_um is None and np.isfinite(choice.get("structure_sigma_um",
+                                                                      np.nan)):
+            cfg3 = replace(cfg3, structure_sigma_um=choice["structure_sigma_um"])
+        pre = prealign_3d(em, lm_chan, roi=roi.slices, config=cfg3,
+                          progress=stage("prealign"))
+        starts = [h.em_to_lm(pre.em_roi_centre_xyz_um) for h in pre.hypotheses]
+        fine_kwargs = {"lm_sigma_um": pre.sigmas_um["structure"],
+                       "alternatives": starts[1:config.max_starts],
+                       # the refinement's last grid leaves z within about one LM z voxel
+                       "z_range_um": 2.0 * lm_chan.voxel_size_um[0]}
+    else:
+        pre = prealign_xy(em, lm_chan, roi=roi, config=config.prealign,
+                          progress=stage("prealign"))
+        fine_kwargs = {"lm_sigma_um": pre.sigmas_um.get("lm"),
+                       "alternatives": _alternative_starts(pre, config),
+                       "try_reversed_z": config.flip_z}
     t1 = time.perf_counter()
     fine = register_3d(em, lm_chan, pre.initial_em_to_lm, roi_kji=roi.slices,
-                       lm_sigma_um=pre.sigmas_um.get("lm"),
-                       alternatives=_alternative_starts(pre, config), config=config.fine,
-                       progress=stage("fine"))
+                       config=config.fine, progress=stage("fine"), **fine_kwargs)
     t2 = time.perf_counter()
     confidence = assess(pre, fine, config.confidence)
     timings = {"prealign": t1 - t0, "fine": t2 - t1, "total": t2 - t0}
-    return RegistrationResult(fine.em_to_lm, pre, fine, roi, confidence, timings, config)
+    return RegistrationResult(fine.em_to_lm, pre, fine, roi, confidence, timings, config,
+                              choice)
 
 
 def transform_record(result: RegistrationResult, em: Volume, lm: Volume) -> dict:
@@ -167,7 +247,8 @@ def transform_record(result: RegistrationResult, em: Volume, lm: Volume) -> dict
         "lm_voxel_size_um": list(lm.voxel_size_um),
         "em_source": em.source, "lm_source": lm.source,
         "lm_channel": result.config.lm_channel,
-        "roi": pre.roi.to_str(),
+        "roi": result.roi.to_str(),
+        "prealign_choice": result.prealign_choice,
         "prealign": {k: v for k, v in pre.to_dict().items() if k != "candidates"},
         "stages": {s.name: s.to_dict() for s in result.fine.stages},
         "fine": {k: v for k, v in result.fine.to_dict().items() if k != "stages"},

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -72,6 +72,12 @@ class Registration3DConfig:
     learning_rate_um : float
         Initial step of the regular-step gradient descent, in µm of physical shift
         (1 µm made the rigid stage wander off on small pairs; 0.25 µm did not).
+    working_voxels : int
+        The working pixel is coarsened until the EM ROI holds at most this many voxels
+        (a 300×300×160 µm microCT ROI: 1.55 µm instead of 0.75 µm).
+    max_tilt_deg : float
+        Tilts about x and y searched after the z search when the start's z is unknown
+        (an XY pre-alignment; 0 = no tilt search).
     """
 
     model: Model = "affine"
@@ -90,6 +96,8 @@ class Registration3DConfig:
     rigid_iterations: int = 150
     affine_iterations: int = 150
     learning_rate_um: float = 0.25
+    working_voxels: int = 4_000_000
+    max_tilt_deg: float = 10.0
 
     def __post_init__(self) -> None:
         if self.model not in ("rigid", "affine"):
@@ -147,6 +155,7 @@ class Registration3DResult:
     starts: tuple[dict, ...] = ()
     mirrored: bool = False
     mutual_information_perturbed: tuple[float, ...] = ()
+    reversed_z: bool = False
 
     def to_dict(self) -> dict:
         return {"em_to_lm": self.em_to_lm.to_list(),
@@ -157,6 +166,7 @@ class Registration3DResult:
                 "log_sigma_um": self.log_sigma_um,
                 "working_spacing_um": list(self.working_spacing_um),
                 "starts": list(self.starts), "mirrored": self.mirrored,
+                "reversed_z": self.reversed_z,
                 "mutual_information_perturbed": list(self.mutual_information_perturbed),
                 "timings_s": self.timings_s}
 
@@ -257,14 +267,15 @@ def _method(config: Registration3DConfig, n_fixed: int, iterations: int):
     return reg
 
 
-def _execute(reg, fixed, moving, fallback):
-    """Run the optimiser; when it loses all overlap, return the start transform."""
+def _execute(reg, fixed, moving, fallback) -> tuple[object, bool]:
+    """Run the optimiser; when it loses all overlap, the start transform and ``True``
+    (the caller records it in the stage's stop condition)."""
     try:
-        return reg.Execute(fixed, moving)
+        return reg.Execute(fixed, moving), False
     except RuntimeError as exc:
         if "outside moving image buffer" not in str(exc):
             raise
-        return fallback
+        return fallback, True
 
 
 def _clip_tails(values: np.ndarray, percent: float = 1.0) -> np.ndarray:
@@ -278,44 +289,91 @@ def _clip_tails(values: np.ndarray, percent: float = 1.0) -> np.ndarray:
     return np.clip(values, lo, hi)
 
 
-def _mutual_information(a: np.ndarray, b: np.ndarray, bins: int) -> float:
-    """Mutual information (nats) of paired samples, joint histogram on robust ranges."""
-    ra = np.percentile(a, [0.5, 99.5])
-    rb = np.percentile(b, [0.5, 99.5])
-    if ra[0] == ra[1] or rb[0] == rb[1]:
+def _mutual_information(a: np.ndarray, b: np.ndarray, bins: int,
+                        range_a: Sequence[float], range_b: Sequence[float]) -> float:
+    """Mutual information (nats) of paired samples, joint histogram of ``bins``² bins over
+    the given value ranges (values outside go to the end bins)."""
+    if range_a[0] >= range_a[1] or range_b[0] >= range_b[1]:
         return 0.0
-    joint, _, _ = np.histogram2d(np.clip(a, *ra), np.clip(b, *rb), bins=bins, range=(ra, rb))
+
+    def bin_of(v: np.ndarray, lo: float, hi: float) -> np.ndarray:
+        return np.clip(((v - lo) * (bins / (hi - lo))).astype(np.intp), 0, bins - 1)
+
+    joint = np.bincount(bin_of(a, *range_a) * bins + bin_of(b, *range_b),
+                        minlength=bins * bins).reshape(bins, bins).astype(float)
     p = joint / joint.sum()
     pa, pb = p.sum(1, keepdims=True), p.sum(0, keepdims=True)
     nz = p > 0
     return float((p[nz] * np.log(p[nz] / (pa @ pb)[nz])).sum())
 
 
-def _z_profile(fixed_vol: Volume, fixed_arr: np.ndarray, moving_vol: Volume,
-               moving_arr: np.ndarray, initial: Affine, offsets_um: np.ndarray,
-               config: Registration3DConfig) -> np.ndarray:
-    """Negative MI (like SimpleITK's metric: lower is better) for each z offset.
+def _robust_range(values: np.ndarray) -> tuple[float, float]:
+    """The [0.5, 99.5] percentiles (from a regular subsample)."""
+    sample = values.ravel()[::max(1, values.size // 500_000)]
+    lo, hi = np.percentile(sample, [0.5, 99.5])
+    return float(lo), float(hi)
 
-    The same random fixed samples (fixed seed) are mapped through the initial transform
-    shifted by each offset and read from the moving image by linear interpolation;
-    offsets where fewer than a fifth of the samples land inside the LM give 0 (no
-    evidence).  Vectorised numpy: the whole profile costs about one SimpleITK
-    ``MetricEvaluate``.
+
+@dataclass(frozen=True, eq=False)
+class _Samples:
+    """Fixed metric samples: physical points (x, y, z) of the fixed grid, in random order."""
+
+    points: np.ndarray
+    flat: np.ndarray
+
+    @classmethod
+    def draw(cls, fixed_vol: Volume, n: int, seed: int) -> _Samples:
+        rng = np.random.default_rng(seed)
+        size = int(np.prod(fixed_vol.shape_zyx))
+        flat = rng.choice(size, size=min(n, size), replace=False)
+        kji = np.stack(np.unravel_index(flat, fixed_vol.shape_zyx), axis=1).astype(float)
+        return cls(fixed_vol.index_to_physical(kji), flat)
+
+
+def _mi_profile(samples: _Samples, fixed_arr: np.ndarray, moving_vol: Volume,
+                moving_arr: np.ndarray, placements: Sequence[Affine],
+                config: Registration3DConfig) -> np.ndarray:
+    """Negative MI (like SimpleITK's metric: lower is better) of each placement, compared
+    at an equal number of samples and weighted by the overlap.
+
+    The same fixed samples are mapped through each placement and read from the moving
+    image by linear interpolation.  Placements where fewer than a fifth of the samples
+    (or less than half the best placement's share) land inside the LM give 0 (no
+    evidence).  Every other one is scored on the same number of samples, its first
+    inside ones (the samples are in random order): the plug-in MI estimate is biased
+    upwards by about ``(bins − 1)² / 2n``, so on fewer samples a placement that barely
+    overlaps the LM beats the true one by bias alone (measured on a 60 µm block in a
+    321 µm stack).  And the MI, an average over the overlap, is multiplied by the overlap
+    relative to the best placement's: half an EM block over the LM's most informative
+    layer (near the coverslip) otherwise outscores the whole block in place (measured on
+    monolayers seen from the other side: 0.455 vs 0.409 nats).  Vectorised numpy.
     """
-    rng = np.random.default_rng(config.seed)
-    n = min(config.samples, fixed_arr.size)
-    flat = rng.choice(fixed_arr.size, size=n, replace=False)
-    kji = np.stack(np.unravel_index(flat, fixed_arr.shape), axis=1).astype(float)
-    values_fixed = fixed_arr.reshape(-1)[flat]
-    points = initial.apply(fixed_vol.index_to_physical(kji))
-    out = np.zeros(len(offsets_um))
-    for k, dz in enumerate(offsets_um):
-        idx = moving_vol.physical_to_index(points + [0.0, 0.0, dz])
-        inside = np.all((idx >= 0) & (idx <= np.array(moving_arr.shape) - 1), axis=1)
-        if inside.sum() < 0.2 * n:
-            continue
-        sampled = ndi.map_coordinates(moving_arr, idx[inside].T, order=1)
-        out[k] = -_mutual_information(values_fixed[inside], sampled, config.histogram_bins)
+    values_fixed = fixed_arr.reshape(-1)[samples.flat]
+    n = len(samples.flat)
+    # one binning for every placement: MI values of different placements compare
+    range_fixed, range_moving = _robust_range(values_fixed), _robust_range(moving_arr)
+    upper = np.array(moving_arr.shape) - 1
+    inside = []
+    for placement in placements:
+        idx = moving_vol.physical_to_index(placement.apply(samples.points))
+        # per-axis comparisons: a reduction over a length-3 axis is slow in numpy
+        mask = (idx[:, 0] >= 0) & (idx[:, 0] <= upper[0])
+        for a in (1, 2):
+            mask &= (idx[:, a] >= 0) & (idx[:, a] <= upper[a])
+        inside.append((idx, mask))
+    counts = np.array([m.sum() for _, m in inside])
+    valid = counts >= max(0.2 * n, 0.5 * counts.max(), 2)
+    out = np.zeros(len(placements))
+    if not valid.any():
+        return out
+    n_equal = int(counts[valid].min())
+    for k in np.flatnonzero(valid):
+        idx, mask = inside[k]
+        take = np.flatnonzero(mask)[:n_equal]
+        sampled = ndi.map_coordinates(moving_arr, idx[take].T, order=1)
+        mi = _mutual_information(values_fixed[take], sampled, config.histogram_bins,
+                                 range_fixed, range_moving)
+        out[k] = -mi * counts[k] / counts.max()
     return out
 
 
@@ -332,10 +390,148 @@ def _mirror_x(volume: Volume) -> Affine:
     return Affine(m)
 
 
+def _run_stage(model: Model, fixed, moving, start: Affine, centre_xyz: np.ndarray,
+               config: Registration3DConfig, n_fixed: int) -> StageResult:
+    """One SimpleITK optimisation of ``model`` (Euler3D about ``centre`` or a 12-parameter
+    affine) from ``start``; the result in the fixed frame the images are given in."""
+    import SimpleITK as sitk
+
+    if model == "rigid":
+        initial = _euler_from_affine(start, centre_xyz)
+        iterations = config.rigid_iterations
+    else:
+        initial = sitk.AffineTransform(3)
+        initial.SetCenter(tuple(float(v) for v in centre_xyz))
+        initial.SetMatrix(tuple(float(v) for v in start.linear.ravel()))
+        t = start.apply(centre_xyz[None])[0] - centre_xyz
+        initial.SetTranslation(tuple(float(v) for v in t))
+        iterations = config.affine_iterations
+    t0 = time.perf_counter()
+    reg = _method(config, n_fixed, iterations)
+    reg.SetInitialTransform(initial, inPlace=False)
+    out, lost = _execute(reg, fixed, moving, initial)
+    if out.GetName() == "CompositeTransform":
+        out = sitk.CompositeTransform(out).GetBackTransform()
+    stop = ("lost the overlap with the LM; kept the start" if lost
+            else reg.GetOptimizerStopConditionDescription())
+    return StageResult(model, _affine_from_sitk(out), tuple(out.GetParameters()),
+                       float(reg.GetMetricValue()) if not lost else 0.0,
+                       int(reg.GetOptimizerIteration()), stop, time.perf_counter() - t0)
+
+
+def _flip_z_about(centre_xyz: np.ndarray) -> Affine:
+    """Reverse z about a point (an involution)."""
+    m = np.diag([1.0, 1.0, -1.0, 1.0])
+    m[2, 3] = 2.0 * float(centre_xyz[2])
+    return Affine(m)
+
+
+def _z_offsets(start: Affine, centre: np.ndarray, lm: Volume, em_depth_um: float,
+               step_um: float, z_range_um: float | None) -> np.ndarray:
+    """z offsets searched: ±``z_range_um`` around the start, or (None) every offset that
+    keeps the ROI centre within the LM depth ± half the EM depth."""
+    if z_range_um is not None:
+        n = int(np.ceil(z_range_um / step_um))
+        return np.arange(-n, n + 1) * step_um
+    lm_z0 = lm.origin_xyz_um[2]
+    centre_lm_z = start.apply(centre[None])[0, 2]
+    lo = lm_z0 - em_depth_um / 2 - centre_lm_z
+    hi = lm_z0 + lm.extent_um[0] + em_depth_um / 2 - centre_lm_z
+    return np.arange(lo, hi + 1e-9, step_um)
+
+
+def _tilted(start: Affine, centre_fixed: np.ndarray, tilt_deg: Sequence[float], dz_um: float
+            ) -> Affine:
+    """``start`` tilted about the LM x and y axes through the ROI centre's image, then moved
+    by ``dz_um`` along z."""
+    c = start.apply(centre_fixed[None])[0]
+    turn = Affine.from_linear_translation(rotation_matrix_xyz([tilt_deg[0], tilt_deg[1], 0.0]),
+                                          [0.0, 0.0, 0.0])
+    return Affine.from_translation(c + [0.0, 0.0, dz_um]) @ turn @ Affine.from_translation(-c) \
+        @ start
+
+
+def _search_start(start: Affine, centre: np.ndarray,
+                  profile: Callable[[list[Affine], bool], np.ndarray],
+                  offsets: Callable[[Affine, float], np.ndarray], *, reversed_too: bool,
+                  max_tilt_deg: float, step_um: float) -> tuple[Affine, bool, dict]:
+    """z offset, z direction and tilt of a start, by the metric of many placements.
+
+    ``profile(placements, coarse)`` scores placements (negative MI, lower is better;
+    ``coarse``: on a third of the samples); ``offsets(start, step)`` gives the z offsets
+    to search.  Without tilt (``max_tilt_deg`` 0): every z offset of each direction.
+    With tilt: each direction × tilts ``{−T, 0, T}²`` about x and y × z offsets at 1 µm;
+    around the best, tilts ``±T/2`` × z ± 1.5 µm, then ``±T/4`` × z ± 2 steps.  The
+    direction is decided on the tilted fits: an EM block cut 5–10° off the coverslip
+    plane fits neither direction untilted (measured: MI 0.24 for both), and the best
+    untilted z lies up to 4.5 µm off.
+    """
+    variants = {False: start}
+    if reversed_too:
+        variants[True] = start @ _flip_z_about(centre)
+    T = float(max_tilt_deg)
+    tilts = [(0.0, 0.0)] + ([(tx, ty) for tx in (-T, 0.0, T) for ty in (-T, 0.0, T)
+                             if (tx, ty) != (0.0, 0.0)] if T > 0 else [])
+    coarse = T > 0
+    first_step = max(step_um, 1.0) if coarse else step_um
+    grid = [(rev, np.array(t), float(dz)) for rev, v in variants.items() for t in tilts
+            for dz in offsets(v, first_step)]
+    values = profile([_tilted(variants[r], centre, t, dz) for r, t, dz in grid], coarse)
+    by_direction = {("reversed_z" if rev else "direct"):
+                    float(-min(v for (r, _, _), v in zip(grid, values, strict=True) if r == rev))
+                    for rev in variants}
+    rev, tilt, dz = grid[int(np.argmin(values))]
+    untilted = [(g[2], v) for g, v in zip(grid, values, strict=True)
+                if g[0] == rev and not g[1].any()]
+    if coarse:
+        for half, dzs in ((T / 2.0, np.arange(-3, 4) * 0.5), (T / 4.0, np.arange(-2, 3) * step_um)):
+            grid = [(tilt + [tx, ty], dz + d) for tx in (-half, 0.0, half)
+                    for ty in (-half, 0.0, half) for d in dzs]
+            values = profile([_tilted(variants[rev], centre, t, d) for t, d in grid], False)
+            tilt, dz = grid[int(np.argmin(values))]
+    info = {"offsets_um": [float(o) for o, _ in untilted],
+            "metric": [float(v) for _, v in untilted], "best_um": float(dz),
+            "reversed_z": bool(rev), "tilt_deg": [float(v) for v in tilt]}
+    if reversed_too:
+        info["best_mi_by_direction"] = by_direction
+    return _tilted(variants[rev], centre, tilt, dz), bool(rev), info
+
+
+@dataclass(frozen=True, eq=False)
+class _StartTrial:
+    """One start of the 3D stage after its z search and rigid stage."""
+
+    index: int
+    mirrored: bool
+    reversed_z: bool
+    z_offset_um: float
+    z_info: dict
+    start: Affine  # in the (possibly x-flipped) fixed frame, after the z search
+    rigid: StageResult
+    mi_rigid: float
+
+
+def _perturbations(centre: np.ndarray, extent_zyx_um: Sequence[float], with_z: bool
+                   ) -> list[Affine]:
+    """Clearly wrong placements near a result: ±¼ ROI in x and y (and z), 90/180/270°."""
+    shift = 0.25 * min(extent_zyx_um[1:])
+    moves = [(shift, 0, 0, 0), (-shift, 0, 0, 0), (0, shift, 0, 0), (0, -shift, 0, 0),
+             (0, 0, 0, 90), (0, 0, 0, 180), (0, 0, 0, 270)]
+    if with_z:
+        dz = 0.25 * float(extent_zyx_um[0])
+        moves += [(0, 0, dz, 0), (0, 0, -dz, 0)]
+    return [Affine.from_translation(centre + [dx, dy, dz])
+            @ Affine.from_linear_translation(rotation_matrix_xyz((0.0, 0.0, angle)),
+                                             [0.0, 0.0, 0.0])
+            @ Affine.from_translation(-centre) for dx, dy, dz, angle in moves]
+
+
 def register_3d(em: Volume, lm: Volume, initial_em_to_lm: Affine, *,
                 roi_kji: tuple[slice, slice, slice] | None = None,
                 lm_sigma_um: float | None = None,
                 alternatives: Sequence[Affine] = (),
+                z_range_um: float | None = None,
+                try_reversed_z: bool = False,
                 config: Registration3DConfig = Registration3DConfig(),
                 progress: Callable[[str, float], None] | None = None) -> Registration3DResult:
     """Estimate ``em_to_lm`` by mutual information, rigid then affine (SimpleITK).
@@ -347,17 +543,24 @@ def register_3d(em: Volume, lm: Volume, initial_em_to_lm: Affine, *,
     lm : Volume
         LM volume, the channel to register ``(z, y, x)``.
     initial_em_to_lm : Affine
-        Start (from the XY pre-alignment): (mirror,) rotation about z and the XY shift.
-        A mirrored start (negative determinant) is registered on the EM with its x axis
-        reversed — a rigid transform cannot flip handedness — and composed back.
+        Start from the pre-alignment.  A mirrored start (negative determinant) is
+        registered on the EM with its x axis reversed — a rigid transform cannot flip
+        handedness — and composed back.
     roi_kji : tuple of slices, optional
         EM ROI in voxel indices (default: the whole EM volume).
     lm_sigma_um : float, optional
-        Scale selected on the LM (used as LoG scale when larger than 1.5 working pixels).
+        Scale of the LM's structures: the LoG scale when larger than 1 µm.
     alternatives : sequence of Affine
         Other starts (orientation hypotheses).  Each start gets its own z search and rigid
         stage; the one with the highest mutual information afterwards (on one common set
         of samples) goes on to the affine stage.
+    z_range_um : float, optional
+        The starts' z is known to about this much (a 3D pre-alignment): the z search spans
+        ±``z_range_um`` and the LM is cropped in z too.  Default: the start's z is unknown
+        (an XY pre-alignment), every z offset over the LM depth is searched.
+    try_reversed_z : bool
+        Also search each start with z reversed about the ROI centre (a stack seen from
+        the other side); the direction with the higher MI after the z search is kept.
     config : Registration3DConfig
     progress : callable, optional
         Called with (step name, fraction done).
@@ -366,35 +569,41 @@ def register_3d(em: Volume, lm: Volume, initial_em_to_lm: Affine, *,
     -------
     Registration3DResult
     """
-    import SimpleITK as sitk
-
     timer = StepTimer(progress)
     tick = timer.tick
 
     if em.data.ndim != 3 or lm.data.ndim != 3:
         raise InputError("register_3d: EM and LM must be single-channel 3D volumes")
     lm_sz, lm_sy, lm_sx = lm.voxel_size_um
-    # a LoG at sigma carries nothing finer than ~sigma/2: work at that pixel, not finer
-    # than the LM's (measured: 0.44 µm instead of 0.22 µm changes TRE by < 0.06 µm)
-    sigma_default = float(config.log_sigma_um or max(1.0, lm_sigma_um or 0.0))
-    pixel = float(config.working_pixel_um or max(lm_sx, sigma_default / 2.25))
-    z_work = float(config.working_z_um or max(lm_sz / 2.0, em.voxel_size_um[0]))
     roi = roi_kji or tuple(slice(0, n) for n in em.shape_zyx)
+    # a LoG at sigma carries nothing finer than ~sigma/2: work at that pixel, not finer
+    # than the LM's (measured: 0.44 µm instead of 0.22 µm changes TRE by < 0.06 µm), and
+    # coarse enough that the EM ROI holds at most ``working_voxels``
+    sigma = float(config.log_sigma_um or max(1.0, lm_sigma_um or 0.0))
+    z_work = float(config.working_z_um or max(lm_sz / 2.0, em.voxel_size_um[0]))
+    roi_um = np.array([s.stop - s.start for s in roi]) * np.asarray(em.voxel_size_um)
+    budget_pixel = float(np.sqrt(np.prod(roi_um) / (z_work * config.working_voxels)))
+    pixel = float(config.working_pixel_um or max(lm_sx, sigma / 2.25, budget_pixel))
     starts = [initial_em_to_lm, *alternatives]
 
     # EM ROI on the working grid
     em_w = working_volume(em, (z_work, pixel, pixel), roi)
-    # LM crop: the EM ROI's corners mapped by every start, plus a margin
+    # LM crop: the EM ROI's corners mapped by every start, plus a margin (in z too when
+    # the starts' z is known)
     corners = np.array([[i, j, k] for k in (roi[0].start, roi[0].stop - 1)
                         for j in (roi[1].start, roi[1].stop - 1)
                         for i in (roi[2].start, roi[2].stop - 1)], float)
     em_corners = em.index_to_physical(corners[:, ::-1])
     lm_corners = np.vstack([s.apply(em_corners) for s in starts])
-    lo = lm.physical_to_index(lm_corners.min(0) - [config.margin_um, config.margin_um, 0])
-    hi = lm.physical_to_index(lm_corners.max(0) + [config.margin_um, config.margin_um, 0])
+    margin_z = None if z_range_um is None else z_range_um + config.margin_um
+    if margin_z is not None and try_reversed_z:
+        margin_z += float(roi_um[0])
+    pad = np.array([config.margin_um, config.margin_um, margin_z or 0.0])
+    lo = lm.physical_to_index(lm_corners.min(0) - pad)
+    hi = lm.physical_to_index(lm_corners.max(0) + pad)
     box = []
     for axis, n in enumerate(lm.shape_zyx):
-        if axis == 0:  # keep the whole LM depth: z is searched below
+        if axis == 0 and margin_z is None:  # keep the whole LM depth: z is searched below
             box.append(slice(0, n))
             continue
         a = int(np.clip(np.floor(min(lo[axis], hi[axis])), 0, n - 1))
@@ -404,7 +613,6 @@ def register_3d(em: Volume, lm: Volume, initial_em_to_lm: Affine, *,
     lm_c = working_volume(lm, (lm_sz, pixel, pixel), tuple(box))
     tick("resample", 0.1)
 
-    sigma = float(config.log_sigma_um or max(1.0, lm_sigma_um or 0.0))
     if config.representation == "log":
         # sigma is a few working pixels: full-resolution filtering is cheaper than the
         # pyramid's 3D spline upsampling here
@@ -417,6 +625,7 @@ def register_3d(em: Volume, lm: Volume, initial_em_to_lm: Affine, *,
     moving = to_sitk(lm_c.with_data(np.ascontiguousarray(moving_arr, dtype=np.float32)))
     n_fixed = int(np.prod(em_w.shape_zyx))
     flip = _mirror_x(em_w)
+    samples = _Samples.draw(em_w, config.samples, config.seed)
     fixed_images: dict[bool, tuple[np.ndarray, object]] = {}
 
     def fixed_for(mirrored: bool):
@@ -426,109 +635,76 @@ def register_3d(em: Volume, lm: Volume, initial_em_to_lm: Affine, *,
             fixed_images[mirrored] = (arr, to_sitk(em_w.with_data(arr)))
         return fixed_images[mirrored]
 
-    tick("representation", 0.2)
-
-    centre = em.index_to_physical(np.array([(s.start + s.stop - 1) / 2.0 for s in roi]))
-
     def metric(arr: np.ndarray, transform: Affine) -> float:
-        return float(_z_profile(em_w, arr, lm_c, moving_arr, transform, np.zeros(1),
-                                config)[0])
+        return float(_mi_profile(samples, arr, lm_c, moving_arr, [transform], config)[0])
 
-    def z_search(arr: np.ndarray, start: Affine, c_fixed: np.ndarray) -> tuple[Affine, dict]:
-        """1D search of the metric over z offsets that keep the ROI centre within the
-        LM depth ± half the EM depth."""
-        step = float(config.z_step_um or lm_sz / 2.0)
-        em_depth = em_w.extent_um[0]
-        lm_z0 = lm.origin_xyz_um[2]
-        centre_lm_z = start.apply(c_fixed[None])[0, 2]
-        lo_z = lm_z0 - em_depth / 2 - centre_lm_z
-        hi_z = lm_z0 + lm.extent_um[0] + em_depth / 2 - centre_lm_z
-        offsets = np.arange(lo_z, hi_z + 1e-9, step)
-        values = _z_profile(em_w, arr, lm_c, moving_arr, start, offsets, config)
-        best = int(np.argmin(values))
-        info = {"offsets_um": offsets.tolist(), "metric": values.tolist(),
-                "best_um": float(offsets[best])}
-        return Affine.from_translation([0.0, 0.0, float(offsets[best])]) @ start, info
+    tick("representation", 0.2)
+    centre = em.index_to_physical(np.array([(s.start + s.stop - 1) / 2.0 for s in roi]))
+    step = float(config.z_step_um or lm_sz / 2.0)
 
-    def rigid_stage(fixed, start: Affine, c_fixed: np.ndarray):
-        t_stage = time.perf_counter()
-        reg = _method(config, n_fixed, config.rigid_iterations)
-        reg.SetInitialTransform(_euler_from_affine(start, c_fixed), inPlace=False)
-        out = _execute(reg, fixed, moving, _euler_from_affine(start, c_fixed))
-        if out.GetName() == "CompositeTransform":
-            out = sitk.CompositeTransform(out).GetBackTransform()
-        tx = sitk.Euler3DTransform(out) if out.GetName() == "Euler3DTransform" else out
-        return tx, (tuple(tx.GetParameters()), float(reg.GetMetricValue()),
-                    int(reg.GetOptimizerIteration()),
-                    reg.GetOptimizerStopConditionDescription(), time.perf_counter() - t_stage)
+    coarse_samples = _Samples(samples.points[:len(samples.flat) // 3],
+                              samples.flat[:len(samples.flat) // 3])
+
+    def search(arr: np.ndarray, start: Affine, c_fixed: np.ndarray
+               ) -> tuple[Affine, bool, dict]:
+        """z offset (and, for a start of unknown z, z direction and tilt)."""
+        def profile(placements: list[Affine], coarse: bool) -> np.ndarray:
+            return _mi_profile(coarse_samples if coarse else samples, arr, lm_c, moving_arr,
+                               placements, config)
+
+        return _search_start(
+            start, c_fixed, profile,
+            lambda v, st: _z_offsets(v, c_fixed, lm, em_w.extent_um[0], st, z_range_um),
+            reversed_too=try_reversed_z,
+            max_tilt_deg=config.max_tilt_deg if z_range_um is None else 0.0, step_um=step)
 
     # each start: z search and rigid stage in the (possibly mirrored) fixed frame, where
     # the transform to estimate is G = em_to_lm ∘ F for the flip F (an involution)
-    tried = []
+    tried: list[_StartTrial] = []
     for k, start_em in enumerate(starts):
         mirrored = bool(np.linalg.det(start_em.linear) < 0)
         pre = flip if mirrored else Affine.identity()
         arr, fixed = fixed_for(mirrored)
         c_fixed = pre.apply(centre[None])[0]
-        g_start, z_info = (z_search(arr, start_em @ pre, c_fixed) if config.z_search
-                           else (start_em @ pre, {}))
-        rigid_tx, rigid_info = rigid_stage(fixed, g_start, c_fixed)
-        g_rigid = _affine_from_sitk(rigid_tx)
-        tried.append({"index": k, "mirrored": mirrored, "pre": pre, "arr": arr,
-                      "fixed": fixed, "g_start": g_start, "z_info": z_info,
-                      "rigid_tx": rigid_tx, "rigid_info": rigid_info,
-                      "mi_rigid": -metric(arr, g_rigid)})
+        if config.z_search:
+            g_start, reversed_z, z_info = search(arr, start_em @ pre, c_fixed)
+        else:
+            g_start, reversed_z, z_info = start_em @ pre, False, {}
+        if reversed_z:  # reversing z flips handedness: the other fixed frame
+            mirrored = not mirrored
+            pre = flip if mirrored else Affine.identity()
+            arr, fixed = fixed_for(mirrored)
+            g_start = g_start @ flip  # pre_old ∘ pre_new = F in both cases
+        rigid = _run_stage("rigid", fixed, moving, g_start, pre.apply(centre[None])[0],
+                           config, n_fixed)
+        tried.append(_StartTrial(k, mirrored, reversed_z, float(z_info.get("best_um", 0.0)),
+                                 z_info, g_start, rigid, -metric(arr, rigid.em_to_lm)))
         tick("rigid", 0.2 + 0.4 * (k + 1) / len(starts))
-    best = max(tried, key=lambda t: t["mi_rigid"])
-    pre, arr, fixed, rigid = best["pre"], best["arr"], best["fixed"], best["rigid_tx"]
-    start = best["g_start"] @ pre  # back in EM terms (pre is its own inverse)
-    metric_initial = metric(arr, best["g_start"])
-    params, value, iters, stop, secs = best["rigid_info"]
-    stages = [StageResult("rigid", _affine_from_sitk(rigid) @ pre, params, value, iters,
-                          stop, secs)]
-    final_tx = rigid
+
+    best = max(tried, key=lambda t: t.mi_rigid)
+    pre = flip if best.mirrored else Affine.identity()
+    arr, fixed = fixed_for(best.mirrored)
+    c_fixed = pre.apply(centre[None])[0]
+    stages = [best.rigid]
     if config.model == "affine":
-        t_stage = time.perf_counter()
-        affine = sitk.AffineTransform(3)
-        affine.SetCenter(rigid.GetCenter())
-        affine.SetMatrix(rigid.GetMatrix())
-        affine.SetTranslation(rigid.GetTranslation())
-        reg = _method(config, n_fixed, config.affine_iterations)
-        reg.SetInitialTransform(affine, inPlace=False)
-        out = _execute(reg, fixed, moving, affine)
-        if out.GetName() == "CompositeTransform":
-            out = sitk.CompositeTransform(out).GetBackTransform()
-        final_tx = sitk.AffineTransform(out) if out.GetName() == "AffineTransform" else out
-        stages.append(StageResult("affine", _affine_from_sitk(final_tx) @ pre,
-                                  tuple(final_tx.GetParameters()), float(reg.GetMetricValue()),
-                                  int(reg.GetOptimizerIteration()),
-                                  reg.GetOptimizerStopConditionDescription(),
-                                  time.perf_counter() - t_stage))
+        stages.append(_run_stage("affine", fixed, moving, best.rigid.em_to_lm, c_fixed, config,
+                                 n_fixed))
         tick("affine", 0.9)
-    g_final = _affine_from_sitk(final_tx)
-    metric_final = metric(arr, g_final)
+    g_final = stages[-1].em_to_lm
     # the same metric at clearly wrong placements near the result: how much the found
     # placement stands out is evidence that it is right (see clemalign.confidence)
-    c_fixed = pre.apply(centre[None])[0]
-    shift = 0.25 * min(em_w.extent_um[1:])
-    perturbed = []
-    for dx, dy, angle in ((shift, 0, 0), (-shift, 0, 0), (0, shift, 0), (0, -shift, 0),
-                          (0, 0, 90), (0, 0, 180), (0, 0, 270)):
-        p = (Affine.from_translation(c_fixed + [dx, dy, 0.0])
-             @ Affine.from_linear_translation(rotation_matrix_xyz((0.0, 0.0, angle)),
-                                              [0.0, 0.0, 0.0])
-             @ Affine.from_translation(-c_fixed))
-        perturbed.append(-metric(arr, g_final @ p))
-    timings = timer.total()
-    starts_info = [{"start_em_to_lm": starts[t["index"]].to_list(), "mirrored": t["mirrored"],
-                    "z_offset_um": t["z_info"].get("best_um", 0.0),
-                    "mutual_information_rigid": t["mi_rigid"],
-                    "chosen": t is best} for t in tried]
+    perturbed = tuple(-metric(arr, g_final @ p) for p in
+                      _perturbations(c_fixed, em_w.extent_um, z_range_um is not None))
+    starts_info = [{"start_em_to_lm": starts[t.index].to_list(), "mirrored": t.mirrored,
+                    "reversed_z": t.reversed_z, "z_offset_um": t.z_offset_um,
+                    "mutual_information_rigid": t.mi_rigid, "chosen": t is best,
+                    **({"mi_by_z_direction": t.z_info["best_mi_by_direction"]}
+                       if "best_mi_by_direction" in t.z_info else {})} for t in tried]
     return Registration3DResult(
-        em_to_lm=g_final @ pre, initial_em_to_lm=start,
-        z_offset_um=float(best["z_info"].get("best_um", 0.0)),
-        z_search=best["z_info"], stages=tuple(stages), metric_initial=metric_initial,
-        metric_final=metric_final, log_sigma_um=sigma,
-        working_spacing_um=tuple(float(v) for v in em_w.voxel_size_um), timings_s=timings,
-        starts=tuple(starts_info), mirrored=best["mirrored"],
-        mutual_information_perturbed=tuple(perturbed))
+        em_to_lm=g_final @ pre, initial_em_to_lm=best.start @ pre,
+        z_offset_um=best.z_offset_um, z_search=best.z_info,
+        stages=tuple(replace(st, em_to_lm=st.em_to_lm @ pre) for st in stages),
+        metric_initial=metric(arr, best.start), metric_final=metric(arr, g_final),
+        log_sigma_um=sigma, working_spacing_um=tuple(float(v) for v in em_w.voxel_size_um),
+        timings_s=timer.total(), starts=tuple(starts_info), mirrored=best.mirrored,
+        reversed_z=best.reversed_z, mutual_information_perturbed=perturbed)

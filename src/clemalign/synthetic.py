@@ -68,6 +68,11 @@ class SimulationConfig:
         Range of the random rotation.
     mirror : bool
         Mirror the EM x axis (handedness flip) before rotating.
+    flip_z : bool
+        Reverse the EM z axis (with ``mirror``: the EM block imaged from the other side
+        than the LM, a 180° turn about an in-plane axis).
+    tilt_deg : (float, float), optional
+        Tilts about the x and y axes; default drawn uniformly in ``±max_tilt_deg``.
     max_tilt_deg : float
         Range of the random tilts about the x and y axes.
     max_scale_change : float
@@ -106,6 +111,8 @@ class SimulationConfig:
     rotation_deg: float | None = None
     max_rotation_deg: float = 15.0
     mirror: bool = False
+    flip_z: bool = False
+    tilt_deg: tuple[float, float] | None = None
     max_tilt_deg: float = 2.0
     max_scale_change: float = 0.03
     placement: Literal["anywhere", "cell", "border"] = "anywhere"
@@ -151,10 +158,16 @@ class SimulatedPair:
     landmarks_em_um, landmarks_lm_um : ndarray, shape (n, 3)
         Corresponding ``(x, y, z)`` points (mitochondrion centres inside the EM field);
         ``landmarks_lm_um == em_to_lm.apply(landmarks_em_um)``.
-    config : SimulationConfig
+    config : SimulationConfig or TissueConfig
         The configuration that produced the pair.
     parameters : dict
         The drawn truth parameters (rotation, mirror, tilts, scales, field centres).
+    roi : str, optional
+        ``"z0:z1,y0:y1,x0:x1"`` EM region to register (the ``--roi`` a user would give);
+        ``None``: the whole EM.
+    scene : {"monolayer", "tissue"}
+        Which simulator made the pair (:func:`simulate_pair` or
+        :func:`clemalign.synthetic_tissue.simulate_tissue_pair`).
     """
 
     em: Volume
@@ -162,8 +175,10 @@ class SimulatedPair:
     em_to_lm: Affine
     landmarks_em_um: np.ndarray
     landmarks_lm_um: np.ndarray
-    config: SimulationConfig
+    config: object
     parameters: dict = field(default_factory=dict)
+    roi: str | None = None
+    scene: str = "monolayer"
 
 
 # ----------------------------------------------------------------- scene shapes
@@ -560,8 +575,10 @@ def _draw_truth(rng: np.random.Generator, cfg: SimulationConfig, em_extent_xyz: 
     angle = (cfg.rotation_deg if cfg.rotation_deg is not None
              else rng.uniform(-cfg.max_rotation_deg, cfg.max_rotation_deg))
     tilt = rng.uniform(-cfg.max_tilt_deg, cfg.max_tilt_deg, 2)
+    if cfg.tilt_deg is not None:
+        tilt = np.asarray(cfg.tilt_deg, float)
     scales = 1.0 + rng.uniform(-cfg.max_scale_change, cfg.max_scale_change, 3)
-    mirror = np.diag([-1.0 if cfg.mirror else 1.0, 1.0, 1.0])
+    mirror = np.diag([-1.0 if cfg.mirror else 1.0, 1.0, -1.0 if cfg.flip_z else 1.0])
     linear = rotation_matrix_xyz([tilt[0], tilt[1], angle]) @ np.diag(scales) @ mirror
     # half extent in LM x/y of the EM field footprint after rotation
     half = 0.5 * np.abs(linear[:2, :2]) @ em_extent_xyz[:2]
@@ -602,6 +619,7 @@ def _draw_truth(rng: np.random.Generator, cfg: SimulationConfig, em_extent_xyz: 
     translation = lm_centre - linear @ em_centre
     truth = Affine.from_linear_translation(linear, translation)
     params = {"rotation_deg": float(angle), "mirror": bool(cfg.mirror),
+              "flip_z": bool(cfg.flip_z),
               "tilt_x_deg": float(tilt[0]), "tilt_y_deg": float(tilt[1]),
               "scale_xyz": [float(s) for s in scales],
               "em_centre_xyz_um": em_centre.tolist(), "lm_centre_xyz_um": lm_centre.tolist(),
@@ -706,6 +724,8 @@ def write_simulated_pair(outdir: str | os.PathLike, pair: SimulatedPair, *,
         "em_voxel_size_um": list(pair.em.voxel_size_um),
         "lm_voxel_size_um": list(pair.lm.voxel_size_um),
         "parameters": pair.parameters,
+        "scene": pair.scene,
+        "roi": pair.roi,
         "config": asdict(pair.config),
         "clemalign_version": __version__,
     }
