@@ -83,46 +83,92 @@ def info(file: Path, voxel_size: tuple[float, float, float] | None) -> None:
         raise InputError(f"{file}: " + "; ".join(problems) + " — it cannot be registered")
 
 
+_SCENE_OPTION = click.option(
+    "--scene", type=click.Choice(["monolayer", "tissue"]), default="monolayer",
+    show_default=True,
+    help="monolayer: adherent cells, SBF-SEM + confocal (0.14/0.14/0.05 and 0.22/0.22/0.6 "
+         "µm); tissue: packed nuclei and vessels, microCT at 1 µm + two-photon "
+         "(0.59/0.59/3 µm), with an --roi inside the LM field.")
+
+
+def _simulate_scene(scene: str, *, seed: int, scale: float = 1.0, size: str = "small",
+                    **overrides):
+    """A simulated pair of either scene (``progress`` may be in ``overrides``)."""
+    progress = overrides.pop("progress", None)
+    if scene == "tissue":
+        from .synthetic_tissue import TissueConfig, simulate_tissue_pair
+
+        base = TissueConfig.publication() if size == "publication" else TissueConfig()
+        return simulate_tissue_pair(base, seed=seed, progress=progress, **overrides)
+    from .synthetic import SimulationConfig, simulate_pair
+
+    return simulate_pair(SimulationConfig(seed=seed, scale=scale, **overrides),
+                         progress=progress)
+
+
 @app.command()
 @click.argument("outdir", type=click.Path(path_type=Path, file_okay=False))
+@_SCENE_OPTION
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Random seed (same seed, same pair).")
 @click.option("--scale", type=float, default=1.0, show_default=True,
-              help="Lateral size factor (0.3 gives a small, fast pair).")
+              help="monolayer: lateral size factor (0.3 gives a small, fast pair).")
+@click.option("--size", type=click.Choice(["small", "publication"]), default="small",
+              show_default=True,
+              help="tissue: small (microCT 200×200×110 µm, LM 227×227×108 µm) or the "
+                   "publication's (microCT 1084×896×1094, LM 2×1024×1024×107).")
 @click.option("--rotation-deg", type=float, default=None,
-              help="In-plane rotation of the EM field in degrees [default: random in ±15].")
+              help="In-plane rotation of the EM field in degrees [default: random in ±15 "
+                   "(monolayer), over the full circle (tissue)].")
 @click.option("--mirror", is_flag=True, help="Mirror the EM field (flip x).")
+@click.option("--flip-z", is_flag=True,
+              help="Reverse the EM's z (with --mirror: imaged from the other side).")
+@click.option("--tilt-deg", type=(float, float), default=None, metavar="TX TY",
+              help="Tilts of the EM block about x and y in degrees [default: random, "
+                   "±2 (monolayer), ±10 (tissue)].")
 @click.option("--placement", type=click.Choice(["anywhere", "cell", "border"]),
               default="anywhere", show_default=True,
-              help="Where the EM field sits in the LM field.")
+              help="monolayer: where the EM field sits in the LM field.")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
-def simulate(outdir: Path, seed: int, scale: float, rotation_deg: float | None, mirror: bool,
-             placement: str, overwrite: bool) -> None:
-    """Simulate a CLEM pair (EM + 2-channel LM) with its ground truth into OUTDIR.
+def simulate(outdir: Path, scene: str, seed: int, scale: float, size: str,
+             rotation_deg: float | None, mirror: bool, flip_z: bool,
+             tilt_deg: tuple[float, float] | None, placement: str, overwrite: bool) -> None:
+    """Simulate a CLEM pair with its ground truth into OUTDIR.
 
-    Writes em.ome.tif, lm.ome.tif, truth.json (the em_to_lm matrix) and landmarks.csv.
+    Writes em.ome.tif, lm.ome.tif, truth.json (the em_to_lm matrix, and the --roi to give
+    for a tissue pair) and landmarks.csv.
     """
     from .io import ensure_writable
-    from .synthetic import SIMULATED_FILES, SimulationConfig, simulate_pair, write_simulated_pair
+    from .synthetic import SIMULATED_FILES, write_simulated_pair
 
-    config = SimulationConfig(seed=seed, scale=scale, rotation_deg=rotation_deg, mirror=mirror,
-                              placement=placement)  # type: ignore[arg-type]
+    overrides = {"rotation_deg": rotation_deg, "mirror": mirror, "flip_z": flip_z,
+                 "tilt_deg": tilt_deg}
+    if scene == "monolayer":
+        overrides["placement"] = placement
     # fail before the expensive rendering if outputs exist
     for name in SIMULATED_FILES:
         ensure_writable(outdir / name, overwrite=overwrite)
     start = time.perf_counter()
     with _err.status("simulating") as status:
-        pair = simulate_pair(config, progress=lambda step: status.update(f"rendering {step}"))
+        pair = _simulate_scene(scene, seed=seed, scale=scale, size=size,
+                               progress=lambda step: status.update(f"rendering {step}"),
+                               **overrides)
         status.update("writing")
         paths = write_simulated_pair(outdir, pair, overwrite=overwrite)
     p = pair.parameters
-    _out.print(f"simulated pair (seed {seed}) in {time.perf_counter() - start:.1f} s → {outdir}")
+    centre = p.get("lm_centre_xyz_um") or p["roi_centre_lm_xyz_um"]
+    _out.print(f"simulated {scene} pair (seed {seed}) in {time.perf_counter() - start:.1f} s "
+               f"→ {outdir}")
     _out.print(f"  EM {pair.em.data.shape} @ {pair.em.voxel_size_um} µm;  "
                f"LM {pair.lm.data.shape} @ {pair.lm.voxel_size_um} µm")
     _out.print(f"  truth: rotation {p['rotation_deg']:.2f}°, mirror {p['mirror']}, "
-               f"EM centre → LM ({p['lm_centre_xyz_um'][0]:.2f}, "
-               f"{p['lm_centre_xyz_um'][1]:.2f}, {p['lm_centre_xyz_um'][2]:.2f}) µm, "
+               f"reversed z {p.get('flip_z', False)}, tilt ({p['tilt_x_deg']:.1f}, "
+               f"{p['tilt_y_deg']:.1f})°, EM {'ROI ' if pair.roi else ''}centre → LM "
+               f"({centre[0]:.2f}, {centre[1]:.2f}, {centre[2]:.2f}) µm, "
                f"{p['n_landmarks']} landmarks")
+    if pair.roi:
+        _out.print(f"  register with: --roi {pair.roi} --lm-channel "
+                   f"{pair.lm.channel_names[0]}")
     for path in paths.values():
         _out.print(f"  wrote {path}")
 
@@ -179,7 +225,7 @@ def _run_registration(em_vol, lm_vol, config, outdir: Path, overwrite: bool, lan
         ensure_writable(outdir / name, overwrite=overwrite)
     columns = (TextColumn("{task.description:<22}"), BarColumn(), TimeElapsedColumn())
     with Progress(*columns, console=_err, transient=False) as bar:
-        tasks = {"prealign": bar.add_task("XY pre-alignment", total=1.0),
+        tasks = {"prealign": bar.add_task("pre-alignment", total=1.0),
                  "fine": bar.add_task("3D registration", total=1.0),
                  "write": bar.add_task("writing outputs", total=1.0)}
 
@@ -196,13 +242,33 @@ def _run_registration(em_vol, lm_vol, config, outdir: Path, overwrite: bool, lan
 
 
 def _print_result(result, paths) -> None:
+    from .prealign3d import Prealign3DResult
+    from .transforms import decompose
+
     pre = result.prealign
     conf = result.confidence
     colour = {"ok": "green", "uncertain": "yellow"}.get(conf["verdict"], "red")
-    _out.print(f"pre-alignment: EM ROI centre → LM ({pre.centre_lm_xy_um[0]:.2f}, "
-               f"{pre.centre_lm_xy_um[1]:.2f}) µm, angle {pre.angle_deg:.1f}°"
-               f"{', EM mirrored' if result.fine.mirrored else ''}, "
-               f"{pre.timings_s['total']:.1f} s")
+    choice = result.prealign_choice
+    _out.print(f"pre-alignment {choice.get('mode', 'xy')}: {choice.get('reason', '')}")
+    if isinstance(pre, Prealign3DResult):
+        c = pre.initial_em_to_lm.apply(pre.em_roi_centre_xyz_um)
+        rx, ry, rz = decompose(pre.initial_em_to_lm)["rotation_deg"]
+        h = pre.hypotheses[0]
+        _out.print(f"3D pre-alignment: EM ROI centre → LM ({c[0]:.2f}, {c[1]:.2f}, {c[2]:.2f}) "
+                   f"µm, rotation about x/y/z {rx:.1f}/{ry:.1f}/{rz:.1f}°"
+                   f"{', EM mirrored' if h.mirrored else ''}"
+                   f"{', z reversed' if h.flipped_z else ''}, {pre.timings_s['total']:.1f} s")
+    else:
+        _out.print(f"XY pre-alignment: EM ROI centre → LM ({pre.centre_lm_xy_um[0]:.2f}, "
+                   f"{pre.centre_lm_xy_um[1]:.2f}) µm, angle {pre.angle_deg:.1f}°"
+                   f"{', EM mirrored' if pre.mirrored else ''}, "
+                   f"{pre.timings_s['total']:.1f} s")
+    start = next((st for st in result.fine.starts if st["chosen"]), {})
+    _out.print(f"3D stage start: z offset {result.fine.z_offset_um:.2f} µm"
+               f"{', z reversed' if start.get('reversed_z') else ''}"
+               + (f", tilt ({result.fine.z_search['tilt_deg'][0]:.1f}, "
+                  f"{result.fine.z_search['tilt_deg'][1]:.1f})°"
+                  if result.fine.z_search.get("tilt_deg") else ""))
     for stage in result.fine.stages:
         _out.print(f"{stage.name}: metric {stage.metric:.4f} after {stage.iterations} "
                    f"iterations ({stage.seconds:.1f} s)")
@@ -241,6 +307,13 @@ def _print_result(result, paths) -> None:
               show_default=True, help="Largest in-plane rotation EM → LM searched.")
 @click.option("--no-mirror", is_flag=True,
               help="Do not consider a mirrored EM (when the set-up keeps handedness).")
+@click.option("--no-flip-z", is_flag=True,
+              help="Do not consider a reversed z (EM and LM imaged from the same side).")
+@click.option("--prealign", "prealign_mode", type=click.Choice(["auto", "xy", "3d"]),
+              default="auto", show_default=True,
+              help="Pre-alignment: xy (LM projection; monolayers, sections), 3d (LM volume; "
+                   "thick specimens), auto: 3d when the LM stack is deeper than the EM ROI "
+                   "by more than a cell layer.")
 @click.option("--strict", is_flag=True,
               help="Exit with status 3 when the verdict is 'failed' (outputs are still written).")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
@@ -249,8 +322,9 @@ def register_command(em: Path, lm: Path, outdir: Path,
                      lm_voxel_size: tuple[float, float, float] | None, lm_channel: str,
                      roi: str | None, model: str, em_slices: str | None,
                      landmarks: Path | None, max_rotation_deg: float, no_mirror: bool,
-                     strict: bool, overwrite: bool) -> None:
-    """Register EM to LM: XY pre-alignment, then 3D mutual-information registration.
+                     no_flip_z: bool, prealign_mode: str, strict: bool, overwrite: bool
+                     ) -> None:
+    """Register EM to LM: pre-alignment (XY or 3D), then 3D mutual-information registration.
 
     EM and LM are 3D stacks (OME-TIFF, ImageJ TIFF, MRC, OME-Zarr or .npy) with voxel
     sizes in their metadata or given in µm.  Writes the transform (both directions), every
@@ -262,7 +336,8 @@ def register_command(em: Path, lm: Path, outdir: Path,
     from .pipeline import RegistrationConfig
 
     em_vol, lm_vol, _ = read_clem_pair(em, lm, em_voxel_size_um=em_voxel_size,
-                                       lm_voxel_size_um=lm_voxel_size, lm_channel=lm_channel)
+                                       lm_voxel_size_um=lm_voxel_size, lm_channel=lm_channel,
+                                       em_roi=roi)
     points = None
     if landmarks is not None:
         from .evaluation import read_landmarks_csv
@@ -272,8 +347,11 @@ def register_command(em: Path, lm: Path, outdir: Path,
     base = RegistrationConfig()
     config = RegistrationConfig(
         lm_channel=int(lm_channel) if lm_channel.lstrip("-").isdigit() else lm_channel,
-        roi=roi, prealign=replace(base.prealign, em_slices=_parse_slices(em_slices),
-                                  max_rotation_deg=max_rotation_deg, mirror=not no_mirror),
+        roi=roi, prealign_mode=prealign_mode, flip_z=not no_flip_z,  # type: ignore[arg-type]
+        prealign=replace(base.prealign, em_slices=_parse_slices(em_slices),
+                         max_rotation_deg=max_rotation_deg, mirror=not no_mirror),
+        prealign3d=replace(base.prealign3d, max_rotation_deg=max_rotation_deg,
+                           mirror=not no_mirror),
         fine=replace(base.fine, model=model))  # type: ignore[arg-type]
     result, paths = _run_registration(em_vol, lm_vol, config, outdir, overwrite, points)
     _print_result(result, paths)
@@ -288,35 +366,42 @@ def register_command(em: Path, lm: Path, outdir: Path,
 @app.command()
 @click.option("-o", "--outdir", type=click.Path(path_type=Path, file_okay=False),
               default=Path("clemalign-demo"), show_default=True, help="Output folder.")
+@_SCENE_OPTION
 @click.option("--seed", type=int, default=0, show_default=True, help="Simulation seed.")
 @click.option("--scale", type=float, default=1.0, show_default=True,
-              help="Lateral size factor of the simulated pair (0.3: small and fast).")
+              help="monolayer: lateral size factor of the simulated pair (0.3: small and fast).")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
-def demo(outdir: Path, seed: int, scale: float, overwrite: bool) -> None:
+def demo(outdir: Path, scene: str, seed: int, scale: float, overwrite: bool) -> None:
     """Simulate a CLEM pair with a known answer, register it, and print the error.
 
     The pair is written to OUTDIR/data (em.ome.tif, lm.ome.tif, truth.json,
-    landmarks.csv), read back like user files, registered, and the result written to
-    OUTDIR.  The landmark error (TRE) against the simulation's truth is printed.
+    landmarks.csv), read back like user files, registered (a tissue pair with its --roi
+    and the nuclei channel), and the result written to OUTDIR.  The landmark error (TRE)
+    against the simulation's truth is printed.
     """
     from .io import ensure_writable, read_clem_pair
     from .pipeline import RegistrationConfig, target_registration_error
-    from .synthetic import SIMULATED_FILES, SimulationConfig, simulate_pair, write_simulated_pair
+    from .synthetic import SIMULATED_FILES, write_simulated_pair
 
     data_dir = outdir / "data"
     for name in SIMULATED_FILES:
         ensure_writable(data_dir / name, overwrite=overwrite)
     start = time.perf_counter()
-    with _err.status("simulating a CLEM pair"):
-        pair = simulate_pair(SimulationConfig(seed=seed, scale=scale))
+    with _err.status(f"simulating a {scene} CLEM pair"):
+        pair = _simulate_scene(scene, seed=seed, scale=scale)
         files = write_simulated_pair(data_dir, pair, overwrite=overwrite)
-    _out.print(f"simulated pair (seed {seed}) in {time.perf_counter() - start:.1f} s → {data_dir}")
-    em_vol, lm_vol, _ = read_clem_pair(files["em.ome.tif"], files["lm.ome.tif"])
+    _out.print(f"simulated {scene} pair (seed {seed}) in {time.perf_counter() - start:.1f} s "
+               f"→ {data_dir}")
+    channel = pair.lm.channel_names[0]
+    em_vol, lm_vol, _ = read_clem_pair(files["em.ome.tif"], files["lm.ome.tif"],
+                                       lm_channel=channel, em_roi=pair.roi)
     from .evaluation import read_landmarks_csv
 
     points = read_landmarks_csv(files["landmarks.csv"])
-    result, paths = _run_registration(em_vol, lm_vol, RegistrationConfig(), outdir, overwrite,
-                                      points)
+    config = RegistrationConfig(roi=pair.roi, lm_channel=channel)
+    if pair.roi:
+        _out.print(f"registering with --roi {pair.roi} --lm-channel {channel}")
+    result, paths = _run_registration(em_vol, lm_vol, config, outdir, overwrite, points)
     _print_result(result, paths)
     tre = target_registration_error(result.em_to_lm, pair.landmarks_em_um, pair.landmarks_lm_um)
     em_px = float(pair.em.voxel_size_um[2])

@@ -14,10 +14,11 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Polygon
 
 from .prealign import PrealignResult
+from .prealign3d import Prealign3DResult
 
-__all__ = ["plot_prealignment", "plot_slice_overlays", "plot_orthogonal_views",
-           "plot_projection_overlay", "plot_checkerboard", "plot_scale_selection",
-           "save_figure"]
+__all__ = ["plot_prealignment", "plot_prealignment_3d", "plot_orientation_3d",
+           "plot_slice_overlays", "plot_orthogonal_views", "plot_projection_overlay",
+           "plot_checkerboard", "plot_scale_selection", "save_figure"]
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = 110) -> None:
@@ -318,6 +319,89 @@ def plot_orientation(result: PrealignResult, starts: Sequence[dict] = ()) -> Fig
     if starts:
         text = "\n".join(f"{'→ ' if s['chosen'] else '   '}start {k}: "
                          f"{'mirrored, ' if s['mirrored'] else ''}"
+                         f"MI {s['mutual_information_rigid']:.3f}"
+                         for k, s in enumerate(starts))
+        ax.text(0.01, 0.02, "3D stage, MI after rigid:\n" + text, transform=ax.transAxes,
+                fontsize=7, family="monospace", va="bottom",
+                bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "#ccc"})
+    ax.set_xlabel("in-plane angle EM → LM (°)")
+    ax.set_ylabel("best NCC (robust z)")
+    ax.legend(fontsize=7, loc="upper right")
+    return fig
+
+
+# box edges as pairs of corner indices (corners ordered z-major, then y, then x)
+_BOX_EDGES = ((0, 1), (2, 3), (4, 5), (6, 7), (0, 2), (1, 3), (4, 6), (5, 7),
+              (0, 4), (1, 5), (2, 6), (3, 7))
+
+
+def plot_prealignment_3d(result: Prealign3DResult) -> Figure:
+    """The EM ROI placed in the LM volume by the 3D pre-alignment.
+
+    Left: the LM blob response of the scan grid, maximum over z (x-y, LM µm); right: the
+    same over y (x-z).  The ROI's box mapped by ``initial_em_to_lm`` is drawn in yellow
+    (its tilt shows in the x-z view), its centre as a cross.
+    """
+    fig = Figure(figsize=(11, 5.2), layout="constrained")
+    ax_xy, ax_xz = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    vol = result.lm_response
+    corners = result.initial_em_to_lm.apply(result.roi_corners_xyz_um)
+    centre = result.initial_em_to_lm.apply(result.em_roi_centre_xyz_um)
+    if vol is not None:
+        sz, sy, sx = vol.voxel_size_um
+        ox, oy, oz = vol.origin_xyz_um
+        nz, ny, nx = vol.shape_zyx
+        for ax, img, ext in (
+                (ax_xy, vol.data.max(axis=0),
+                 (ox - sx / 2, ox + (nx - 0.5) * sx, oy + (ny - 0.5) * sy, oy - sy / 2)),
+                (ax_xz, vol.data.max(axis=1),
+                 (ox - sx / 2, ox + (nx - 0.5) * sx, oz + (nz - 0.5) * sz, oz - sz / 2))):
+            lo, hi = np.percentile(img, [1, 99.5])
+            ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, extent=ext, interpolation="nearest")
+    for ax, (a, b) in ((ax_xy, (0, 1)), (ax_xz, (0, 2))):
+        for i, j in _BOX_EDGES:
+            ax.plot(corners[[i, j], a], corners[[i, j], b], color="yellow", lw=1.2)
+        ax.plot(centre[a], centre[b], "+", color="yellow", ms=14, mew=2)
+        ax.set_xlabel("x (µm, LM)")
+    ax_xy.set_ylabel("y (µm, LM)")
+    ax_xz.set_ylabel("z (µm, LM)")
+    ax_xy.set_title("LM blob response, maximum over z", fontsize=9)
+    ax_xz.set_title("maximum over y", fontsize=9)
+    conf = result.confidence
+    h = result.hypotheses[0]
+    fig.suptitle(f"3D pre-alignment: ROI centre → ({centre[0]:.1f}, {centre[1]:.1f}, "
+                 f"{centre[2]:.1f}) µm{', mirrored' if h.mirrored else ''}"
+                 f"{', z reversed' if h.flipped_z else ''}; peak margin "
+                 f"{conf['margin']:.1f} z, refined NCC {conf.get('refined_ncc', float('nan')):.2f}",
+                 fontsize=10)
+    return fig
+
+
+def plot_orientation_3d(result: Prealign3DResult, starts: Sequence[dict] = ()) -> Figure:
+    """3D orientation scan: best NCC (robust z) over all 3D offsets per in-plane angle, for
+    each handedness (direct, x mirrored, z reversed, both); the refined hypotheses marked.
+    ``starts`` (from :attr:`Registration3DResult.starts`) adds the mutual information each
+    reached after the rigid 3D stage."""
+    fig = Figure(figsize=(7.5, 3.8), layout="constrained")
+    ax = fig.add_subplot()
+    scan = result.scan
+    angles = np.asarray(scan["angles_deg"])
+    colours = {"direct": "tab:blue", "mirrored": "tab:orange", "reversed_z": "tab:green",
+               "mirrored_reversed_z": "tab:red"}
+    for name, values in scan["scores"].items():
+        ax.plot(angles, values, "-", lw=1, color=colours.get(name),
+                label=name.replace("_", " "))
+    for k, h in enumerate(result.hypotheses):
+        name = {(False, False): "direct", (True, False): "mirrored",
+                (False, True): "reversed_z", (True, True): "mirrored_reversed_z"}[
+            (h.mirrored, h.flipped_z)]
+        ax.plot(h.angle_deg, h.scan_z, "s" if k else "*", mfc="none", ms=11,
+                color=colours.get(name))
+    ax.set_title(f"3D orientation scan (σ = {scan['sigma_um']:.2g} µm on a "
+                 f"{scan['pixel_um']:.2g} µm grid, EM contrast {scan['em_polarity']}); "
+                 "★ chosen, □ other hypotheses", fontsize=9)
+    if starts:
+        text = "\n".join(f"{'→ ' if s['chosen'] else '   '}start {k}: "
                          f"MI {s['mutual_information_rigid']:.3f}"
                          for k, s in enumerate(starts))
         ax.text(0.01, 0.02, "3D stage, MI after rigid:\n" + text, transform=ax.transAxes,

@@ -10,6 +10,10 @@ Supported for reading
     * OME-Zarr (NGFF 0.4 and 0.5: the ``scale`` and ``translation`` of the first dataset),
     * ``.npy`` (no metadata: the voxel size must be given).
 
+Uncompressed TIFF / OME-TIFF / BigTIFF, MRC and ``.npy`` are memory-mapped, not read:
+pixels come from disk when they are used, so registering an ROI of a large volume reads
+that ROI (plus what the figures show), not the file.  Compressed files are read whole.
+
 Every writer writes to a temporary name beside the target and renames it into
 place, and refuses to replace an existing file unless ``overwrite=True``.
 """
@@ -200,7 +204,14 @@ def _read_tiff(path: Path):
     with tifffile.TiffFile(path) as tif:
         series = tif.series[0]
         axes = series.axes
-        data = series.asarray()
+        data = None
+        if series.dataoffset is not None:  # uncompressed and contiguous: map, don't read
+            try:
+                data = tifffile.memmap(path, series=0, mode="r")
+            except ValueError:
+                data = None
+        if data is None or data.shape != tuple(series.shape):
+            data = series.asarray()
         if tif.is_ome and tif.ome_metadata:
             size, names = _ome_sizes(tif.ome_metadata, path)
             return data, axes, size, (0.0, 0.0, 0.0), names
@@ -271,13 +282,20 @@ def _imagej_names(meta: dict | None) -> list[str] | None:
 
 def _read_mrc(path: Path):
     import mrcfile
+    from mrcfile.utils import data_dtype_from_header, data_shape_from_header
 
-    with mrcfile.open(path, mode="r", permissive=True) as mrc:
-        if mrc.data is None:
-            raise InputError(f"{path}: the MRC file holds no data")
-        data = np.array(mrc.data)
+    with mrcfile.open(path, mode="r", permissive=True, header_only=True) as mrc:
+        header = mrc.header
+        dtype = data_dtype_from_header(header)
+        shape = data_shape_from_header(header)
+        offset = header.nbytes + int(header.nsymbt)
+        if int(np.prod(shape)) == 0 or path.stat().st_size < offset + int(
+                np.prod(shape)) * dtype.itemsize:
+            raise InputError(f"{path}: the MRC file holds no (or truncated) data")
+        # a memory map of the data block (mrcfile's own map closes with its file)
+        data = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
         vs = mrc.voxel_size  # Å, (x, y, z)
-        origin = mrc.header.origin
+        origin = header.origin
         size = None
         if all(float(v) > 0 for v in (vs.x, vs.y, vs.z)):
             size = tuple(float(v) * 1e-4 for v in (vs.z, vs.y, vs.x))
@@ -335,7 +353,7 @@ def _read_ome_zarr(path: Path):
 
 
 def _read_npy(path: Path):
-    data = np.load(path, allow_pickle=False)
+    data = np.load(path, allow_pickle=False, mmap_mode="r")
     axes = {2: "YX", 3: "ZYX", 4: "CZYX"}.get(data.ndim)
     if axes is None:
         raise InputError(f"{path}: expected a (z, y, x) or (c, z, y, x) array, got shape "
@@ -346,7 +364,8 @@ def _read_npy(path: Path):
 def read_clem_pair(em_path: str | os.PathLike, lm_path: str | os.PathLike, *,
                    em_voxel_size_um: Sequence[float] | None = None,
                    lm_voxel_size_um: Sequence[float] | None = None,
-                   lm_channel: int | str = 0) -> tuple[Volume, Volume, Volume]:
+                   lm_channel: int | str = 0, em_roi: str | None = None
+                   ) -> tuple[Volume, Volume, Volume]:
     """Read and check the two inputs of a registration.
 
     Parameters
@@ -358,6 +377,9 @@ def read_clem_pair(em_path: str | os.PathLike, lm_path: str | os.PathLike, *,
         ``--lm-voxel-size``).
     lm_channel : int or str
         LM channel used for alignment (index or name; ``--lm-channel``).
+    em_roi : str, optional
+        ``--roi``: the EM's values are checked inside it only (a memory-mapped EM is
+        then read only there).
 
     Returns
     -------
@@ -373,6 +395,7 @@ def read_clem_pair(em_path: str | os.PathLike, lm_path: str | os.PathLike, *,
     InputError
         Any problem with either file, voxel size, channel or image values.
     """
+    from .prealign import parse_roi
     from .volume import check_image_values
 
     em = read_volume(em_path, voxel_size_um=em_voxel_size_um, voxel_size_flag="--em-voxel-size")
@@ -380,7 +403,9 @@ def read_clem_pair(em_path: str | os.PathLike, lm_path: str | os.PathLike, *,
     if em.n_channels > 1:
         em = em.channel(0)
     lm_aligned = lm.channel(lm_channel)
-    check_image_values(em.data, what=str(em_path))
+    roi = parse_roi(em_roi, em.shape_zyx)
+    check_image_values(em.data[roi.slices], what=str(em_path) + (f" (ROI {em_roi})"
+                                                                 if em_roi else ""))
     check_image_values(lm_aligned.data, what=f"{lm_path} (channel {lm_channel!r})")
     return em, lm, lm_aligned
 

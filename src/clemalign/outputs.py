@@ -17,6 +17,7 @@ from .evaluation import Landmarks, tre_table
 from .io import atomic_write_text, ensure_writable, write_json, write_ome_tiff
 from .pipeline import RegistrationResult, transform_record
 from .prealign import Roi
+from .prealign3d import Prealign3DResult
 from .transform_io import (
     roi_points_um,
     write_bigwarp_csv,
@@ -88,8 +89,10 @@ def _figures(result: RegistrationResult, em: Volume, overlay: Volume) -> dict:
     from .figures import (
         plot_checkerboard,
         plot_orientation,
+        plot_orientation_3d,
         plot_orthogonal_views,
         plot_prealignment,
+        plot_prealignment_3d,
         plot_projection_overlay,
         plot_scale_selection,
         plot_slice_overlays,
@@ -99,18 +102,29 @@ def _figures(result: RegistrationResult, em: Volume, overlay: Volume) -> dict:
     em_roi = Volume(em.data[roi.slices], em.voxel_size_um,
                     tuple(float(v) for v in em.index_to_physical(
                         np.array([roi.z0, roi.y0, roi.x0], float))), em.channel_names)
-    selections = {"EM slices": result.prealign.scale_selections.get("em"),
-                  "LM projection": result.prealign.scale_selections.get("lm")}
+    sel = result.prealign.scale_selections
+    selections = {"EM slices": sel.get("em"), "LM projection": sel.get("lm"),
+                  "LM planes": sel.get("LM planes")}
     selections = {k: v for k, v in selections.items() if v}
+    if isinstance(result.prealign, Prealign3DResult):
+        pre_fig = (plot_prealignment_3d(result.prealign),
+                   "The EM ROI's box placed in the LM volume by the 3D pre-alignment, over the "
+                   "LM blob response projected along z (left) and y (right).")
+        orient_fig = (plot_orientation_3d(result.prealign, result.fine.starts),
+                      "Best NCC over every 3D offset per in-plane angle, for the four "
+                      "handednesses; the hypotheses refined and the mutual information each "
+                      "reached in the 3D stage.")
+    else:
+        pre_fig = (plot_prealignment(result.prealign),
+                   "Candidate positions of the EM ROI centre over the LoG of the LM "
+                   "projection; the fused ROI outline in yellow.")
+        orient_fig = (plot_orientation(result.prealign, result.fine.starts),
+                      "Best NCC over the LM field per in-plane angle, direct and mirrored "
+                      "EM; the hypotheses passed on and the mutual information each "
+                      "reached in the 3D stage.")
     return {
-        "Pre-alignment": ("prealign.png", _png_bytes(plot_prealignment(result.prealign)),
-                          "Candidate positions of the EM ROI centre over the LoG of the LM "
-                          "projection; the fused ROI outline in yellow."),
-        "Orientation": ("orientation.png",
-                        _png_bytes(plot_orientation(result.prealign, result.fine.starts)),
-                        "Best NCC over the LM field per in-plane angle, direct and mirrored "
-                        "EM; the hypotheses passed on and the mutual information each "
-                        "reached in the 3D stage."),
+        "Pre-alignment": ("prealign.png", _png_bytes(pre_fig[0]), pre_fig[1]),
+        "Orientation": ("orientation.png", _png_bytes(orient_fig[0]), orient_fig[1]),
         "Scale selection": ("scale_selection.png", _png_bytes(plot_scale_selection(selections)),
                             "Scale-space blob count per LoG sigma; dashed: the selected scale."),
         "Overlay slices": ("overlay_slices.png", _png_bytes(plot_slice_overlays(em_roi, overlay)),

@@ -17,7 +17,7 @@ import numpy as np
 from .confidence import ConfidenceConfig, assess
 from .errors import InputError
 from .prealign import PrealignConfig, PrealignResult, Roi, parse_roi, prealign_xy
-from .prealign3d import Prealign3DConfig, Prealign3DResult, lm_structure_sigma, prealign_3d
+from .prealign3d import Prealign3DConfig, Prealign3DResult, lm_structure_scale, prealign_3d
 from .registration import Registration3DConfig, Registration3DResult, register_3d
 from .transforms import Affine
 from .volume import Volume
@@ -137,8 +137,8 @@ def _alternative_starts(pre: PrealignResult, config: RegistrationConfig) -> list
     return out[:config.max_starts - 1]
 
 
-def choose_prealignment(em: Volume, lm: Volume, roi: Roi, mode: PrealignMode = "auto"
-                        ) -> dict:
+def choose_prealignment(em: Volume, lm: Volume, roi: Roi, mode: PrealignMode = "auto", *,
+                        structure_sigma_um: float | None = None) -> dict:
     """Which pre-alignment to run, and why.
 
     The XY search matches the LM's maximum-intensity projection, right when the LM
@@ -151,14 +151,16 @@ def choose_prealignment(em: Volume, lm: Volume, roi: Roi, mode: PrealignMode = "
     -------
     dict
         ``mode`` ("xy" or "3d"), ``requested``, ``reason``, ``lm_depth_um``,
-        ``em_roi_depth_um``, ``structure_sigma_um`` (3D LoG scale of the LM's structures).
+        ``em_roi_depth_um``, ``structure_sigma_um`` (3D LoG scale of the LM's
+        structures, :func:`clemalign.prealign3d.lm_structure_scale`; with ``auto``).
     """
     lm_depth = float(lm.extent_um[0])
     em_depth = float((roi.z1 - roi.z0) * em.voxel_size_um[0])
     out = {"requested": mode, "lm_depth_um": lm_depth, "em_roi_depth_um": em_depth}
     if mode != "auto":
-        return {**out, "mode": mode, "reason": f"--prealign {mode} was given"}
-    sigma = lm_structure_sigma(lm) if lm.shape_zyx[0] > 1 else float("nan")
+        return {**out, "mode": mode, "reason": f"prealign_mode={mode!r} was given"}
+    sigma = (structure_sigma_um if structure_sigma_um is not None
+             else lm_structure_scale(lm)[0] if lm.shape_zyx[0] > 1 else float("nan"))
     diameter = 2.0 * np.sqrt(3.0) * sigma if np.isfinite(sigma) else 0.0
     extra = max(_CELL_LAYER_UM, 2.0 * diameter)
     thick = lm_depth > em_depth + extra
@@ -205,14 +207,15 @@ def register(em: Volume, lm: Volume, *, config: RegistrationConfig = Registratio
     def stage(name: str):
         return None if progress is None else (lambda step, f: progress(name, f))
 
-    choice = choose_prealignment(em, lm_chan, roi, config.prealign_mode)
+    # the LM's structure scale: evidence for the choice, and the 3D search's scale
+    structure = (lm_structure_scale(lm_chan)
+                 if config.prealign_mode != "xy" and lm_chan.shape_zyx[0] > 1 else None)
+    choice = choose_prealignment(em, lm_chan, roi, config.prealign_mode,
+                                 structure_sigma_um=structure[0] if structure else None)
     if choice["mode"] == "3d":
-        cfg3 = replace(config.prealign3d, flip_z=config.flip_z)
-        if cfg3.structure_sigma_um is None and np.isfinite(choice.get("structure_sigma_um",
-                                                                      np.nan)):
-            cfg3 = replace(cfg3, structure_sigma_um=choice["structure_sigma_um"])
-        pre = prealign_3d(em, lm_chan, roi=roi.slices, config=cfg3,
-                          progress=stage("prealign"))
+        pre = prealign_3d(em, lm_chan, roi=roi.slices,
+                          config=replace(config.prealign3d, flip_z=config.flip_z),
+                          structure=structure, progress=stage("prealign"))
         starts = [h.em_to_lm(pre.em_roi_centre_xyz_um) for h in pre.hypotheses]
         fine_kwargs = {"lm_sigma_um": pre.sigmas_um["structure"],
                        "alternatives": starts[1:config.max_starts],

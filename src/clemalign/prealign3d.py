@@ -41,12 +41,12 @@ from scipy import ndimage as ndi
 from ._timing import StepTimer
 from .correlation import shared_support_ncc
 from .errors import InputError
-from .representation import blob_response, select_log_scale
+from .representation import ScaleSelection, blob_response, select_log_scale
 from .transforms import Affine, rotation_matrix_xyz
 from .volume import Volume
 
 __all__ = ["Prealign3DConfig", "Prealign3DResult", "Hypothesis3D", "prealign_3d",
-           "lm_structure_sigma", "refine_pose", "level_response"]
+           "lm_structure_scale", "refine_pose", "pose_ncc", "level_response"]
 
 
 @dataclass(frozen=True)
@@ -65,12 +65,21 @@ class Prealign3DConfig:
     max_tilt_deg : float
         Tilts about x and y reachable by the refinement (starts at 0 and ±⅔ of it).
     structure_sigma_um : float, optional
-        3D LoG scale of the shared structures; default :func:`lm_structure_sigma`.
+        3D LoG scale of the shared structures; default :func:`lm_structure_scale`.
+    scan_pixel_scales : float
+        The scan's pixel in structure scales (its LoG scale is 1.2 pixels): coarse enough
+        that a step of the angle scan moves the template's rim by a fraction of a
+        structure, fine enough that single structures (nuclei) still count.
     scan_voxels : int
-        Voxel budget of the LM on the scan grid; sets the scan's pixel.
+        Most voxels of the LM on the scan grid (a coarser pixel above).
+    scan_radius_scales : float
+        Radius of the scan's cylinder at most this many scan scales (its half-depth half
+        of it): on a large ROI the scan uses the central part, the refinement all of it.
     final_pixel_um : float, optional
         Pixel of the last refinement level (default: the structure scale / 1.5, at least
-        the LM's lateral voxel).
+        the LM's lateral voxel, and coarse enough that the ROI holds at most
+        ``refine_voxels``).
+    refine_voxels : int
     n_hypotheses : int
         Most orientations refined (and handed to the 3D stage).
     hypothesis_gap : float
@@ -87,8 +96,11 @@ class Prealign3DConfig:
     flip_z: bool = True
     max_tilt_deg: float = 10.0
     structure_sigma_um: float | None = None
-    scan_voxels: int = 60_000
+    scan_pixel_scales: float = 2.7
+    scan_voxels: int = 2_000_000
+    scan_radius_scales: float = 13.0
     final_pixel_um: float | None = None
+    refine_voxels: int = 1_000_000
     n_hypotheses: int = 3
     hypothesis_gap: float = 4.0
     min_overlap_fraction: float = 0.5
@@ -160,9 +172,12 @@ class Prealign3DResult:
     levels_um : tuple of float
         Pixel of the scan and of each refinement level.
     timings_s : dict
-    projection : ndarray
-        LM blob response on the scan grid, maximum over z (for figures).
-    projection_pixel_um : float
+    roi_corners_xyz_um : ndarray, shape (8, 3)
+        The EM ROI's corner voxel centres (EM physical µm), for figures.
+    lm_response : Volume, optional
+        The LM blob response on the scan grid (for figures).
+    scale_selections : dict
+        ``{"LM planes": ...}``: the structure-scale selection (for reports).
     """
 
     initial_em_to_lm: Affine
@@ -173,8 +188,10 @@ class Prealign3DResult:
     sigmas_um: dict
     levels_um: tuple[float, ...]
     timings_s: dict = field(default_factory=dict)
-    projection: np.ndarray | None = None
-    projection_pixel_um: float = 0.0
+    roi_corners_xyz_um: np.ndarray | None = None
+    lm_response: Volume | None = None
+    scale_selections: dict = field(default_factory=dict)
+    method: str = "3d"
 
     @property
     def mirrored(self) -> bool:
@@ -187,16 +204,25 @@ class Prealign3DResult:
                 "hypotheses": [h.to_dict(c) for h in self.hypotheses],
                 "confidence": self.confidence, "scan": self.scan,
                 "sigmas_um": self.sigmas_um, "levels_um": list(self.levels_um),
-                "timings_s": self.timings_s}
+                "timings_s": self.timings_s, "method": self.method,
+                "scale_selections": self.scale_selections}
 
 
 # ------------------------------------------------------------ representation
-def lm_structure_sigma(lm: Volume, *, n_planes: int = 4, pixel_um: float = 1.0) -> float:
+def lm_structure_scale(lm: Volume, *, n_planes: int = 4, pixel_um: float = 1.0
+                       ) -> tuple[float, ScaleSelection]:
     """3D LoG scale (µm) of the LM's structures, from blob counting on a few planes.
 
-    Planes (at most ``pixel_um`` fine) are used because a thick stack's z voxel is often
-    coarser than its structures.  A 2D section of a sphere of radius ``r`` selects
+    Planes (binned to at most ``pixel_um``) are used because a thick stack's z voxel is
+    often coarser than its structures.  A 2D section of a sphere of radius ``r`` selects
     ``σ₂ ≈ r/√2``; the 3D scale of that sphere is ``r/√3``.
+
+    Returns
+    -------
+    sigma_um : float
+        The 3D scale, ``σ₂·√(2/3)``.
+    selection : ScaleSelection
+        The 2D selection on the planes (for reports).
     """
     data = lm.data
     nz = data.shape[0]
@@ -208,10 +234,9 @@ def lm_structure_sigma(lm: Volume, *, n_planes: int = 4, pixel_um: float = 1.0) 
         plane = np.asarray(data[k], np.float32)
         h, w = (plane.shape[0] // f[0]) * f[0], (plane.shape[1] // f[1]) * f[1]
         planes.append(plane[:h, :w].reshape(h // f[0], f[0], w // f[1], f[1]).mean((1, 3)))
-    stack = np.stack(planes)
-    sel = select_log_scale(stack, (1.0, sy * f[0], sx * f[1]), polarity="bright",
+    sel = select_log_scale(np.stack(planes), (1.0, sy * f[0], sx * f[1]), polarity="bright",
                            per_slice=True)
-    return float(sel.sigma_um * np.sqrt(2.0) / np.sqrt(3.0))
+    return float(sel.sigma_um * np.sqrt(2.0 / 3.0)), sel
 
 
 def level_response(volume: Volume, pixel_um: float, sigma_um: float, polarity: str, *,
@@ -262,16 +287,17 @@ def _em_index_map(em_resp: Volume, em_centre: np.ndarray, linear: np.ndarray,
     return m_xyz[::-1, ::-1], o_xyz[::-1]
 
 
-def _cylinder(em_resp: Volume, em_centre: np.ndarray, lm_spacing_xyz: np.ndarray
+def _cylinder(em_resp: Volume, lm_spacing_xyz: np.ndarray, max_radius_um: float
               ) -> tuple[np.ndarray, np.ndarray, float]:
-    """The upright cylinder inscribed in the EM ROI, drawn on an LM-spaced canvas.
+    """The upright cylinder inscribed in the EM ROI (radius at most ``max_radius_um``,
+    half-depth at most half that), drawn on an LM-spaced canvas.
 
     Returns the support (bool, z y x), the canvas half-size (x, y, z voxels) and the
     cylinder's radius (µm).
     """
     ext = (np.asarray(em_resp.shape_zyx[::-1]) - 1) * em_resp.spacing_xyz_um
-    radius = 0.5 * float(min(ext[0], ext[1]))
-    half_depth = 0.5 * float(ext[2])
+    radius = min(0.5 * float(min(ext[0], ext[1])), max_radius_um)
+    half_depth = min(0.5 * float(ext[2]), 0.5 * max_radius_um)
     half = np.ceil(np.array([radius, radius, half_depth]) / lm_spacing_xyz).astype(int)
     k, j, i = np.meshgrid(*(np.arange(-h, h + 1) for h in half[::-1]), indexing="ij")
     sx, sy, sz = lm_spacing_xyz
@@ -292,7 +318,7 @@ def _scan(em_resp: Volume, lm_resp: Volume, em_centre: np.ndarray, sigma_um: flo
           config: Prealign3DConfig) -> dict:
     """Every orientation at every offset; per orientation the best of each EM sign."""
     s_lm = lm_resp.spacing_xyz_um
-    support, half, radius = _cylinder(em_resp, em_centre, s_lm)
+    support, half, radius = _cylinder(em_resp, s_lm, config.scan_radius_scales * sigma_um)
     score = shared_support_ncc(lm_resp.data, support,
                                min_overlap_fraction=config.min_overlap_fraction)
     # one step moves the rim by 1.5 scales: the true angle is then within 0.75 scales
@@ -319,7 +345,8 @@ def _scan(em_resp: Volume, lm_resp: Volume, em_centre: np.ndarray, sigma_um: flo
                 flat = int(np.argmax(ncc)) if sign == 0 else int(np.argmin(ncc))
                 best[sign, h, a] = ncc.flat[flat] * (1 if sign == 0 else -1)
                 where[sign, h, a] = np.unravel_index(flat, ncc.shape)
-            pooled.append(ncc.ravel()[::max(1, ncc.size // 20_000)])
+            # a copy: a view would keep the whole map alive
+            pooled.append(ncc.ravel()[::max(1, ncc.size // 20_000)].copy())
     med, spread = _robust_stats(np.concatenate(pooled))
     z_pos = (best[0] - med) / spread
     z_neg = (best[1] + med) / spread  # best[1] = −min: the low tail, mirrored
@@ -479,6 +506,7 @@ def _lm_box(lm: Volume, em_corners: np.ndarray, poses: Sequence[Affine], margin_
 
 def prealign_3d(em: Volume, lm: Volume, *, roi: tuple[slice, slice, slice] | None = None,
                 config: Prealign3DConfig = Prealign3DConfig(),
+                structure: tuple[float, ScaleSelection] | None = None,
                 progress: Callable[[str, float], None] | None = None) -> Prealign3DResult:
     """Place the EM ROI in the LM volume: orientation (with mirror, reversed z, tilt),
     position in x, y and z.
@@ -492,6 +520,8 @@ def prealign_3d(em: Volume, lm: Volume, *, roi: tuple[slice, slice, slice] | Non
     roi : tuple of slices, optional
         EM ROI in voxel indices (default: the whole EM).
     config : Prealign3DConfig
+    structure : (float, ScaleSelection), optional
+        :func:`lm_structure_scale` of ``lm`` when the caller has it already.
     progress : callable, optional
         Called with (step name, fraction of the stage done).
 
@@ -504,13 +534,17 @@ def prealign_3d(em: Volume, lm: Volume, *, roi: tuple[slice, slice, slice] | Non
     _check(em, lm, roi)
     centre_kji = np.array([(s.start + s.stop - 1) / 2.0 for s in roi])
     em_centre = em.index_to_physical(centre_kji)
-    structure = float(config.structure_sigma_um or lm_structure_sigma(lm))
+    selection = None
+    if config.structure_sigma_um is not None:
+        structure = float(config.structure_sigma_um)
+    else:
+        structure, selection = structure or lm_structure_scale(lm)
     timer.tick("structure_scale", 0.05)
 
-    # scan grid: as coarse as the budget asks, never finer than a third of the scale
+    # scan grid: a few structure scales, coarser when the LM is very large
     floor = max(max(lm.voxel_size_um[1:]), max(em.voxel_size_um[1:]))
-    pixel = max(float(np.prod(lm.extent_um) / config.scan_voxels) ** (1 / 3), floor,
-                structure / 3.0)
+    pixel = max(config.scan_pixel_scales * structure, floor,
+                float(np.prod(lm.extent_um) / config.scan_voxels) ** (1 / 3))
     sigma = max(structure, 1.2 * pixel)
     em_resp = level_response(em, pixel, sigma, "dark", box_kji=roi)
     lm_resp = level_response(lm, pixel, sigma, "bright", normalise_planes=True)
@@ -527,11 +561,12 @@ def prealign_3d(em: Volume, lm: Volume, *, roi: tuple[slice, slice, slice] | Non
     timer.tick("scan", 0.55)
 
     # refinement: the scan grid from tilted starts, then twice finer grids
-    final = float(config.final_pixel_um or max(structure / 1.5, floor))
+    roi_um3 = float(np.prod([(sl.stop - sl.start) * v for sl, v in
+                             zip(roi, em.voxel_size_um, strict=True)]))
+    final = float(config.final_pixel_um or max(structure / 1.5, floor,
+                                               (roi_um3 / config.refine_voxels) ** (1 / 3)))
     levels = [pixel]
-    while levels[-1] / 2.0 >= final * 0.99 and len(levels) < 4:
-        levels.append(levels[-1] / 2.0)
-    if levels[-1] > final * 1.01:
+    while levels[-1] > 1.25 * final and len(levels) < 4:
         levels.append(max(final, levels[-1] / 2.0))
     corners = em.index_to_physical(np.array(
         [[k, j, i] for k in (roi[0].start, roi[0].stop - 1) for j in (roi[1].start,
@@ -586,4 +621,5 @@ def prealign_3d(em: Volume, lm: Volume, *, roi: tuple[slice, slice, slice] | Non
         initial_em_to_lm=hyps[0].em_to_lm(em_centre), em_roi_centre_xyz_um=em_centre,
         hypotheses=tuple(hyps), confidence=confidence, scan=scan_record,
         sigmas_um=sigmas, levels_um=tuple(levels), timings_s=timings,
-        projection=lm_resp.data.max(axis=0), projection_pixel_um=pixel)
+        roi_corners_xyz_um=corners, lm_response=lm_resp,
+        scale_selections={"LM planes": selection.to_dict()} if selection else {})

@@ -491,7 +491,9 @@ def _search_start(start: Affine, centre: np.ndarray,
             tilt, dz = grid[int(np.argmin(values))]
     info = {"offsets_um": [float(o) for o, _ in untilted],
             "metric": [float(v) for _, v in untilted], "best_um": float(dz),
-            "reversed_z": bool(rev), "tilt_deg": [float(v) for v in tilt]}
+            "reversed_z": bool(rev)}
+    if coarse:
+        info["tilt_deg"] = [float(v) for v in tilt]
     if reversed_too:
         info["best_mi_by_direction"] = by_direction
     return _tilted(variants[rev], centre, tilt, dz), bool(rev), info

@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from .pipeline import CONVENTION, RegistrationResult
+from .prealign import PrealignResult
+from .prealign3d import Prealign3DResult
 from .transforms import Affine, decompose
 from .volume import Volume
 
@@ -107,7 +109,9 @@ def build_report(result: RegistrationResult, em: Volume, lm: Volume, *,
         ("LM voxel size (z, y, x)", f"{_fmt(lm.voxel_size_um, 4)} µm"),
         ("LM channels", lm_names),
         ("LM channel registered", result.config.lm_channel),
-        ("EM ROI (voxels z0:z1,y0:y1,x0:x1)", pre.roi.to_str()),
+        ("EM ROI (voxels z0:z1,y0:y1,x0:x1)", result.roi.to_str()),
+        ("pre-alignment", f"{result.prealign_choice.get('mode', 'xy')}: "
+                          f"{result.prealign_choice.get('reason', '')}"),
     ]))
 
     parts.append("<h2>Transform</h2>")
@@ -138,45 +142,34 @@ def build_report(result: RegistrationResult, em: Volume, lm: Volume, *,
     ]))
 
     parts.append("<h2>Orientation</h2>")
-    hyp_rows = "".join(
-        f"<tr><td>{h['angle_deg']:.1f}</td><td class='l'>{'yes' if h['mirrored'] else 'no'}</td>"
-        f"<td>{_fmt(h['centre_xy_um'], 2)}</td><td>{h['score']:.2f}</td></tr>"
-        for h in pre.hypotheses)
-    parts.append("<p>Best placement of each orientation searched at every scale "
-                 "(pre-alignment):</p><table><tr><th>angle °</th><th class='l'>mirrored</th>"
-                 f"<th>LM centre (x, y) µm</th><th>score (z)</th></tr>{hyp_rows}</table>")
+    if isinstance(pre, Prealign3DResult):
+        parts += _prealign_3d_sections(pre)
+    else:
+        parts += _prealign_xy_sections(pre)
     start_rows = "".join(
         f"<tr><td>{k}</td><td class='l'>{'yes' if st['mirrored'] else 'no'}</td>"
+        f"<td class='l'>{'yes' if st.get('reversed_z') else 'no'}</td>"
         f"<td>{st['z_offset_um']:.2f}</td><td>{st['mutual_information_rigid']:.3f}</td>"
         f"<td class='l'>{'chosen' if st['chosen'] else ''}</td></tr>"
         for k, st in enumerate(fine.starts))
-    parts.append("<p>Starts tried by the 3D stage (z search + rigid):</p><table><tr>"
-                 "<th>start</th><th class='l'>mirrored</th><th>z offset µm</th>"
+    parts.append("<p>Starts tried by the 3D stage (z search, both z directions for an XY "
+                 "start, tilt; rigid):</p><table><tr><th>start</th><th class='l'>mirrored</th>"
+                 "<th class='l'>z reversed</th><th>z offset µm</th>"
                  f"<th>MI after rigid</th><th class='l'></th></tr>{start_rows}</table>")
-
-    parts.append("<h2>Stages</h2>")
-    n_cand = len(pre.candidates)
-    n_in = sum(c.inlier for c in pre.candidates)
-    ncc = pre.sigmas_um.get("ncc", {})
+    tilt = fine.z_search.get("tilt_deg")
+    by_dir = fine.z_search.get("best_mi_by_direction")
     parts.append(_kv_table([
-        ("pre-alignment method", pre.method),
-        ("EM ROI centre → LM (x, y)", f"{_fmt(pre.centre_lm_xy_um, 2)} µm"),
-        ("XY shift", f"{_fmt(pre.shift_xy_um, 2)} µm"),
-        ("in-plane angle", f"{pre.angle_deg:.2f} °"
-                           + (" (EM mirrored)" if pre.mirrored else "")),
-        ("candidates (inliers)", f"{n_cand} ({n_in})"),
-        ("LoG scales EM / LM", f"{pre.sigmas_um['em']:.3f} / {pre.sigmas_um['lm']:.3f} µm"),
-        ("NCC scales (margins), kept", f"{_fmt(ncc.get('sigmas_um', []), 2)} µm "
-                                       f"({_fmt(ncc.get('margins', []), 2)}), "
-                                       f"{ncc.get('chosen_sigma_um', '-')} µm"),
-        ("pre-alignment confidence", json.dumps({k: round(v, 3) if isinstance(v, float) else v
-                                                 for k, v in pre.confidence.items()})),
         ("z offset found", f"{fine.z_offset_um:.2f} µm"),
+        ("tilt found about x, y (XY start)", f"{_fmt(tilt, 2)} °" if tilt else "not searched"),
+        ("best MI by z direction", ", ".join(f"{k} {v:.3f}" for k, v in by_dir.items())
+         if by_dir else "one direction searched"),
         ("LoG sigma of the 3D stage", f"{fine.log_sigma_um:.2f} µm"),
         ("working voxel (z, y, x)", f"{_fmt(fine.working_spacing_um, 3)} µm"),
         ("mutual information start → end", f"{-fine.metric_initial:.3f} → "
                                             f"{-fine.metric_final:.3f} nats"),
     ]))
+
+    parts.append("<h2>Stages</h2>")
     stage_rows = "".join(
         f"<tr><td class='l'>{s.name}</td><td>{s.metric:.4f}</td><td>{s.iterations}</td>"
         f"<td class='l'>{html.escape(s.stop_condition)}</td><td>{s.seconds:.2f}</td></tr>"
@@ -221,3 +214,63 @@ def build_report(result: RegistrationResult, em: Volume, lm: Volume, *,
                                                     for f in files) + "</ul>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _prealign_xy_sections(pre: PrealignResult) -> list[str]:
+    hyp_rows = "".join(
+        f"<tr><td>{h['angle_deg']:.1f}</td><td class='l'>{'yes' if h['mirrored'] else 'no'}</td>"
+        f"<td>{_fmt(h['centre_xy_um'], 2)}</td><td>{h['score']:.2f}</td></tr>"
+        for h in pre.hypotheses)
+    n_cand = len(pre.candidates)
+    n_in = sum(c.inlier for c in pre.candidates)
+    ncc = pre.sigmas_um.get("ncc", {})
+    return [
+        "<p>Best placement of each orientation searched at every scale "
+        "(XY pre-alignment):</p><table><tr><th>angle °</th><th class='l'>mirrored</th>"
+        f"<th>LM centre (x, y) µm</th><th>score (z)</th></tr>{hyp_rows}</table>",
+        _kv_table([
+            ("pre-alignment method", pre.method),
+            ("EM ROI centre → LM (x, y)", f"{_fmt(pre.centre_lm_xy_um, 2)} µm"),
+            ("XY shift", f"{_fmt(pre.shift_xy_um, 2)} µm"),
+            ("in-plane angle", f"{pre.angle_deg:.2f} °"
+                               + (" (EM mirrored)" if pre.mirrored else "")),
+            ("candidates (inliers)", f"{n_cand} ({n_in})"),
+            ("LoG scales EM / LM", f"{pre.sigmas_um['em']:.3f} / {pre.sigmas_um['lm']:.3f} µm"),
+            ("NCC scales (margins), kept", f"{_fmt(ncc.get('sigmas_um', []), 2)} µm "
+                                           f"({_fmt(ncc.get('margins', []), 2)}), "
+                                           f"{ncc.get('chosen_sigma_um', '-')} µm"),
+            ("pre-alignment confidence", json.dumps(
+                {k: round(v, 3) if isinstance(v, float) else v
+                 for k, v in pre.confidence.items()})),
+        ])]
+
+
+def _prealign_3d_sections(pre: Prealign3DResult) -> list[str]:
+    c = pre.em_roi_centre_xyz_um
+    hyp_rows = "".join(
+        f"<tr><td>{h.angle_deg:.1f}</td><td class='l'>{'yes' if h.mirrored else 'no'}</td>"
+        f"<td class='l'>{'yes' if h.flipped_z else 'no'}</td>"
+        f"<td>{_fmt(h.em_to_lm(c).apply(c), 2)}</td><td>{h.scan_z:.2f}</td>"
+        f"<td>{h.ncc:.3f}</td></tr>" for h in pre.hypotheses)
+    rot = decompose(pre.initial_em_to_lm)["rotation_deg"]
+    return [
+        "<p>Placements refined by the 3D pre-alignment (best first):</p><table><tr>"
+        "<th>scan angle °</th><th class='l'>mirrored</th><th class='l'>z reversed</th>"
+        "<th>ROI centre in LM (x, y, z) µm</th><th>scan score (z)</th>"
+        f"<th>refined NCC</th></tr>{hyp_rows}</table>",
+        _kv_table([
+            ("pre-alignment method", "3D search of the LM volume"),
+            ("EM ROI centre → LM (x, y, z)",
+             f"{_fmt(pre.initial_em_to_lm.apply(c), 2)} µm"),
+            ("rotation about x, y, z", f"{_fmt(rot, 2)} °"),
+            ("EM contrast found", pre.scan["em_polarity"]),
+            ("structure scale (3D LoG σ)", f"{pre.sigmas_um['structure']:.2f} µm"),
+            ("scan grid, scale, angle step",
+             f"{pre.scan['pixel_um']:.2f} µm, σ {pre.scan['sigma_um']:.2f} µm, "
+             f"{pre.scan['step_deg']:.1f} °"),
+            ("refinement grids (µm) and scales", f"{_fmt(pre.levels_um, 2)}; "
+                                                f"σ {_fmt(pre.sigmas_um['levels'], 2)}"),
+            ("pre-alignment confidence", json.dumps(
+                {k: round(v, 3) if isinstance(v, float) else v
+                 for k, v in pre.confidence.items()})),
+        ])]
