@@ -7,10 +7,10 @@ Cases, each run end to end on files (``clemalign register``, every output writte
 * (a) **SBF-SEM + confocal**: EM 666×903×247 at 0.14/0.14/0.05 µm, LM 2×1024×1024×16 at
   0.22/0.22/0.6 µm (the simulator's default pair).  The peers run on the same pair in the
   same run (in-process, all threads, EM averaged to the LM voxel as in ``peers.py``).
-* (b) **microCT-like**: EM 1084×896×1094 at 1 µm isotropic, LM 2×1024×1024×107 at
-  0.59/0.59/3.0 µm.  A 400×400×60 µm block is simulated (cells and organelles at these
-  voxel sizes) and embedded in a textured 1084×896×1094 volume; ``--roi`` selects the
-  block, as a user marks the region that the LM covers.
+* (b) **microCT + two-photon of thick tissue**: EM 1084×896×1094 at 1 µm isotropic, LM
+  2×1024×1024×107 at 0.59/0.59/3.0 µm (``synthetic_tissue``: packed nuclei, vessels), a
+  300×300×160 µm ``--roi`` inside the LM field, as a user marks it
+  (``thick_tissue.publication_case``).
 * **scaling**: the default pair at lateral scales 0.25, 0.5, 0.75 and 1 (EM and LM x/y
   multiplied), time against EM voxels on a log-log plot with the fitted exponent.
 
@@ -95,48 +95,11 @@ def case_a(tmp: Path, peers: bool) -> dict:
     return out
 
 
-def case_b(tmp: Path) -> dict:
-    """microCT-like: a simulated block embedded in a textured full-size EM volume."""
-    from scipy import ndimage as ndi
+def case_b() -> dict:
+    """microCT + two-photon of thick tissue at the publication's size (issue 14's case)."""
+    from thick_tissue import publication_case
 
-    from clemalign import Affine, Volume, simulate_pair
-    from clemalign.io import write_ome_tiff
-    from clemalign.synthetic import write_simulated_pair
-
-    block_zyx = (60, 400, 400)  # the cells are ~10 µm tall: a thin slab holds them
-    full_zyx = (1094, 896, 1084)
-    pair = simulate_pair(seed=101, em_shape_zyx=block_zyx, em_voxel_size_um=(1.0, 1.0, 1.0),
-                         lm_shape_zyx=(107, 1024, 1024), lm_voxel_size_um=(3.0, 0.59, 0.59),
-                         psf_sigma_um=(1.2, 0.25, 0.25))
-    rng = np.random.default_rng(101)
-    # tissue-like background, built slice by slice (a float copy of 1.06 G voxels would
-    # need 4-8 GB): smooth low-resolution noise upsampled 8×, plus detector noise
-    low = ndi.gaussian_filter(rng.standard_normal((full_zyx[0] // 8 + 2, full_zyx[1] // 8 + 2,
-                                                   full_zyx[2] // 8 + 2)), 1.0)
-    grey = float(np.mean(pair.em.data))
-    em_full = np.empty(full_zyx, np.uint8)
-    for z in range(full_zyx[0]):
-        tex = ndi.zoom(low[z // 8], 8, order=1)[:full_zyx[1], :full_zyx[2]]
-        plane = grey + 25 * tex + rng.normal(0, 8, full_zyx[1:])
-        em_full[z] = np.clip(plane, 0, 255).astype(np.uint8)
-    off = np.array([400, 250, 340])  # (z, y, x) voxel offset of the block
-    em_full[off[0]:off[0] + block_zyx[0], off[1]:off[1] + block_zyx[1],
-            off[2]:off[2] + block_zyx[2]] = pair.em.data
-    em = Volume(em_full, (1.0, 1.0, 1.0))
-    files = write_simulated_pair(tmp / "b", pair)
-    write_ome_tiff(tmp / "b" / "em_full.ome.tif", em)
-    del em_full, em
-    roi = (f"{off[0]}:{off[0] + block_zyx[0]},{off[1]}:{off[1] + block_zyx[1]},"
-           f"{off[2]}:{off[2] + block_zyx[2]}")
-    row = timed_register(tmp / "b" / "em_full.ome.tif", files["lm.ome.tif"], tmp / "b_out",
-                         ["--roi", roi])
-    # the block's EM physical frame is shifted by the offset inside the full volume
-    truth = pair.em_to_lm @ Affine.from_translation(-off[::-1].astype(float))
-    points = pair.landmarks_em_um + off[::-1]
-    row["tre_um"] = _tre(row.pop("em_to_lm"), truth, points)
-    row["em_shape_zyx"], row["roi"] = list(full_zyx), roi
-    row["lm_shape"] = list(pair.lm.data.shape)
-    return {"clemalign": row}
+    return {"clemalign": publication_case()}
 
 
 def scaling(tmp: Path, scales=(0.25, 0.5, 0.75, 1.0)) -> list[dict]:
@@ -188,7 +151,7 @@ def main(argv=None) -> None:
         out["a"] = case_a(tmp, not args.skip_peers)
         print("(a)", out["a"]["clemalign"], flush=True)
         if not args.skip_microct:
-            out["b"] = case_b(tmp)
+            out["b"] = case_b()
             print("(b)", out["b"]["clemalign"], flush=True)
         out["scaling"] = scaling(tmp)
     rows = out["scaling"]

@@ -264,3 +264,27 @@ def test_evaluate_and_apply(tmp_path, capsys):
     bad.write_text("name,em_x_um,em_y_um,em_z_um,lm_x_um,lm_y_um,lm_z_um\na,1,2,3,4,5\n")
     assert main(["evaluate", str(truth), str(bad)]) == 2
     assert "line 2" in capsys.readouterr().err
+
+
+def test_simulate_tissue_scene_gives_the_roi_to_register(tmp_path, capsys):
+    out = tmp_path / "tissue"
+    assert main(["simulate", str(out), "--scene", "tissue", "--seed", "2", "--mirror",
+                 "--flip-z", "--tilt-deg", "4", "-3", "--rotation-deg", "100"]) == 0
+    truth = json.loads((out / "truth.json").read_text())
+    assert truth["scene"] == "tissue"
+    p = truth["parameters"]
+    assert (p["mirror"], p["flip_z"], p["tilt_x_deg"], p["tilt_y_deg"],
+            p["rotation_deg"]) == (True, True, 4.0, -3.0, 100.0)
+    printed = capsys.readouterr().out
+    assert f"--roi {truth['roi']} --lm-channel nuclei" in printed
+    em, lm = read_volume(out / "em.ome.tif"), read_volume(out / "lm.ome.tif")
+    assert em.voxel_size_um == (1.0, 1.0, 1.0) and lm.voxel_size_um == (3.0, 0.59, 0.59)
+    assert lm.channel_names == ("nuclei", "vessels")
+    em_to_lm = np.array(truth["em_to_lm"])
+    assert np.linalg.det(em_to_lm[:3, :3]) > 0 and em_to_lm[2, 2] < 0  # a 180° turn
+
+
+def test_register_refuses_an_unknown_prealignment(tmp_path, capsys):
+    assert main(["register", "em.tif", "lm.tif", "-o", str(tmp_path / "o"),
+                 "--prealign", "2d"]) == 2
+    assert "--prealign" in capsys.readouterr().err

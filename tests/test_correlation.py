@@ -39,3 +39,52 @@ def test_masked_ncc_finds_embedded_template():
     i, j = np.unravel_index(np.argmax(out[0]), out[0].shape)
     assert (i - 14, j - 17) == (20, 30) and out[0, i, j] > 0.999
     assert out[1, i, j] < -0.999  # inverted contrast anti-correlates
+
+
+def _direct_ncc(img, tpl, tmask, offset):
+    """NCC over the overlap of a template placed with its corner at ``offset`` (any dims)."""
+    a, b = [], []
+    for idx in np.ndindex(*tpl.shape):
+        pos = tuple(o + i for o, i in zip(offset, idx, strict=True))
+        if tmask[idx] and all(0 <= p < n for p, n in zip(pos, img.shape, strict=True)):
+            a.append(img[pos])
+            b.append(tpl[idx])
+    return np.corrcoef(a, b)[0, 1] if len(a) >= 2 else 0.0
+
+
+def test_masked_ncc_3d_equals_direct():
+    rng = np.random.default_rng(3)
+    img = rng.standard_normal((6, 9, 8))
+    tpl = rng.standard_normal((3, 4, 3))
+    tmask = rng.random(tpl.shape) > 0.2
+    fast = masked_ncc(img, [tpl], [tmask], min_overlap_fraction=0.5)[0]
+    worst = 0.0
+    for i in np.ndindex(*fast.shape):
+        offset = tuple(k - (n - 1) for k, n in zip(i, tpl.shape, strict=True))
+        overlap = sum(tmask[idx] and all(0 <= o + j < n for o, j, n in
+                                         zip(offset, idx, img.shape, strict=True))
+                      for idx in np.ndindex(*tpl.shape))
+        direct = _direct_ncc(img, tpl, tmask, offset) if overlap >= 0.5 * tmask.sum() else 0.0
+        worst = max(worst, abs(direct - fast[i]))
+    assert worst < 1e-4
+
+
+def test_shared_support_ncc_is_exact_inside_and_finds_the_template():
+    from clemalign.correlation import shared_support_ncc
+
+    rng = np.random.default_rng(4)
+    img = rng.standard_normal((20, 30, 28)).astype(np.float32)
+    zz, yy, xx = np.mgrid[-3:4, -5:6, -5:6]
+    support = (yy**2 + xx**2 <= 25) & (np.abs(zz) <= 3)  # a cylinder
+    score = shared_support_ncc(img, support, min_overlap_fraction=0.5)
+    truth = img[6:13, 10:21, 9:20].copy()
+    other = rng.standard_normal(support.shape).astype(np.float32)
+    for tpl in (truth * 2 + 7, other):
+        fast = score(tpl)
+        reference = masked_ncc(img, [tpl], [support], min_overlap_fraction=0.5)[0]
+        # every placement wholly inside the image: the NCC itself
+        inside = tuple(slice(n - 1, s) for n, s in zip(support.shape, img.shape, strict=True))
+        np.testing.assert_allclose(fast[inside], reference[inside], atol=2e-4)
+    best = np.unravel_index(np.argmax(score(truth)), fast.shape)
+    assert tuple(int(b) - (n - 1) for b, n in zip(best, support.shape, strict=True)) == (6, 10, 9)
+    assert score(truth).max() > 0.999

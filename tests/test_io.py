@@ -241,3 +241,49 @@ def test_read_raw_without_voxel_size(tmp_path):
     raw = read_raw(path)
     assert raw.voxel_size_um is None
     assert raw.data.shape == (2, 3, 4, 5)
+
+
+def _memory_mapped(array: np.ndarray) -> bool:
+    import mmap
+
+    while array is not None:
+        if isinstance(array, (np.memmap, mmap.mmap)):
+            return True
+        array = getattr(array, "base", None)
+    return False
+
+
+def test_uncompressed_files_are_memory_mapped_not_read(tmp_path):
+    rng = np.random.default_rng(0)
+    vol = Volume(rng.integers(0, 255, (6, 10, 12), dtype=np.uint8), (0.5, 0.2, 0.1),
+                 (1.0, 2.0, 3.0))
+    for name in ("v.ome.tif", "v.tif", "v.mrc", "v.npy"):
+        path = tmp_path / name
+        if name == "v.ome.tif":
+            write_ome_tiff(path, vol)
+        else:
+            write_volume(path, vol)
+        back = read_volume(path, voxel_size_um=(0.5, 0.2, 0.1) if name == "v.npy" else None)
+        assert _memory_mapped(back.data), name
+        np.testing.assert_array_equal(np.asarray(back.data), vol.data)
+    compressed = tmp_path / "c.ome.tif"
+    write_ome_tiff(compressed, vol, compression="zlib")
+    back = read_volume(compressed)
+    assert not _memory_mapped(back.data)  # compressed: read whole, still right
+    np.testing.assert_array_equal(back.data, vol.data)
+
+
+def test_clem_pair_checks_em_values_inside_the_roi_only(tmp_path):
+    from clemalign.io import read_clem_pair
+
+    em = np.full((5, 20, 20), 7.0, np.float32)
+    em[:, 5:15, 5:15] = np.random.default_rng(1).random((5, 10, 10))
+    em[0, 0, 0] = np.nan  # outside the ROI
+    np.save(tmp_path / "em.npy", em)
+    np.save(tmp_path / "lm.npy", np.random.default_rng(2).random((3, 8, 8)).astype(np.float32))
+    kwargs = {"em_voxel_size_um": (0.1, 0.1, 0.1), "lm_voxel_size_um": (0.5, 0.3, 0.3)}
+    with pytest.raises(InputError, match="NaN"):
+        read_clem_pair(tmp_path / "em.npy", tmp_path / "lm.npy", **kwargs)
+    em_vol, _, _ = read_clem_pair(tmp_path / "em.npy", tmp_path / "lm.npy",
+                                  em_roi="0:5,5:15,5:15", **kwargs)
+    assert em_vol.shape_zyx == (5, 20, 20)

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Polygon
 
 from .prealign import PrealignResult
-from .prealign3d import Prealign3DResult
+from .prealign3d import Prealign3DResult, hand_name
 
 __all__ = ["plot_prealignment", "plot_prealignment_3d", "plot_orientation_3d",
            "plot_slice_overlays", "plot_orthogonal_views", "plot_projection_overlay",
@@ -392,9 +392,7 @@ def plot_orientation_3d(result: Prealign3DResult, starts: Sequence[dict] = ()) -
         ax.plot(angles, values, "-", lw=1, color=colours.get(name),
                 label=name.replace("_", " "))
     for k, h in enumerate(result.hypotheses):
-        name = {(False, False): "direct", (True, False): "mirrored",
-                (False, True): "reversed_z", (True, True): "mirrored_reversed_z"}[
-            (h.mirrored, h.flipped_z)]
+        name = hand_name(h.mirrored, h.flipped_z)
         ax.plot(h.angle_deg, h.scan_z, "s" if k else "*", mfc="none", ms=11,
                 color=colours.get(name))
     ax.set_title(f"3D orientation scan (σ = {scan['sigma_um']:.2g} µm on a "

@@ -43,10 +43,10 @@ from .correlation import shared_support_ncc
 from .errors import InputError
 from .representation import ScaleSelection, blob_response, select_log_scale
 from .transforms import Affine, rotation_matrix_xyz
-from .volume import Volume
+from .volume import Volume, inside_grid
 
 __all__ = ["Prealign3DConfig", "Prealign3DResult", "Hypothesis3D", "prealign_3d",
-           "lm_structure_scale", "refine_pose", "pose_ncc", "level_response"]
+           "lm_structure_scale", "refine_pose", "pose_ncc", "level_response", "hand_name"]
 
 
 @dataclass(frozen=True)
@@ -314,8 +314,32 @@ def _robust_stats(sample: np.ndarray) -> tuple[float, float]:
     return med, float(1.4826 * np.median(np.abs(sample - med))) or 1.0
 
 
+@dataclass(frozen=True, eq=False)
+class _Scan:
+    """The orientation scan: per handedness and angle the best robust z-score and where."""
+
+    angles: np.ndarray
+    hands: list[tuple[bool, bool]]  # (mirrored, reversed z)
+    z: np.ndarray  # (hand, angle) robust z of the best placement
+    where: np.ndarray  # (hand, angle, 3) its correlation index
+    sign: float  # EM contrast: +1 dark blobs, −1 bright
+    median: float
+    spread: float
+    support: np.ndarray
+    half: np.ndarray
+    score: Callable[[np.ndarray], np.ndarray]
+    step_deg: float
+
+
+def hand_name(mirrored: bool, reversed_z: bool) -> str:
+    """``direct``, ``mirrored``, ``reversed_z`` or ``mirrored_reversed_z``."""
+    return {(False, False): "direct", (True, False): "mirrored",
+            (False, True): "reversed_z", (True, True): "mirrored_reversed_z"}[
+        (bool(mirrored), bool(reversed_z))]
+
+
 def _scan(em_resp: Volume, lm_resp: Volume, em_centre: np.ndarray, sigma_um: float,
-          config: Prealign3DConfig) -> dict:
+          config: Prealign3DConfig) -> _Scan:
     """Every orientation at every offset; per orientation the best of each EM sign."""
     s_lm = lm_resp.spacing_xyz_um
     support, half, radius = _cylinder(em_resp, s_lm, config.scan_radius_scales * sigma_um)
@@ -335,12 +359,8 @@ def _scan(em_resp: Volume, lm_resp: Volume, em_centre: np.ndarray, sigma_um: flo
     pooled = []
     for h, (mirrored, flipped) in enumerate(hands):
         for a, angle in enumerate(angles):
-            linear = _orientation(angle, mirrored, flipped)
-            matrix, offset = _em_index_map(em_resp, em_centre, linear, s_lm, half)
-            template = ndi.affine_transform(em_resp.data, matrix, offset,
-                                            output_shape=support.shape, order=1,
-                                            mode="constant", cval=0.0, output=np.float32)
-            ncc = score(template)
+            ncc = score(_template(em_resp, em_centre, _orientation(angle, mirrored, flipped),
+                                  s_lm, half, support.shape))
             for sign in (0, 1):
                 flat = int(np.argmax(ncc)) if sign == 0 else int(np.argmin(ncc))
                 best[sign, h, a] = ncc.flat[flat] * (1 if sign == 0 else -1)
@@ -351,10 +371,18 @@ def _scan(em_resp: Volume, lm_resp: Volume, em_centre: np.ndarray, sigma_um: flo
     z_pos = (best[0] - med) / spread
     z_neg = (best[1] + med) / spread  # best[1] = −min: the low tail, mirrored
     sign = 1.0 if z_pos.max() >= z_neg.max() else -1.0
-    return {"angles": angles, "hands": hands, "z": z_pos if sign > 0 else z_neg,
-            "where": where[0 if sign > 0 else 1], "sign": sign, "median": med,
-            "spread": spread, "support": support, "half": half, "score": score,
-            "step_deg": float(angles[1] - angles[0]) if len(angles) > 1 else 0.0}
+    return _Scan(angles, hands, z_pos if sign > 0 else z_neg, where[0 if sign > 0 else 1],
+                 sign, med, spread, support, half, score,
+                 float(angles[1] - angles[0]) if len(angles) > 1 else 0.0)
+
+
+def _template(em_resp: Volume, em_centre: np.ndarray, linear: np.ndarray,
+              lm_spacing_xyz: np.ndarray, half_xyz: np.ndarray, shape: Sequence[int]
+              ) -> np.ndarray:
+    """The EM response turned by ``linear`` onto the LM-spaced canvas of the cylinder."""
+    matrix, offset = _em_index_map(em_resp, em_centre, linear, lm_spacing_xyz, half_xyz)
+    return ndi.affine_transform(em_resp.data, matrix, offset, output_shape=tuple(shape),
+                                order=1, mode="constant", cval=0.0, output=np.float32)
 
 
 def _canvas_centre_xyz(lm_resp: Volume, offset_kji: np.ndarray, half_xyz: np.ndarray,
@@ -364,12 +392,12 @@ def _canvas_centre_xyz(lm_resp: Volume, offset_kji: np.ndarray, half_xyz: np.nda
     return lm_resp.index_to_physical(top_left + half_xyz[::-1])
 
 
-def _hypotheses(scan: dict, lm_resp: Volume, n: int) -> list[Hypothesis3D]:
+def _hypotheses(scan: _Scan, lm_resp: Volume, n: int) -> list[Hypothesis3D]:
     """Best placements of the orientations that are local maxima over angle."""
-    z, angles = scan["z"], scan["angles"]
+    z, angles = scan.z, scan.angles
     full = abs(angles[0] + 180.0) < 1e-6
     found = []
-    for h in range(len(scan["hands"])):
+    for h in range(len(scan.hands)):
         curve = z[h]
         for a in range(len(angles)):
             left = curve[a - 1] if (a > 0 or full) else -np.inf
@@ -379,34 +407,29 @@ def _hypotheses(scan: dict, lm_resp: Volume, n: int) -> list[Hypothesis3D]:
     found.sort(reverse=True)
     out = []
     for value, h, a in found[:n]:
-        mirrored, flipped = scan["hands"][h]
-        centre = _canvas_centre_xyz(lm_resp, scan["where"][h, a], scan["half"],
-                                    scan["support"].shape)
+        mirrored, flipped = scan.hands[h]
+        centre = _canvas_centre_xyz(lm_resp, scan.where[h, a], scan.half, scan.support.shape)
         out.append(Hypothesis3D(float(angles[a]), mirrored, flipped,
                                 _orientation(angles[a], mirrored, flipped), centre, value))
     return out
 
 
-def _margins(scan: dict, em_resp: Volume, lm_resp: Volume, em_centre: np.ndarray,
+def _margins(scan: _Scan, em_resp: Volume, lm_resp: Volume, em_centre: np.ndarray,
              best: Hypothesis3D) -> dict:
     """Peak margin in the best orientation's map; orientation margin over the scan."""
     from skimage.feature import peak_local_max
 
-    matrix, offset = _em_index_map(em_resp, em_centre, best.linear, lm_resp.spacing_xyz_um,
-                                   scan["half"])
-    template = ndi.affine_transform(em_resp.data, matrix, offset,
-                                    output_shape=scan["support"].shape, order=1,
-                                    mode="constant", output=np.float32)
-    zmap = (scan["sign"] * scan["score"](template) - scan["median"]) / scan["spread"]
+    template = _template(em_resp, em_centre, best.linear, lm_resp.spacing_xyz_um, scan.half,
+                         scan.support.shape)
+    zmap = (scan.sign * scan.score(template) - scan.median) / scan.spread
     ext = (np.asarray(em_resp.shape_zyx) - 1) * np.asarray(em_resp.voxel_size_um)
     dist = max(1, int(0.25 * min(ext[1:]) / max(lm_resp.voxel_size_um[1:])))
     peaks = peak_local_max(zmap, min_distance=dist, num_peaks=2, exclude_border=False)
     values = [float(zmap[tuple(p)]) for p in peaks]
     margin = values[0] - values[1] if len(values) == 2 else float("nan")
-    z, angles = scan["z"], scan["angles"]
-    hb = scan["hands"].index((best.mirrored, best.flipped_z))
-    others = [z[h, a] for h in range(len(scan["hands"])) for a in range(len(angles))
-              if h != hb or abs((angles[a] - best.angle_deg + 180) % 360 - 180) > 20.0]
+    hb = scan.hands.index((best.mirrored, best.flipped_z))
+    others = [scan.z[h, a] for h in range(len(scan.hands)) for a in range(len(scan.angles))
+              if h != hb or abs((scan.angles[a] - best.angle_deg + 180) % 360 - 180) > 20.0]
     orientation_margin = float(best.scan_z - max(others)) if others else float("nan")
     return {"margin": margin, "orientation_margin": orientation_margin,
             "best_score": float(best.scan_z)}
@@ -438,7 +461,7 @@ def pose_ncc(samples: _Samples, lm_resp: Volume, em_to_lm: Affine,
     them inside, the score is 0.
     """
     idx = lm_resp.physical_to_index(em_to_lm.apply(samples.points))
-    inside = np.all((idx >= 0) & (idx <= np.array(lm_resp.shape_zyx) - 1), axis=1)
+    inside = inside_grid(idx, lm_resp.shape_zyx)
     frac = float(inside.mean())
     if frac < min_overlap_fraction:
         return 0.0
@@ -560,7 +583,7 @@ def prealign_3d(em: Volume, lm: Volume, *, roi: tuple[slice, slice, slice] | Non
     confidence = _margins(scan, em_resp, lm_resp, em_centre, hyps[0])
     timer.tick("scan", 0.55)
 
-    # refinement: the scan grid from tilted starts, then twice finer grids
+    # refinement: the scan grid (from tilted starts too), then twice finer grids
     roi_um3 = float(np.prod([(sl.stop - sl.start) * v for sl, v in
                              zip(roi, em.voxel_size_um, strict=True)]))
     final = float(config.final_pixel_um or max(structure / 1.5, floor,
@@ -569,57 +592,54 @@ def prealign_3d(em: Volume, lm: Volume, *, roi: tuple[slice, slice, slice] | Non
     while levels[-1] > 1.25 * final and len(levels) < 4:
         levels.append(max(final, levels[-1] / 2.0))
     corners = em.index_to_physical(np.array(
-        [[k, j, i] for k in (roi[0].start, roi[0].stop - 1) for j in (roi[1].start,
-                                                                       roi[1].stop - 1)
-         for i in (roi[2].start, roi[2].stop - 1)], float))
-    tilt = 2.0 / 3.0 * config.max_tilt_deg
-    sigmas = {"structure": structure, "levels": []}
-    for n_level, px in enumerate(levels):
-        sig = max(structure, 1.2 * px)
-        sigmas["levels"].append(sig)
+        [[k, j, i] for k in (roi[0].start, roi[0].stop - 1)
+         for j in (roi[1].start, roi[1].stop - 1) for i in (roi[2].start, roi[2].stop - 1)],
+        float))
+    level_sigmas = [max(structure, 1.2 * px) for px in levels]
+    for n_level, (px, sig) in enumerate(zip(levels, level_sigmas, strict=True)):
         if n_level == 0:
             e_resp, l_resp = em_resp, lm_resp
         else:
-            poses = [h.em_to_lm(em_centre) for h in hyps]
-            box = _lm_box(lm, corners, poses, 3.0 * levels[n_level - 1] + sig)
+            box = _lm_box(lm, corners, [h.em_to_lm(em_centre) for h in hyps],
+                          3.0 * levels[n_level - 1] + sig)
             e_resp = level_response(em, px, sig, "dark", box_kji=roi)
             l_resp = level_response(lm, px, sig, "bright", box_kji=box, normalise_planes=True)
-        samples = _em_samples(e_resp, config.samples, config.seed, scan["sign"])
-        step_deg = max(1.0, scan["step_deg"] / 2 ** (n_level + 1))
-        refined = []
-        for h in hyps:
-            lin, centre, ncc = refine_pose(samples, l_resp, em_centre, h.linear,
-                                           h.lm_centre_xyz_um, step_deg=step_deg, step_um=px,
-                                           min_overlap_fraction=config.min_overlap_fraction)
-            if n_level == 0 and tilt > 0:
-                # a large tilt may sit beyond the local search's reach: restart from the
-                # tilted poses that score better than the result
-                for tx, ty in ((-tilt, 0), (tilt, 0), (0, -tilt), (0, tilt)):
-                    lin0 = rotation_matrix_xyz([tx, ty, 0.0]) @ lin
-                    pose = Affine.from_linear_translation(lin0, centre - lin0 @ em_centre)
-                    if pose_ncc(samples, l_resp, pose, config.min_overlap_fraction) > ncc:
-                        out = refine_pose(samples, l_resp, em_centre, lin0, centre,
-                                          step_deg=step_deg, step_um=px,
-                                          min_overlap_fraction=config.min_overlap_fraction)
-                        if out[2] > ncc:
-                            lin, centre, ncc = out
-            refined.append(Hypothesis3D(h.angle_deg, h.mirrored, h.flipped_z, lin, centre,
-                                        h.scan_z, ncc))
-        refined.sort(key=lambda h: -h.ncc)
-        hyps = refined[:2] if n_level == 0 else refined
+        samples = _em_samples(e_resp, config.samples, config.seed, scan.sign)
+        step_deg = max(1.0, scan.step_deg / 2 ** (n_level + 1))
+        tilt = 2.0 / 3.0 * config.max_tilt_deg if n_level == 0 else 0.0
+        hyps = sorted((_refine_hypothesis(h, samples, l_resp, em_centre, step_deg, px, tilt,
+                                          config.min_overlap_fraction) for h in hyps),
+                      key=lambda h: -h.ncc)[:2 if n_level == 0 else None]
         timer.tick(f"refine_{px:.2g}um", 0.55 + 0.45 * (n_level + 1) / len(levels))
-    timings = timer.total()
     confidence["refined_ncc"] = float(hyps[0].ncc)
-    names = {(False, False): "direct", (True, False): "mirrored",
-             (False, True): "reversed_z", (True, True): "mirrored_reversed_z"}
-    scan_record = {"angles_deg": [float(a) for a in scan["angles"]],
-                   "scores": {names[hand]: [float(v) for v in scan["z"][h]]
-                              for h, hand in enumerate(scan["hands"])},
-                   "pixel_um": pixel, "sigma_um": sigma, "step_deg": scan["step_deg"],
-                   "em_polarity": "dark" if scan["sign"] > 0 else "bright"}
+    scan_record = {"angles_deg": [float(a) for a in scan.angles],
+                   "scores": {hand_name(*hand): [float(v) for v in scan.z[h]]
+                              for h, hand in enumerate(scan.hands)},
+                   "pixel_um": pixel, "sigma_um": sigma, "step_deg": scan.step_deg,
+                   "em_polarity": "dark" if scan.sign > 0 else "bright"}
     return Prealign3DResult(
         initial_em_to_lm=hyps[0].em_to_lm(em_centre), em_roi_centre_xyz_um=em_centre,
         hypotheses=tuple(hyps), confidence=confidence, scan=scan_record,
-        sigmas_um=sigmas, levels_um=tuple(levels), timings_s=timings,
-        roi_corners_xyz_um=corners, lm_response=lm_resp,
+        sigmas_um={"structure": structure, "levels": level_sigmas}, levels_um=tuple(levels),
+        timings_s=timer.total(), roi_corners_xyz_um=corners, lm_response=lm_resp,
         scale_selections={"LM planes": selection.to_dict()} if selection else {})
+
+
+def _refine_hypothesis(h: Hypothesis3D, samples: _Samples, lm_resp: Volume,
+                       em_centre: np.ndarray, step_deg: float, step_um: float, tilt_deg: float,
+                       min_overlap_fraction: float) -> Hypothesis3D:
+    """:func:`refine_pose` from the hypothesis, then from ±``tilt_deg`` about x and y where
+    that pose already scores better (a large tilt may lie beyond the local search's reach)."""
+    lin, centre, ncc = refine_pose(samples, lm_resp, em_centre, h.linear, h.lm_centre_xyz_um,
+                                   step_deg=step_deg, step_um=step_um,
+                                   min_overlap_fraction=min_overlap_fraction)
+    if tilt_deg > 0:
+        for tx, ty in ((-tilt_deg, 0), (tilt_deg, 0), (0, -tilt_deg), (0, tilt_deg)):
+            lin0 = rotation_matrix_xyz([tx, ty, 0.0]) @ lin
+            pose = Affine.from_linear_translation(lin0, centre - lin0 @ em_centre)
+            if pose_ncc(samples, lm_resp, pose, min_overlap_fraction) > ncc:
+                out = refine_pose(samples, lm_resp, em_centre, lin0, centre, step_deg=step_deg,
+                                  step_um=step_um, min_overlap_fraction=min_overlap_fraction)
+                if out[2] > ncc:
+                    lin, centre, ncc = out
+    return Hypothesis3D(h.angle_deg, h.mirrored, h.flipped_z, lin, centre, h.scan_z, ncc)

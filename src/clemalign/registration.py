@@ -27,7 +27,7 @@ from ._timing import StepTimer
 from .errors import InputError
 from .representation import blob_response, default_polarity
 from .transforms import Affine, rotation_matrix_xyz
-from .volume import Volume, scale_axes, to_sitk
+from .volume import Volume, inside_grid, scale_axes, to_sitk
 
 __all__ = ["Registration3DConfig", "Registration3DResult", "StageResult", "register_3d",
            "working_volume"]
@@ -352,15 +352,10 @@ def _mi_profile(samples: _Samples, fixed_arr: np.ndarray, moving_vol: Volume,
     n = len(samples.flat)
     # one binning for every placement: MI values of different placements compare
     range_fixed, range_moving = _robust_range(values_fixed), _robust_range(moving_arr)
-    upper = np.array(moving_arr.shape) - 1
     inside = []
     for placement in placements:
         idx = moving_vol.physical_to_index(placement.apply(samples.points))
-        # per-axis comparisons: a reduction over a length-3 axis is slow in numpy
-        mask = (idx[:, 0] >= 0) & (idx[:, 0] <= upper[0])
-        for a in (1, 2):
-            mask &= (idx[:, a] >= 0) & (idx[:, a] <= upper[a])
-        inside.append((idx, mask))
+        inside.append((idx, inside_grid(idx, moving_arr.shape)))
     counts = np.array([m.sum() for _, m in inside])
     valid = counts >= max(0.2 * n, 0.5 * counts.max(), 2)
     out = np.zeros(len(placements))
@@ -460,11 +455,11 @@ def _search_start(start: Affine, centre: np.ndarray,
     ``profile(placements, coarse)`` scores placements (negative MI, lower is better;
     ``coarse``: on a third of the samples); ``offsets(start, step)`` gives the z offsets
     to search.  Without tilt (``max_tilt_deg`` 0): every z offset of each direction.
-    With tilt: each direction × tilts ``{−T, 0, T}²`` about x and y × z offsets at 1 µm;
-    around the best, tilts ``±T/2`` × z ± 1.5 µm, then ``±T/4`` × z ± 2 steps.  The
-    direction is decided on the tilted fits: an EM block cut 5–10° off the coverslip
-    plane fits neither direction untilted (measured: MI 0.24 for both), and the best
-    untilted z lies up to 4.5 µm off.
+    With tilt: each direction × tilts ``{−T, 0, T}²`` about x and y × z offsets at 1 µm
+    (at most ~60 steps over a deep stack); around the best, tilts ``±T/2`` × z ± 3 half
+    steps of that, then ``±T/4`` × z ± 2 steps.  The direction is decided on the tilted
+    fits: an EM block cut 5–10° off the coverslip plane fits neither direction untilted
+    (measured: MI 0.24 for both), and the best untilted z lies up to 4.5 µm off.
     """
     variants = {False: start}
     if reversed_too:
@@ -473,7 +468,10 @@ def _search_start(start: Affine, centre: np.ndarray,
     tilts = [(0.0, 0.0)] + ([(tx, ty) for tx in (-T, 0.0, T) for ty in (-T, 0.0, T)
                              if (tx, ty) != (0.0, 0.0)] if T > 0 else [])
     coarse = T > 0
-    first_step = max(step_um, 1.0) if coarse else step_um
+    first_step = step_um
+    if coarse:  # 1 µm steps, at most ~60 of them over a deep stack
+        span = np.ptp(offsets(start, step_um))
+        first_step = max(step_um, 1.0, span / 60.0)
     grid = [(rev, np.array(t), float(dz)) for rev, v in variants.items() for t in tilts
             for dz in offsets(v, first_step)]
     values = profile([_tilted(variants[r], centre, t, dz) for r, t, dz in grid], coarse)
@@ -484,7 +482,8 @@ def _search_start(start: Affine, centre: np.ndarray,
     untilted = [(g[2], v) for g, v in zip(grid, values, strict=True)
                 if g[0] == rev and not g[1].any()]
     if coarse:
-        for half, dzs in ((T / 2.0, np.arange(-3, 4) * 0.5), (T / 4.0, np.arange(-2, 3) * step_um)):
+        for half, dzs in ((T / 2.0, np.arange(-3, 4) * 0.5 * first_step),
+                          (T / 4.0, np.arange(-2, 3) * step_um)):
             grid = [(tilt + [tx, ty], dz + d) for tx in (-half, 0.0, half)
                     for ty in (-half, 0.0, half) for d in dzs]
             values = profile([_tilted(variants[rev], centre, t, d) for t, d in grid], False)

@@ -121,19 +121,19 @@ def build_report(result: RegistrationResult, em: Volume, lm: Volume, *,
     parts.append("<p><code>lm_to_em</code> (µm):</p>" + _matrix_table(result.lm_to_em.matrix))
 
     parts.append("<h2>Confidence evidence</h2>")
-    ev, th, terms = conf["evidence"], conf["thresholds"], conf["terms"]
+    ev, th, terms, lv = conf["evidence"], conf["thresholds"], conf["terms"], conf["levels"]
     parts.append(_kv_table([
         ("final mutual information (LoG)", f"{ev['mutual_information']:.3f} nats"),
         ("best MI at wrong placements (±¼ ROI, 90/180/270°)",
          f"{ev['mutual_information_perturbed_max']:.3f} nats"),
         ("MI contrast → term", f"{ev['mi_contrast']:.3f} nats → {terms['mi_contrast']:.2f} "
-                               f"(0 at {th['mi_contrast_fail']}, 1 at {th['mi_contrast_sure']})"),
+                               f"(0 at {lv['mi_contrast'][0]}, 1 at {lv['mi_contrast'][1]})"),
         ("pre-alignment peak margin → term",
          f"{ev['prealign_margin']:.2f} z → {terms['prealign_margin']:.2f} "
-         f"(0 at {th['margin_fail']}, 1 at {th['margin_sure']})"),
+         f"(0 at {lv['prealign_margin'][0]}, 1 at {lv['prealign_margin'][1]})"),
         ("orientation margin → term",
          f"{ev['orientation_margin']:.2f} z → {terms['orientation_margin']:.2f} "
-         f"(0 at {th['orientation_fail']}, 1 at {th['orientation_sure']})"),
+         f"(0 at {lv['orientation_margin'][0]}, 1 at {lv['orientation_margin'][1]})"),
         ("plausible transform", f"{'yes' if terms['plausible'] else 'no'} (scales "
                                 f"{_fmt(ev['scales'], 3)} within {th['scale_range']}, shear "
                                 f"{ev['shear']:.3f} ≤ {th['max_shear']})"),

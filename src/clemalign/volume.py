@@ -20,7 +20,8 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["Volume", "to_sitk", "from_sitk", "check_voxel_size", "check_image_values", "scale_axes"]
+__all__ = ["Volume", "to_sitk", "from_sitk", "check_voxel_size", "check_image_values", "scale_axes",
+           "inside_grid"]
 
 
 def check_voxel_size(voxel_size_um: Sequence[float], *, what: str = "voxel size",
@@ -275,3 +276,13 @@ def scale_axes(data: np.ndarray, factors: Sequence[float], offset: Sequence[floa
                                 category=UserWarning)
         return ndi.affine_transform(data, list(factors), offset, output_shape=tuple(output_shape),
                                     order=1, mode=mode, cval=cval, output=output)
+
+
+def inside_grid(index_kji: np.ndarray, shape_zyx: Sequence[int]) -> np.ndarray:
+    """Which fractional indices ``(n, 3)`` lie within ``[0, n − 1]`` on every axis (where
+    linear interpolation needs no border)."""
+    idx = np.asarray(index_kji)
+    inside = np.ones(len(idx), bool)
+    for a, n in enumerate(shape_zyx):  # per axis: a reduction over a length-3 axis is slow
+        inside &= (idx[:, a] >= 0) & (idx[:, a] <= n - 1)
+    return inside
