@@ -172,10 +172,12 @@ def build_report(result: RegistrationResult, em: Volume, lm: Volume, *,
     parts.append("<h2>Stages</h2>")
     stage_rows = "".join(
         f"<tr><td class='l'>{s.name}</td><td>{s.metric:.4f}</td><td>{s.iterations}</td>"
+        f"<td class='l'>{'yes' if s.kept else 'no'}</td>"
         f"<td class='l'>{html.escape(s.stop_condition)}</td><td>{s.seconds:.2f}</td></tr>"
         for s in fine.stages)
     parts.append("<table><tr><th class='l'>stage</th><th>Mattes metric</th><th>iterations</th>"
-                 f"<th class='l'>stop condition</th><th>s</th></tr>{stage_rows}</table>")
+                 "<th class='l'>kept</th><th class='l'>stop condition</th><th>s</th></tr>"
+                 f"{stage_rows}</table>")
 
     parts.append("<h2>Timings</h2>")
     timing_items = [(f"pre-alignment: {k}", f"{v:.2f} s") for k, v in pre.timings_s.items()]
