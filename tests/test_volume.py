@@ -98,3 +98,13 @@ def test_scale_axes_reads_input_at_factor_times_output_quietly():
         out = scale_axes(data, [1.0, 2.0], [0.0, 0.5], output_shape=(4, 2))
     # output (r, c) = input (r, 2c + 0.5): linear interpolation along x
     np.testing.assert_allclose(out, data[:, [0, 2]] + 0.5)
+
+
+def test_index_box_holds_the_points_plus_margin_and_clips():
+    vol = Volume(np.zeros((10, 20, 30), np.uint8), (2.0, 0.5, 0.25), (1.0, 2.0, 3.0))
+    pts = np.array([[2.0, 4.0, 7.0], [4.0, 5.0, 9.0]])  # (x, y, z) µm
+    box = vol.index_box(pts, [0.5, 1.0, 2.0])
+    # x 1.5–4.5 µm → i 2–14; y 3–6 µm → j 2–8; z 5–11 µm (origin 3) → k 1–4
+    assert box == (slice(1, 5), slice(2, 9), slice(2, 15))
+    whole = vol.index_box(pts, 1000.0)
+    assert whole == (slice(0, 10), slice(0, 20), slice(0, 30))

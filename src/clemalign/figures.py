@@ -316,9 +316,16 @@ def plot_orientation(result: PrealignResult, starts: Sequence[dict] = ()) -> Fig
         ax.set_title("orientation scan not run (rotation restricted, no mirror)")
     ax.axvline(result.angle_deg, ls="--", color="k",
                label=f"chosen {result.angle_deg:.1f}°{' mirrored' if result.mirrored else ''}")
+    _finish_orientation_axes(ax, starts)
+    return fig
+
+
+def _finish_orientation_axes(ax, starts: Sequence[dict]) -> None:
+    """Axis labels, legend and the box of the 3D stage's starts (MI after rigid)."""
     if starts:
         text = "\n".join(f"{'→ ' if s['chosen'] else '   '}start {k}: "
                          f"{'mirrored, ' if s['mirrored'] else ''}"
+                         f"{'z reversed, ' if s.get('reversed_z') else ''}"
                          f"MI {s['mutual_information_rigid']:.3f}"
                          for k, s in enumerate(starts))
         ax.text(0.01, 0.02, "3D stage, MI after rigid:\n" + text, transform=ax.transAxes,
@@ -327,7 +334,6 @@ def plot_orientation(result: PrealignResult, starts: Sequence[dict] = ()) -> Fig
     ax.set_xlabel("in-plane angle EM → LM (°)")
     ax.set_ylabel("best NCC (robust z)")
     ax.legend(fontsize=7, loc="upper right")
-    return fig
 
 
 # box edges as pairs of corner indices (corners ordered z-major, then y, then x)
@@ -398,14 +404,5 @@ def plot_orientation_3d(result: Prealign3DResult, starts: Sequence[dict] = ()) -
     ax.set_title(f"3D orientation scan (σ = {scan['sigma_um']:.2g} µm on a "
                  f"{scan['pixel_um']:.2g} µm grid, EM contrast {scan['em_polarity']}); "
                  "★ chosen, □ other hypotheses", fontsize=9)
-    if starts:
-        text = "\n".join(f"{'→ ' if s['chosen'] else '   '}start {k}: "
-                         f"MI {s['mutual_information_rigid']:.3f}"
-                         for k, s in enumerate(starts))
-        ax.text(0.01, 0.02, "3D stage, MI after rigid:\n" + text, transform=ax.transAxes,
-                fontsize=7, family="monospace", va="bottom",
-                bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "#ccc"})
-    ax.set_xlabel("in-plane angle EM → LM (°)")
-    ax.set_ylabel("best NCC (robust z)")
-    ax.legend(fontsize=7, loc="upper right")
+    _finish_orientation_axes(ax, starts)
     return fig

@@ -517,20 +517,6 @@ def _check(em: Volume, lm: Volume, roi: tuple[slice, slice, slice]) -> None:
                          "both voxel sizes, or choose a smaller --roi")
 
 
-def _lm_box(lm: Volume, em_corners: np.ndarray, poses: Sequence[Affine], margin_um: float
-            ) -> tuple[slice, slice, slice]:
-    """LM voxel box holding the EM ROI's footprint under every pose, plus a margin."""
-    pts = np.vstack([p.apply(em_corners) for p in poses])
-    lo = lm.physical_to_index(pts.min(0) - margin_um)
-    hi = lm.physical_to_index(pts.max(0) + margin_um)
-    box = []
-    for axis, n in enumerate(lm.shape_zyx):
-        a = int(np.clip(np.floor(min(lo[axis], hi[axis])), 0, n - 1))
-        b = int(np.clip(np.ceil(max(lo[axis], hi[axis])) + 1, a + 1, n))
-        box.append(slice(a, b))
-    return tuple(box)  # type: ignore[return-value]
-
-
 def prealign_3d(em: Volume, lm: Volume, *, roi: tuple[slice, slice, slice] | None = None,
                 config: Prealign3DConfig = Prealign3DConfig(),
                 structure: tuple[float, ScaleSelection] | None = None,
@@ -604,8 +590,8 @@ def prealign_3d(em: Volume, lm: Volume, *, roi: tuple[slice, slice, slice] | Non
         if n_level == 0:
             e_resp, l_resp = em_resp, lm_resp
         else:
-            box = _lm_box(lm, corners, [h.em_to_lm(em_centre) for h in hyps],
-                          3.0 * levels[n_level - 1] + sig)
+            box = lm.index_box(np.vstack([h.em_to_lm(em_centre).apply(corners) for h in hyps]),
+                               3.0 * levels[n_level - 1] + sig)
             e_resp = level_response(em, px, sig, "dark", box_kji=roi)
             l_resp = level_response(lm, px, sig, "bright", box_kji=box, normalise_planes=True)
         samples = _em_samples(e_resp, config.samples, config.seed, scan.sign)

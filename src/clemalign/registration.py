@@ -646,19 +646,11 @@ def register_3d(em: Volume, lm: Volume, initial_em_to_lm: Affine, *,
     margin_z = None if z_range_um is None else z_range_um + config.margin_um
     if margin_z is not None and try_reversed_z:
         margin_z += float(roi_um[0])
-    pad = np.array([config.margin_um, config.margin_um, margin_z or 0.0])
-    lo = lm.physical_to_index(lm_corners.min(0) - pad)
-    hi = lm.physical_to_index(lm_corners.max(0) + pad)
-    box = []
-    for axis, n in enumerate(lm.shape_zyx):
-        if axis == 0 and margin_z is None:  # keep the whole LM depth: z is searched below
-            box.append(slice(0, n))
-            continue
-        a = int(np.clip(np.floor(min(lo[axis], hi[axis])), 0, n - 1))
-        b = int(np.clip(np.ceil(max(lo[axis], hi[axis])) + 1, a + 1, n))
-        box.append(slice(a, b))
+    box = lm.index_box(lm_corners, [config.margin_um, config.margin_um, margin_z or 0.0])
+    if margin_z is None:  # keep the whole LM depth: z is searched below
+        box = (slice(0, lm.shape_zyx[0]),) + box[1:]
     # the LM also goes onto the working pixel (never finer than its own voxels)
-    lm_c = working_volume(lm, (lm_sz, pixel, pixel), tuple(box))
+    lm_c = working_volume(lm, (lm_sz, pixel, pixel), box)
     tick("resample", 0.1)
 
     if config.representation == "log":

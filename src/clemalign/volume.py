@@ -213,6 +213,21 @@ class Volume:
         m[:3, 3] = self.origin_xyz_um
         return m
 
+    def index_box(self, points_xyz_um: np.ndarray, margin_xyz_um: Sequence[float] | float = 0.0
+                  ) -> tuple[slice, slice, slice]:
+        """Voxel box ``(z, y, x)`` slices holding physical points plus a margin (µm),
+        clipped to the volume (at least one voxel per axis)."""
+        pts = np.asarray(points_xyz_um, float).reshape(-1, 3)
+        pad = np.broadcast_to(np.asarray(margin_xyz_um, float), (3,))
+        lo = self.physical_to_index(pts.min(0) - pad)
+        hi = self.physical_to_index(pts.max(0) + pad)
+        box = []
+        for axis, n in enumerate(self.shape_zyx):
+            a = int(np.clip(np.floor(min(lo[axis], hi[axis])), 0, n - 1))
+            b = int(np.clip(np.ceil(max(lo[axis], hi[axis])) + 1, a + 1, n))
+            box.append(slice(a, b))
+        return tuple(box)  # type: ignore[return-value]
+
     def with_data(self, data: np.ndarray, channel_names: tuple[str, ...] | None = None) -> Volume:
         """Same geometry, other voxel values (same spatial shape)."""
         if tuple(data.shape[-3:]) != self.shape_zyx:
