@@ -6,7 +6,8 @@ import pytest
 from clemalign import Volume, simulate_pair
 from clemalign.outputs import resample_lm_to_em
 from clemalign.pipeline import RegistrationConfig, register, target_registration_error
-from clemalign.registration import Registration3DConfig, _mirror_x, working_volume
+from clemalign.registration import Registration3DConfig, _mirror_x, register_3d, working_volume
+from clemalign.transforms import Affine
 
 
 def _tre(result, pair):
@@ -80,6 +81,26 @@ def test_unrelated_images_are_not_ok(small_pair):
     swapped = register(small_pair.em, other.lm)
     assert swapped.confidence["verdict"] != "ok"
     assert swapped.confidence["evidence"]["mi_contrast"] < 0.15
+
+
+def test_affine_stage_not_run_without_overlap(stretched_pair):
+    """A rigid result that leaves almost no EM voxel inside the LM (an unrelated LM can)
+    must not crash ITK's histogram: the affine stage is reported as not run."""
+    pair = stretched_pair
+    lm = pair.lm.channel(0) if pair.lm.data.ndim == 4 else pair.lm
+    # the EM block 2 µm above the LM stack's top plane
+    far = Affine.from_translation([0.0, 0.0, (lm.extent_um[0] + pair.em.extent_um[0]) / 2 + 2.0]
+                                  ) @ pair.em_to_lm
+    result = register_3d(pair.em, lm, far, z_range_um=1.0,
+                         config=Registration3DConfig(rigid_iterations=5))
+    affine = result.stages[-1]
+    assert affine.name == "affine" and not affine.kept
+    assert affine.stop_condition.startswith("not run")
+    np.testing.assert_allclose(result.em_to_lm.matrix, result.stages[0].em_to_lm.matrix)
+    # forcing the same path on a pair that overlaps
+    near = register_3d(pair.em, lm, pair.em_to_lm, z_range_um=1.0, config=Registration3DConfig(
+        rigid_iterations=5, min_overlap_fraction=1.01))
+    assert near.stages[-1].stop_condition.startswith("not run")
 
 
 def test_resampled_lm_lands_on_em_landmarks(affine_result, stretched_pair):

@@ -272,7 +272,7 @@ def _print_result(result, paths) -> None:
     for stage in result.fine.stages:
         _out.print(f"{stage.name}: metric {stage.metric:.4f} after {stage.iterations} "
                    f"iterations ({stage.seconds:.1f} s)"
-                   + ("" if stage.kept else f" — not kept: {stage.stop_condition.split(';')[0]}"))
+                   + ("" if stage.kept else f" — {stage.stop_condition.split(';')[0]}"))
     _out.print(f"confidence: [{colour}]{conf['score']:.2f} ({conf['verdict']})[/{colour}]")
     if conf["verdict"] != "ok":
         _err.print(f"[{colour}]warning:[/{colour}] the result is {conf['verdict']}: "

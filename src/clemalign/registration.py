@@ -78,6 +78,10 @@ class Registration3DConfig:
     max_tilt_deg : float
         Tilts about x and y searched after the z search when the start's z is unknown
         (an XY pre-alignment; 0 = no tilt search).
+    min_overlap_fraction : float
+        The affine stage runs only where the rigid result maps at least this fraction of
+        the EM working voxels inside the LM (an unrelated LM can leave a handful, on which
+        an affine fit is meaningless and ITK's histogram degenerates).
     """
 
     model: Model = "affine"
@@ -98,6 +102,7 @@ class Registration3DConfig:
     learning_rate_um: float = 0.25
     working_voxels: int = 4_000_000
     max_tilt_deg: float = 10.0
+    min_overlap_fraction: float = 0.02
 
     def __post_init__(self) -> None:
         if self.model not in ("rigid", "affine"):
@@ -397,9 +402,10 @@ def _mirror_x(volume: Volume) -> Affine:
 
 
 def _overlap_mask(fixed_vol: Volume, placement: Affine, moving_vol: Volume,
-                  fixed_margin_vox: Sequence[int], moving_margin_vox: Sequence[float]):
-    """SimpleITK mask of the fixed voxels at least ``fixed_margin_vox`` (z, y, x) from the
-    fixed grid's border that ``placement`` maps inside the moving grid, at least
+                  fixed_margin_vox: Sequence[int], moving_margin_vox: Sequence[float]
+                  ) -> np.ndarray:
+    """uint8 mask (fixed grid) of the fixed voxels at least ``fixed_margin_vox`` (z, y, x)
+    from the fixed grid's border that ``placement`` maps inside the moving grid, at least
     ``moving_margin_vox`` from its border.
 
     ITK's Mattes MI averages over the samples that land inside the moving image, so an
@@ -422,7 +428,7 @@ def _overlap_mask(fixed_vol: Volume, placement: Affine, moving_vol: Volume,
         mask[k] = inside_grid(idx - lo, np.array(moving_vol.shape_zyx) - 2 * lo).reshape(ny, nx)
     mask[:, :fy] = mask[:, ny - fy:] = 0
     mask[:, :, :fx] = mask[:, :, nx - fx:] = 0
-    return to_sitk(fixed_vol.with_data(mask))
+    return mask
 
 
 def _run_stage(model: Model, fixed, moving, start: Affine, centre_xyz: np.ndarray,
@@ -685,9 +691,16 @@ def register_3d(em: Volume, lm: Volume, initial_em_to_lm: Affine, *,
 
     def stage(model: Model, fixed, start: Affine, c_fixed: np.ndarray) -> StageResult:
         # the rigid stage as before; the affine stage samples the rigid result's overlap
-        mask = (_overlap_mask(em_w, start, lm_c, (0, 0, 0), (1.0, 2.0, 2.0))
-                if model == "affine" else None)
-        return _run_stage(model, fixed, moving, start, c_fixed, config, n_fixed, mask)
+        if model == "rigid":
+            return _run_stage(model, fixed, moving, start, c_fixed, config, n_fixed)
+        mask = _overlap_mask(em_w, start, lm_c, (0, 0, 0), (1.0, 2.0, 2.0))
+        inside = int(np.count_nonzero(mask))
+        if inside < config.min_overlap_fraction * n_fixed:
+            return StageResult(model, start, (), 0.0, 0, (
+                f"not run: the rigid result maps {inside} of {n_fixed} EM working voxels "
+                "inside the LM"), 0.0, kept=False)
+        return _run_stage(model, fixed, moving, start, c_fixed, config, n_fixed,
+                          to_sitk(em_w.with_data(mask)))
 
     tick("representation", 0.2)
     centre = em.index_to_physical(np.array([(s.start + s.stop - 1) / 2.0 for s in roi]))
@@ -737,13 +750,14 @@ def register_3d(em: Volume, lm: Volume, initial_em_to_lm: Affine, *,
         affine = stage("affine", fixed, best.rigid.em_to_lm, c_fixed)
         # kept only if it raises the MI (same samples, equal count, overlap-weighted):
         # 12 free parameters can trade information for overlap on a thin oblique slab
-        mi_rigid, mi_affine = -profile(arr, [best.rigid.em_to_lm, affine.em_to_lm])
-        if mi_affine > mi_rigid:
-            g_final = affine.em_to_lm
-        else:
-            affine = replace(affine, kept=False, stop_condition=(
-                f"not kept: MI {mi_affine:.4f} ≤ {mi_rigid:.4f} after rigid; "
-                + affine.stop_condition))
+        if affine.kept:  # False: not run (too little overlap)
+            mi_rigid, mi_affine = -profile(arr, [best.rigid.em_to_lm, affine.em_to_lm])
+            if mi_affine > mi_rigid:
+                g_final = affine.em_to_lm
+            else:
+                affine = replace(affine, kept=False, stop_condition=(
+                    f"not kept: MI {mi_affine:.4f} ≤ {mi_rigid:.4f} after rigid; "
+                    + affine.stop_condition))
         stages.append(affine)
         tick("affine", 0.9)
     # the same metric at clearly wrong placements near the result: how much the found
