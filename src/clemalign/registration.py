@@ -330,29 +330,22 @@ class _Samples:
     flat: np.ndarray
 
     @classmethod
-    def draw(cls, fixed_vol: Volume, n: int, seed: int,
-             margin_vox: Sequence[int] = (0, 0, 0)) -> _Samples:
-        """Up to ``n`` random voxels at least ``margin_vox`` (z, y, x) from the border."""
+    def draw(cls, fixed_vol: Volume, n: int, seed: int) -> _Samples:
         rng = np.random.default_rng(seed)
-        m = np.minimum(np.asarray(margin_vox, int), (np.array(fixed_vol.shape_zyx) - 1) // 2)
-        inner = tuple(int(a - 2 * b) for a, b in zip(fixed_vol.shape_zyx, m, strict=True))
-        flat_inner = rng.choice(int(np.prod(inner)), size=min(n, int(np.prod(inner))),
-                                replace=False)
-        kji = np.stack(np.unravel_index(flat_inner, inner), axis=1) + m
-        flat = np.ravel_multi_index(tuple(kji.T), fixed_vol.shape_zyx)
-        return cls(fixed_vol.index_to_physical(kji.astype(float)), flat)
+        size = int(np.prod(fixed_vol.shape_zyx))
+        flat = rng.choice(size, size=min(n, size), replace=False)
+        kji = np.stack(np.unravel_index(flat, fixed_vol.shape_zyx), axis=1).astype(float)
+        return cls(fixed_vol.index_to_physical(kji), flat)
 
 
 def _mi_profile(samples: _Samples, fixed_arr: np.ndarray, moving_vol: Volume,
                 moving_arr: np.ndarray, placements: Sequence[Affine],
-                config: Registration3DConfig, margin_vox: Sequence[float] = (0, 0, 0)
-                ) -> np.ndarray:
+                config: Registration3DConfig) -> np.ndarray:
     """Negative MI (like SimpleITK's metric: lower is better) of each placement, compared
     at an equal number of samples and weighted by the overlap.
 
     The same fixed samples are mapped through each placement and read from the moving
-    image by linear interpolation (``margin_vox`` from its border at least).  Placements
-    where fewer than a fifth of the samples
+    image by linear interpolation.  Placements where fewer than a fifth of the samples
     (or less than half the best placement's share) land inside the LM give 0 (no
     evidence).  Every other one is scored on the same number of samples, its first
     inside ones (the samples are in random order): the plug-in MI estimate is biased
@@ -368,10 +361,9 @@ def _mi_profile(samples: _Samples, fixed_arr: np.ndarray, moving_vol: Volume,
     # one binning for every placement: MI values of different placements compare
     range_fixed, range_moving = _robust_range(values_fixed), _robust_range(moving_arr)
     inside = []
-    margin = np.asarray(margin_vox, float)
     for placement in placements:
         idx = moving_vol.physical_to_index(placement.apply(samples.points))
-        inside.append((idx, inside_grid(idx - margin, np.array(moving_arr.shape) - 2 * margin)))
+        inside.append((idx, inside_grid(idx, moving_arr.shape)))
     counts = np.array([m.sum() for _, m in inside])
     valid = counts >= max(0.2 * n, 0.5 * counts.max(), 2)
     out = np.zeros(len(placements))
@@ -402,40 +394,36 @@ def _mirror_x(volume: Volume) -> Affine:
 
 
 def _overlap_mask(fixed_vol: Volume, placement: Affine, moving_vol: Volume,
-                  fixed_margin_vox: Sequence[int], moving_margin_vox: Sequence[float]
-                  ) -> np.ndarray:
-    """uint8 mask (fixed grid) of the fixed voxels at least ``fixed_margin_vox`` (z, y, x)
-    from the fixed grid's border that ``placement`` maps inside the moving grid, at least
-    ``moving_margin_vox`` from its border.
+                  moving_margin_vox: Sequence[float]) -> np.ndarray:
+    """uint8 mask (fixed grid) of the fixed voxels that ``placement`` maps inside the
+    moving grid, at least ``moving_margin_vox`` (z, y, x) from its border.
 
     ITK's Mattes MI averages over the samples that land inside the moving image, so an
     optimiser gains by moving samples out of the overlap wherever they carry little
     information — on an EM slab cut obliquely through a thin LM stack the affine stage
     tilted and squashed it (measured: 0.70 → 3.06 µm while our MI fell).  With the
-    samples fixed to the start's overlap, that gain is gone; the margins keep them off
+    samples fixed to the start's overlap, that gain is gone; the margin keeps them off
     the border layers where the LoG is an artefact of padding.
     """
 
     nz, ny, nx = fixed_vol.shape_zyx
-    fz, fy, fx = (int(v) for v in fixed_margin_vox)
     j, i = np.mgrid[0:ny, 0:nx]
     plane = np.stack([np.zeros(j.size), j.ravel(), i.ravel()], axis=1).astype(float)
     lo = np.asarray(moving_margin_vox, float)
     mask = np.zeros(fixed_vol.shape_zyx, np.uint8)
-    for k in range(fz, nz - fz):
+    for k in range(nz):
         plane[:, 0] = k
         idx = moving_vol.physical_to_index(placement.apply(fixed_vol.index_to_physical(plane)))
         mask[k] = inside_grid(idx - lo, np.array(moving_vol.shape_zyx) - 2 * lo).reshape(ny, nx)
-    mask[:, :fy] = mask[:, ny - fy:] = 0
-    mask[:, :, :fx] = mask[:, :, nx - fx:] = 0
     return mask
 
 
 def _run_stage(model: Model, fixed, moving, start: Affine, centre_xyz: np.ndarray,
                config: Registration3DConfig, n_fixed: int, fixed_mask=None) -> StageResult:
     """One SimpleITK optimisation of ``model`` (Euler3D about ``centre`` or a 12-parameter
-    affine) from ``start``, sampling the fixed image inside ``fixed_mask`` when given; the
-    result in the fixed frame the images are given in."""
+    affine) from ``start``, sampling the fixed image inside ``fixed_mask`` when given
+    (``n_fixed``: the voxels sampled from, those of the mask then); the result in the
+    fixed frame the images are given in."""
     import SimpleITK as sitk
 
     if model == "rigid":
@@ -449,8 +437,6 @@ def _run_stage(model: Model, fixed, moving, start: Affine, centre_xyz: np.ndarra
         initial.SetTranslation(tuple(float(v) for v in t))
         iterations = config.affine_iterations
     t0 = time.perf_counter()
-    if fixed_mask is not None:
-        n_fixed = int(sitk.GetArrayViewFromImage(fixed_mask).sum())
     reg = _method(config, n_fixed, iterations)
     if fixed_mask is not None:
         reg.SetMetricFixedMask(fixed_mask)
@@ -693,13 +679,13 @@ def register_3d(em: Volume, lm: Volume, initial_em_to_lm: Affine, *,
         # the rigid stage as before; the affine stage samples the rigid result's overlap
         if model == "rigid":
             return _run_stage(model, fixed, moving, start, c_fixed, config, n_fixed)
-        mask = _overlap_mask(em_w, start, lm_c, (0, 0, 0), (1.0, 2.0, 2.0))
+        mask = _overlap_mask(em_w, start, lm_c, (1.0, 2.0, 2.0))
         inside = int(np.count_nonzero(mask))
         if inside < config.min_overlap_fraction * n_fixed:
             return StageResult(model, start, (), 0.0, 0, (
                 f"not run: the rigid result maps {inside} of {n_fixed} EM working voxels "
                 "inside the LM"), 0.0, kept=False)
-        return _run_stage(model, fixed, moving, start, c_fixed, config, n_fixed,
+        return _run_stage(model, fixed, moving, start, c_fixed, config, inside,
                           to_sitk(em_w.with_data(mask)))
 
     tick("representation", 0.2)
