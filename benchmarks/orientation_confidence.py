@@ -81,8 +81,8 @@ def run_seed(task: tuple[int, float, int]) -> list[dict]:
     if seed < timing_pairs:
         default_pair = simulate_pair(seed=seed, scale=scale)
         base = RegistrationConfig()
-        restricted = replace(base, prealign=replace(base.prealign, max_rotation_deg=30.0,
-                                                    mirror=False))
+        restricted = replace(base, prealign=replace(base.prealign, orientation=replace(
+            base.prealign.orientation, max_rotation_deg=30.0, mirror=False)))
         for name, cfg in (("timing_default", base), ("timing_restricted", restricted)):
             t0 = time.perf_counter()
             res = register(default_pair.em, default_pair.lm, config=cfg)

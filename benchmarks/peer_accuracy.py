@@ -69,7 +69,7 @@ def _run_methods(case: dict, em, lm, truth, points_em, roi: str | None,
 
     from clemalign import PrealignConfig, prealign_xy, register
     from clemalign.pipeline import RegistrationConfig
-    from clemalign.prealign import parse_roi
+    from clemalign.volume import parse_roi
 
     rows = []
     t0 = time.perf_counter()
@@ -122,7 +122,7 @@ def deepclem_task(task: tuple[str, int, int]) -> list[dict]:
     """One real-appearance case (index ``k`` of image ``name``)."""
     import skimage.io
 
-    from clemalign.prealign import parse_roi
+    from clemalign.volume import parse_roi
     from clemalign.synthetic import real_appearance_cases
 
     name, k, n_per_image = task

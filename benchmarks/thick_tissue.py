@@ -100,7 +100,7 @@ def _peers(pair) -> list[dict]:
     from peers import PEERS, peer_inputs, timed
 
     from clemalign.pipeline import target_registration_error
-    from clemalign.prealign import parse_roi
+    from clemalign.volume import parse_roi
 
     roi = parse_roi(pair.roi, pair.em.shape_zyx)
     em_w, lm_w = peer_inputs(pair.em, pair.lm.channel("nuclei"), roi.slices)

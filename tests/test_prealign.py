@@ -6,15 +6,16 @@ from conftest import shared_data
 
 from clemalign import InputError, Volume
 from clemalign.prealign import (
+    OrientationConfig,
     PrealignConfig,
-    _default_window,
-    _orientation_scan,
+    SliceConfig,
     em_slice_indices,
-    parse_roi,
     prealign_xy,
     robust_fuse,
 )
+from clemalign.prealign.orientation import default_window, orientation_scan
 from clemalign.synthetic import real_appearance_cases
+from clemalign.volume import parse_roi
 
 
 def _error_um(result, em_to_lm):
@@ -42,16 +43,18 @@ def test_simulated_pair_found(small_pair, method):
 
 
 def test_histogram_method_fuses_one_candidate_per_map(small_pair):
-    config = PrealignConfig(method="histogram", n_slices=2)
+    config = PrealignConfig(method="histogram", slices=SliceConfig(n_slices=2))
     result = prealign_xy(small_pair.em, small_pair.lm, config=config)
-    sources = [c.source for c in result.candidates]
+    maps = {(c.slice_z, c.descriptor, c.similarity) for c in result.candidates}
     # 2 slices × 3 descriptors × 2 similarities maps, each with up to 3 peaks
-    assert len({s.rsplit(":", 1)[0] for s in sources}) == 12
-    assert all(s.startswith("hist:") for s in sources)
+    assert len(maps) == 12
+    assert all(c.part == "histogram" for c in result.candidates)
     assert result.angle_deg == 0.0
     inliers = [c for c in result.candidates if c.inlier]
-    assert inliers and all(c.source.endswith(":0") for c in inliers)
-    assert "ncc" not in result.sigmas_um and result.timings_s["total"] > 0
+    assert inliers and all(c.rank == 0 for c in inliers)
+    assert result.ncc is None and result.timings_s["total"] > 0
+    # the published method cannot see the EM contrast: the default is assumed
+    assert result.polarity.em == "dark" and result.polarity.em_how == "assumed"
 
 
 def test_robust_fuse_rejects_outlier():
@@ -64,10 +67,10 @@ def test_robust_fuse_rejects_outlier():
 def test_roi_and_slices():
     roi = parse_roi("10:20,:50,5:", (30, 60, 70))
     assert (roi.z0, roi.z1, roi.y0, roi.y1, roi.x0, roi.x1) == (10, 20, 0, 50, 5, 70)
-    assert em_slice_indices(roi, PrealignConfig(n_slices=3, slice_span=1.0)) == (10, 14, 19)
-    assert em_slice_indices(roi, PrealignConfig(em_slices=(12, 11))) == (11, 12)
+    assert em_slice_indices(roi, SliceConfig(n_slices=3, span=1.0)) == (10, 14, 19)
+    assert em_slice_indices(roi, SliceConfig(em_slices=(12, 11))) == (11, 12)
     with pytest.raises(InputError, match="outside the ROI"):
-        em_slice_indices(roi, PrealignConfig(em_slices=(25,)))
+        em_slice_indices(roi, SliceConfig(em_slices=(25,)))
 
 
 @pytest.mark.parametrize("text, message", [
@@ -84,12 +87,16 @@ def test_bad_roi(text, message):
 def test_bad_inputs(small_pair):
     em, lm = small_pair.em, small_pair.lm
     with pytest.raises(InputError, match="empty"):
-        PrealignConfig(em_slices=())
+        SliceConfig(em_slices=())
     with pytest.raises(InputError, match="at least one EM slice"):
-        PrealignConfig(n_slices=0)
+        SliceConfig(n_slices=0)
     for scales in ((), (3.0, 0.0)):
-        with pytest.raises(InputError, match="orientation_scan_sigmas_um"):
-            PrealignConfig(orientation_scan_sigmas_um=scales)
+        with pytest.raises(InputError, match="scan_sigmas_um"):
+            OrientationConfig(scan_sigmas_um=scales)
+    with pytest.raises(InputError, match="^max_rotation_deg: expected a value in"):
+        OrientationConfig(max_rotation_deg=200.0)
+    with pytest.raises(InputError, match="em_polarity"):
+        PrealignConfig(em_polarity="grey")
     with pytest.raises(InputError, match="channel 5"):
         prealign_xy(em, lm, lm_channel=5)
     big_em = Volume(em.data, (0.05, 1.0, 1.0))  # 271 × 200 µm: wider than the LM field
@@ -133,14 +140,45 @@ def test_orientation_scan_pools_the_hypotheses_of_each_scale():
         lm[40:88, 40:88] += ndi.rotate(em, angle_deg, reshape=False, order=1)
         return lm
 
-    config = PrealignConfig(orientation_step_deg=30.0, n_orientation_hypotheses=1)
-    window = _default_window(PrealignConfig(max_rotation_deg=30.0))
-    one = [_orientation_scan([(lm_with(a), em, centre)], config, window)["hypotheses"][0]
+    config = OrientationConfig(step_deg=30.0, n_hypotheses=1)
+    window = default_window(OrientationConfig(max_rotation_deg=30.0))
+    one = [orientation_scan([(lm_with(a), em, centre)], config, window,
+                            min_overlap_fraction=0.6)["hypotheses"][0]
            for a in (90.0, -120.0)]
-    pooled = _orientation_scan([(lm_with(90.0), em, centre), (lm_with(-120.0), em, centre)],
-                               config, window)
+    pooled = orientation_scan([(lm_with(90.0), em, centre), (lm_with(-120.0), em, centre)],
+                              config, window, min_overlap_fraction=0.6)
     found = {(h["angle_deg"], h["mirrored"]) for h in pooled["hypotheses"]}
     assert {(h["angle_deg"], h["mirrored"]) for h in one} == found
     assert len(found) == 2 and not any(m for _, m in found)
     assert {abs(a) for a, _ in found} == {90.0, 120.0}
     assert len(pooled["scores_per_scale"]) == 2
+
+
+def _inverted(volume: Volume) -> Volume:
+    data = volume.data
+    top = np.iinfo(data.dtype).max if data.dtype.kind == "u" else data.max()
+    return Volume((top - data).astype(data.dtype), volume.voxel_size_um, volume.origin_xyz_um,
+                  volume.channel_names, "inverted")
+
+
+def test_inverted_em_found_by_its_contrast(small_pair):
+    # bright membranes and organelles (raw backscatter): the match's sign finds it
+    normal = prealign_xy(small_pair.em, small_pair.lm)
+    inverted = prealign_xy(_inverted(small_pair.em), small_pair.lm)
+    assert normal.polarity.em == "dark" and inverted.polarity.em == "bright"
+    # measured on this small pair: kept sign's margin 1.83 z, the other sign's 1.05
+    assert inverted.polarity.em_how == "found" and inverted.polarity.em_margin > 0.5
+    assert _error_um(inverted, small_pair.em_to_lm) < _error_um(normal, small_pair.em_to_lm) + 0.05
+    # forced to the wrong polarity, the clear match is gone
+    forced = prealign_xy(_inverted(small_pair.em), small_pair.lm,
+                         config=PrealignConfig(em_polarity="dark"))
+    assert forced.polarity.em_how == "given"
+    assert forced.confidence["margin"] < inverted.confidence["margin"] - 0.5
+
+
+def test_lm_polarity_from_its_intensities(small_pair):
+    from clemalign.scales import intensity_polarity
+
+    mip = small_pair.lm.data[0].max(axis=0)
+    assert intensity_polarity(mip) == "bright"
+    assert intensity_polarity(mip.max() - mip) == "dark"

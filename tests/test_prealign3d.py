@@ -14,7 +14,7 @@ from clemalign.pipeline import (
     register,
     target_registration_error,
 )
-from clemalign.prealign import parse_roi
+from clemalign.volume import parse_roi
 from clemalign.prealign3d import Prealign3DConfig, prealign_3d
 from clemalign.synthetic_tissue import TissueConfig, simulate_tissue_pair
 

@@ -153,7 +153,8 @@ def test_restricted_search_cannot_fit_a_mirror_and_says_so(mirrored_pair):
     from dataclasses import replace
 
     base = RegistrationConfig()
-    config = replace(base, prealign=replace(base.prealign, max_rotation_deg=30.0, mirror=False))
+    config = replace(base, prealign=replace(base.prealign, orientation=replace(
+        base.prealign.orientation, max_rotation_deg=30.0, mirror=False)))
     result = register(mirrored_pair.em, mirrored_pair.lm, config=config)
     assert not result.prealign.orientation  # no scan when restricted to the window
     assert np.linalg.det(result.em_to_lm.linear) > 0

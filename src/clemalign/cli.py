@@ -178,8 +178,9 @@ def simulate(outdir: Path, scene: str, seed: int, scale: float, size: str,
 @click.argument("lm", type=click.Path(path_type=Path))
 @_voxel_size_option("--em-voxel-size", "EM voxel size (z, y, x) in µm; replaces the file's.")
 @_voxel_size_option("--lm-voxel-size", "LM voxel size (z, y, x) in µm; replaces the file's.")
-@click.option("--lm-channel", default="0", show_default=True,
-              help="LM channel to align: index (0-based) or name.")
+@click.option("--lm-channel", default=None,
+              help="LM channel to align: index (0-based) or name [default: every channel is "
+                   "tried and the clearest match is used].")
 def check(em: Path, lm: Path, em_voxel_size: tuple[float, float, float] | None,
           lm_voxel_size: tuple[float, float, float] | None, lm_channel: str) -> None:
     """Check that EM and LM can be registered: both readable 3D stacks with voxel
@@ -196,7 +197,11 @@ def check(em: Path, lm: Path, em_voxel_size: tuple[float, float, float] | None,
         _out.print(f"{name}: {vol.source}  {x}×{y}×{z} voxels (x, y, z) of "
                    f"{sx:.4g}×{sy:.4g}×{sz:.4g} µm → field {ex:.1f}×{ey:.1f}×{ez:.2f} µm")
     names = lm_vol.channel_names or ("C0",)
-    _out.print(f"LM channel used: {lm_chan.channel_names[0]!r} of {names}")
+    if lm_channel is None and lm_vol.n_channels > 1:
+        _out.print(f"LM channels {names}: each is tried at registration (--lm-channel "
+                   "chooses one)")
+    else:
+        _out.print(f"LM channel used: {lm_chan.channel_names[0]!r} of {names}")
     _out.print("[green]inputs OK[/green]")
 
 
@@ -249,6 +254,14 @@ def _print_result(result, paths) -> None:
     conf = result.confidence
     colour = {"ok": "green", "uncertain": "yellow"}.get(conf["verdict"], "red")
     choice = result.prealign_choice
+    for c in result.channel_scores:
+        _out.print(f"LM channel {c.channel} ({_markup_safe(c.name)}): peak margin {c.margin:.2f}"
+                   + ("" if c.matches else " — matches nothing")
+                   + (" [bold]← used[/bold]" if c.channel == result.lm_channel else ""))
+    if result.scales is not None:
+        sc, pol = result.scales, getattr(pre, "polarity", None)
+        em_pol = f"{pol.em} ({pol.em_how})" if pol else f"{sc.em_polarity} ({sc.em_polarity_how})"
+        _out.print(f"polarity: EM {em_pol}, LM {sc.lm_polarity} ({sc.lm_polarity_how})")
     _out.print(f"pre-alignment {choice.get('mode', 'xy')}: {choice.get('reason', '')}")
     if isinstance(pre, Prealign3DResult):
         c = pre.initial_em_to_lm.apply(pre.em_roi_centre_xyz_um)
@@ -293,8 +306,9 @@ def _print_result(result, paths) -> None:
               help="Output folder (transform.json, lm_in_em.ome.tif, run.json, prealign.png).")
 @_voxel_size_option("--em-voxel-size", "EM voxel size (z, y, x) in µm; replaces the file's.")
 @_voxel_size_option("--lm-voxel-size", "LM voxel size (z, y, x) in µm; replaces the file's.")
-@click.option("--lm-channel", default="0", show_default=True,
-              help="LM channel to align: index (0-based) or name.")
+@click.option("--lm-channel", default=None,
+              help="LM channel to align: index (0-based) or name [default: every channel is "
+                   "tried and the clearest match is used].")
 @click.option("--roi", default=None, metavar="z0:z1,y0:y1,x0:x1",
               help="EM region of interest in EM voxel indices [default: whole EM].")
 @click.option("--model", type=click.Choice(["rigid", "affine"]), default="affine",
@@ -310,6 +324,15 @@ def _print_result(result, paths) -> None:
               help="Do not consider a mirrored EM (when the set-up keeps handedness).")
 @click.option("--no-flip-z", is_flag=True,
               help="Do not consider a reversed z (EM and LM imaged from the same side).")
+@click.option("--em-polarity", type=click.Choice(["auto", "dark", "bright"]), default="auto",
+              show_default=True,
+              help="EM structures to match: dark (stained membranes, organelles on light "
+                   "resin), bright (inverted contrast, e.g. raw backscatter), auto: found by "
+                   "the pre-alignment's match.")
+@click.option("--lm-polarity", type=click.Choice(["auto", "dark", "bright"]), default="auto",
+              show_default=True,
+              help="LM structures to match: bright (fluorescence), dark (transmitted light), "
+                   "auto: from the LM's intensity distribution.")
 @click.option("--prealign", "prealign_mode", type=click.Choice(["auto", "xy", "3d"]),
               default="auto", show_default=True,
               help="Pre-alignment: xy (LM projection; monolayers, sections), 3d (LM volume; "
@@ -323,8 +346,8 @@ def register_command(em: Path, lm: Path, outdir: Path,
                      lm_voxel_size: tuple[float, float, float] | None, lm_channel: str,
                      roi: str | None, model: str, em_slices: str | None,
                      landmarks: Path | None, max_rotation_deg: float, no_mirror: bool,
-                     no_flip_z: bool, prealign_mode: str, strict: bool, overwrite: bool
-                     ) -> None:
+                     no_flip_z: bool, em_polarity: str, lm_polarity: str, prealign_mode: str,
+                     strict: bool, overwrite: bool) -> None:
     """Register EM to LM: pre-alignment (XY or 3D), then 3D mutual-information registration.
 
     EM and LM are 3D stacks (OME-TIFF, ImageJ TIFF, MRC, OME-Zarr or .npy) with voxel
@@ -347,10 +370,14 @@ def register_command(em: Path, lm: Path, outdir: Path,
                                     lm_voxel_size_um=lm_vol.voxel_size_um)
     base = RegistrationConfig()
     config = RegistrationConfig(
-        lm_channel=int(lm_channel) if lm_channel.lstrip("-").isdigit() else lm_channel,
+        lm_channel=_parse_channel(lm_channel),
         roi=roi, prealign_mode=prealign_mode, flip_z=not no_flip_z,  # type: ignore[arg-type]
-        prealign=replace(base.prealign, em_slices=_parse_slices(em_slices),
-                         max_rotation_deg=max_rotation_deg, mirror=not no_mirror),
+        prealign=replace(base.prealign, em_polarity=em_polarity,  # type: ignore[arg-type]
+                         lm_polarity=lm_polarity,  # type: ignore[arg-type]
+                         slices=replace(base.prealign.slices, em_slices=_parse_slices(em_slices)),
+                         orientation=replace(base.prealign.orientation,
+                                             max_rotation_deg=max_rotation_deg,
+                                             mirror=not no_mirror)),
         prealign3d=replace(base.prealign3d, max_rotation_deg=max_rotation_deg,
                            mirror=not no_mirror),
         fine=replace(base.fine, model=model))  # type: ignore[arg-type]
@@ -499,6 +526,28 @@ def apply(transform: Path, points: Path, inverse: bool, output: Path | None,
         _out.print(f"wrote {len(names)} points to {output}")
 
 
+# library parameter names → the flags that set them (library errors speak Python)
+_FLAGS = {"roi": "--roi", "em_slices": "--em-slices", "max_rotation_deg": "--max-rotation-deg",
+          "model": "--model", "lm_channel": "--lm-channel", "em_polarity": "--em-polarity",
+          "lm_polarity": "--lm-polarity", "prealign_mode": "--prealign"}
+
+
+def _as_flags(message: str) -> str:
+    """An error message that starts with a parameter name, with the flag named instead."""
+    name, sep, rest = message.partition(":")
+    return f"{_FLAGS[name]}:{rest}" if sep and name in _FLAGS else message
+
+
+def _markup_safe(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(str(text))
+
+
+def _parse_channel(text: str | None) -> int | str | None:
+    return int(text) if text is not None and text.lstrip("-").isdigit() else text
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns (and, as a script, exits with) the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -516,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         if debug:
             raise
-        print(f"clemalign: error: {exc}", file=sys.stderr)
+        print(f"clemalign: error: {_as_flags(str(exc))}", file=sys.stderr)
         return 2
     except Exception as exc:  # report, never a bare traceback
         if debug:

@@ -15,6 +15,7 @@ from matplotlib.patches import Polygon
 
 from .prealign import PrealignResult
 from .prealign3d import Prealign3DResult, hand_name
+from .transforms import angle_distance
 
 __all__ = ["plot_prealignment", "plot_prealignment_3d", "plot_orientation_3d",
            "plot_slice_overlays", "plot_orthogonal_views", "plot_projection_overlay",
@@ -59,12 +60,12 @@ def plot_prealignment(result: PrealignResult, *, max_candidates: int = 200) -> F
 
     cands = sorted(result.candidates, key=lambda c: -(c.spatial_score if np.isfinite(
         c.spatial_score) else c.source_score))[:max_candidates]
-    for marker, part in (("o", "hist"), ("x", "ncc")):
+    for marker, part in (("o", "histogram"), ("x", "ncc")):
         for inlier, colour in ((False, "tab:red"), (True, "lime")):
             pts = np.array([c.snapped_xy_um for c in cands
-                            if c.source.startswith(part) and c.inlier == inlier]).reshape(-1, 2)
+                            if c.part == part and c.inlier == inlier]).reshape(-1, 2)
             if len(pts):
-                label = (f"{'histogram (A)' if part == 'hist' else 'NCC (B)'} "
+                label = (f"{'histogram (A)' if part == 'histogram' else 'NCC (B)'} "
                          f"{'inliers' if inlier else 'outliers'}")
                 ax.scatter(pts[:, 0], pts[:, 1], s=28 if marker == "x" else 12, marker=marker,
                            c=colour, label=label, linewidths=1.5)
@@ -305,7 +306,7 @@ def plot_orientation(result: PrealignResult, starts: Sequence[dict] = ()) -> Fig
         for h in scan.get("hypotheses", []):
             # drawn on the plotted (mean) curve; each was proposed by one scan scale
             name = "mirrored" if h["mirrored"] else "direct"
-            k = int(np.argmin(np.abs((angles - h["angle_deg"] + 180) % 360 - 180)))
+            k = int(np.argmin([angle_distance(a, h["angle_deg"]) for a in angles]))
             ax.plot(angles[k], scan["scores"][name][k], "s", mfc="none", ms=10,
                     color="tab:orange" if h["mirrored"] else "tab:blue")
         scales = ", ".join(f"{v:g}" for v in scan.get("sigmas_um", []))

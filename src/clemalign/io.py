@@ -364,7 +364,7 @@ def _read_npy(path: Path):
 def read_clem_pair(em_path: str | os.PathLike, lm_path: str | os.PathLike, *,
                    em_voxel_size_um: Sequence[float] | None = None,
                    lm_voxel_size_um: Sequence[float] | None = None,
-                   lm_channel: int | str = 0, em_roi: str | None = None
+                   lm_channel: int | str | None = 0, em_roi: str | None = None
                    ) -> tuple[Volume, Volume, Volume]:
     """Read and check the two inputs of a registration.
 
@@ -375,8 +375,9 @@ def read_clem_pair(em_path: str | os.PathLike, lm_path: str | os.PathLike, *,
     em_voxel_size_um, lm_voxel_size_um : sequence of 3 floats, optional
         ``(z, y, x)`` µm; replace the files' voxel sizes (``--em-voxel-size`` /
         ``--lm-voxel-size``).
-    lm_channel : int or str
-        LM channel used for alignment (index or name; ``--lm-channel``).
+    lm_channel : int, str or None
+        LM channel used for alignment (index or name; ``--lm-channel``); None: all
+        channels (the registration chooses).
     em_roi : str, optional
         ``--roi``: the EM's values are checked inside it only (a memory-mapped EM is
         then read only there).
@@ -388,25 +389,26 @@ def read_clem_pair(em_path: str | os.PathLike, lm_path: str | os.PathLike, *,
     lm : Volume
         The LM stack with all its channels (for resampled outputs).
     lm_aligned : Volume
-        The chosen LM channel.
+        The chosen LM channel (all channels when ``lm_channel`` is None).
 
     Raises
     ------
     InputError
         Any problem with either file, voxel size, channel or image values.
     """
-    from .prealign import parse_roi
-    from .volume import check_image_values
+    from .volume import check_image_values, parse_roi
 
     em = read_volume(em_path, voxel_size_um=em_voxel_size_um, voxel_size_flag="--em-voxel-size")
     lm = read_volume(lm_path, voxel_size_um=lm_voxel_size_um, voxel_size_flag="--lm-voxel-size")
     if em.n_channels > 1:
         em = em.channel(0)
-    lm_aligned = lm.channel(lm_channel)
+    # no channel given: all are kept (the registration tries each)
+    lm_aligned = lm.channel(lm_channel) if lm_channel is not None or lm.n_channels == 1 else lm
     roi = parse_roi(em_roi, em.shape_zyx)
     check_image_values(em.data[roi.slices], what=str(em_path) + (f" (ROI {em_roi})"
                                                                  if em_roi else ""))
-    check_image_values(lm_aligned.data, what=f"{lm_path} (channel {lm_channel!r})")
+    check_image_values(lm_aligned.data, what=f"{lm_path}" + (
+        f" (channel {lm_channel!r})" if lm_channel is not None else ""))
     return em, lm, lm_aligned
 
 

@@ -15,8 +15,7 @@ import numpy as np
 
 from .evaluation import Landmarks, tre_table
 from .io import atomic_write_text, ensure_writable, write_json, write_ome_tiff
-from .pipeline import RegistrationResult, transform_record
-from .prealign import Roi
+from .pipeline import RegistrationResult
 from .prealign3d import Prealign3DResult
 from .transform_io import (
     roi_points_um,
@@ -25,16 +24,45 @@ from .transform_io import (
     write_itk_tfm,
     write_napari_json,
 )
-from .transforms import Affine
-from .volume import Volume, to_sitk
+from .transforms import CONVENTION, Affine
+from .volume import Roi, Volume, to_sitk
 
-__all__ = ["OUTPUT_FILES", "FIGURE_FILES", "resample_lm_to_em", "write_registration"]
+__all__ = ["OUTPUT_FILES", "FIGURE_FILES", "resample_lm_to_em", "write_registration",
+           "transform_record"]
 
 FIGURE_FILES = ("prealign.png", "orientation.png", "scale_selection.png", "overlay_slices.png",
                 "orthogonal_views.png", "projection_overlay.png", "checkerboard.png")
 OUTPUT_FILES = ("transform.json", "lm_in_em.ome.tif", "run.json", "report.html",
                 "transform.tfm", "bigwarp_landmarks.csv", "napari_affine.json",
                 "ecclem_transform.xml") + FIGURE_FILES
+
+
+def transform_record(result: RegistrationResult, em: Volume, lm: Volume) -> dict:
+    """The ``transform.json`` content: both directions, inputs, stages, timings."""
+    from . import __version__
+
+    pre = result.prealign
+    return {
+        "em_to_lm": result.em_to_lm.to_list(),
+        "lm_to_em": result.lm_to_em.to_list(),
+        "convention": CONVENTION,
+        "em_voxel_size_um": list(em.voxel_size_um),
+        "lm_voxel_size_um": list(lm.voxel_size_um),
+        "em_source": em.source, "lm_source": lm.source,
+        "lm_channel": result.lm_channel,
+        "lm_channel_scores": [c.to_dict() for c in result.channel_scores],
+        "scales": result.scales.to_dict() if result.scales else None,
+        "roi": result.roi.to_str(),
+        "prealign_choice": result.prealign_choice,
+        "prealign": {k: v for k, v in pre.to_dict().items() if k != "candidates"},
+        "stages": {s.name: s.to_dict() for s in result.fine.stages},
+        "fine": {k: v for k, v in result.fine.to_dict().items() if k != "stages"},
+        "confidence": result.confidence,
+        # stage totals, and each stage's steps (the totals used to overwrite the steps)
+        "timings_s": {**result.timings_s, "prealign_steps": pre.timings_s,
+                      "fine_steps": result.fine.timings_s},
+        "clemalign_version": __version__,
+    }
 
 
 def resample_lm_to_em(lm: Volume, em: Volume, em_to_lm: Affine, roi: Roi | None = None

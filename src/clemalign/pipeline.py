@@ -16,14 +16,16 @@ import numpy as np
 
 from .confidence import ConfidenceConfig, assess
 from .errors import InputError
-from .prealign import PrealignConfig, PrealignResult, Roi, parse_roi, prealign_xy
+from .prealign import PrealignConfig, PrealignResult, lm_mip, prealign_xy, xy_images
+from .prealign.channels import ChannelScore, rank_channels
 from .prealign3d import Prealign3DConfig, Prealign3DResult, lm_structure_scale, prealign_3d
 from .registration import Registration3DConfig, Registration3DResult, register_3d
-from .transforms import Affine
-from .volume import Volume
+from .scales import Scales, lm_polarity, select_scales_xy
+from .transforms import Affine, angle_distance
+from .volume import Roi, Volume, parse_roi
 
-__all__ = ["CONVENTION", "RegistrationConfig", "RegistrationResult", "register",
-           "choose_prealignment", "target_registration_error", "transform_record"]
+__all__ = ["RegistrationConfig", "RegistrationResult", "register", "choose_prealignment",
+           "target_registration_error"]
 
 PrealignMode = Literal["auto", "xy", "3d"]
 
@@ -31,9 +33,7 @@ PrealignMode = Literal["auto", "xy", "3d"]
 # mixes structures that the EM block does not contain (see choose_prealignment).
 _CELL_LAYER_UM = 10.0
 
-CONVENTION = ("em_to_lm maps an EM physical point (x, y, z, 1) in µm to the corresponding LM "
-              "physical point; voxel (k, j, i) of a volume lies at origin + (i*sx, j*sy, k*sz); "
-              "this is ITK's fixed-to-moving transform with the EM as the fixed image")
+
 
 
 
@@ -43,8 +43,10 @@ class RegistrationConfig:
 
     Attributes
     ----------
-    lm_channel : int or str
-        LM channel to register (index or name).
+    lm_channel : int or str, optional
+        LM channel to register (index or name); None (default): every channel is tried
+        at the pre-alignment and the clearest match is registered
+        (:func:`clemalign.prealign.channels.rank_channels`).
     roi : str, optional
         EM ROI ``"z0:z1,y0:y1,x0:x1"`` in EM voxel indices (default: the whole EM).
     prealign_mode : {"auto", "xy", "3d"}
@@ -68,7 +70,7 @@ class RegistrationConfig:
         3D stage, which keeps the one with the highest mutual information.
     """
 
-    lm_channel: int | str = 0
+    lm_channel: int | str | None = None
     roi: str | None = None
     prealign_mode: PrealignMode = "auto"
     flip_z: bool = True
@@ -95,7 +97,7 @@ class RegistrationResult:
     Attributes
     ----------
     em_to_lm : Affine
-        EM physical µm → LM physical µm (see :data:`CONVENTION`).
+        EM physical µm → LM physical µm (see :data:`clemalign.transforms.CONVENTION`).
     prealign : PrealignResult or Prealign3DResult
         The pre-alignment that ran (see ``prealign_choice``).
     fine : Registration3DResult
@@ -107,6 +109,12 @@ class RegistrationResult:
     config : RegistrationConfig
     prealign_choice : dict
         Which pre-alignment ran and why (:func:`choose_prealignment`).
+    scales : Scales
+        Stage 1: the scales and polarities used (:mod:`clemalign.scales`).
+    lm_channel : int or str
+        The LM channel registered.
+    channel_scores : tuple of ChannelScore
+        Every channel's match clarity, best first, when the channel was chosen here.
     """
 
     em_to_lm: Affine
@@ -117,6 +125,9 @@ class RegistrationResult:
     timings_s: dict
     config: RegistrationConfig
     prealign_choice: dict = field(default_factory=dict)
+    scales: Scales | None = None
+    lm_channel: int | str = 0
+    channel_scores: tuple[ChannelScore, ...] = ()
 
     @property
     def lm_to_em(self) -> Affine:
@@ -127,13 +138,12 @@ def _alternative_starts(pre: PrealignResult, config: RegistrationConfig) -> list
     """Orientation hypotheses close in score to the pre-alignment's own result."""
     if not pre.hypotheses or config.max_starts <= 1:
         return []
-    top = max(h["score"] for h in pre.hypotheses)
+    top = max(h.score for h in pre.hypotheses)
     out = []
     for h in pre.hypotheses:
-        same = (h["mirrored"] == pre.mirrored
-                and abs((h["angle_deg"] - pre.angle_deg + 180) % 360 - 180) < 10.0)
-        if not same and h["score"] >= top - config.start_score_gap:
-            out.append(Affine(np.asarray(h["initial_em_to_lm"])))
+        same = h.mirrored == pre.mirrored and angle_distance(h.angle_deg, pre.angle_deg) < 10.0
+        if not same and h.score >= top - config.start_score_gap:
+            out.append(h.initial_em_to_lm)
     return out[:config.max_starts - 1]
 
 
@@ -175,14 +185,22 @@ def choose_prealignment(em: Volume, lm: Volume, roi: Roi, mode: PrealignMode = "
 
 def register(em: Volume, lm: Volume, *, config: RegistrationConfig = RegistrationConfig(),
              progress: Callable[[str, float], None] | None = None) -> RegistrationResult:
-    """Register an EM stack to an LM stack: pre-alignment (XY or 3D), then 3D MI registration.
+    """Register an EM stack to an LM stack, stage by stage as in the method.
+
+    1. representation: the LM channel (when not given), the scales and polarities
+       (:mod:`clemalign.scales`);
+    2. pre-alignment: XY (:func:`clemalign.prealign.prealign_xy`) or 3D
+       (:func:`clemalign.prealign3d.prealign_3d`), chosen by :func:`choose_prealignment`;
+    3. 3D fine registration (:func:`clemalign.registration.register_3d`);
+    4. confidence (:func:`clemalign.confidence.assess`).
 
     Parameters
     ----------
     em : Volume
         EM stack ``(z, y, x)`` (one channel).
     lm : Volume
-        LM stack ``(z, y, x)`` or ``(c, z, y, x)``; ``config.lm_channel`` is registered.
+        LM stack ``(z, y, x)`` or ``(c, z, y, x)``; ``config.lm_channel`` is registered
+        (all channels are tried when it is None).
     config : RegistrationConfig
     progress : callable, optional
         Called with (stage, fraction of the stage done); stages are ``"prealign"`` and
@@ -202,65 +220,64 @@ def register(em: Volume, lm: Volume, *, config: RegistrationConfig = Registratio
         raise InputError(f"EM {em.source or ''}: expected a single-channel (z, y, x) stack, "
                          f"got shape {em.data.shape}")
     roi = parse_roi(config.roi, em.shape_zyx)
-    lm_chan = lm.channel(config.lm_channel) if lm.data.ndim == 4 else lm
 
     def stage(name: str):
         return None if progress is None else (lambda step, f: progress(name, f))
 
-    # the LM's structure scale: evidence for the choice, and the 3D search's scale
-    structure = (lm_structure_scale(lm_chan)
+    # 1. representation: channel, scales, polarities
+    channel, channels = _lm_channel(em, lm, roi, config)
+    lm_chan = lm.channel(channel) if lm.data.ndim == 4 else lm
+    lm_pol, lm_how = lm_polarity(config.prealign.lm_polarity, lm_mip(lm_chan))
+    structure = (lm_structure_scale(lm_chan, polarity=lm_pol)
                  if config.prealign_mode != "xy" and lm_chan.shape_zyx[0] > 1 else None)
     choice = choose_prealignment(em, lm_chan, roi, config.prealign_mode,
                                  structure_sigma_um=structure[0] if structure else None)
+    # 2. pre-alignment
     if choice["mode"] == "3d":
+        scales = Scales("dark", lm_pol, "searched", lm_how,
+                        structure_sigma_um=structure[0],
+                        selections={"lm structure": structure[1].to_dict()})
         pre = prealign_3d(em, lm_chan, roi=roi.slices,
                           config=replace(config.prealign3d, flip_z=config.flip_z),
                           structure=structure, progress=stage("prealign"))
         starts = [h.em_to_lm(pre.em_roi_centre_xyz_um) for h in pre.hypotheses]
-        fine_kwargs = {"lm_sigma_um": pre.sigmas_um["structure"],
+        fine_kwargs = {"lm_sigma_um": scales.structure_sigma_um,
                        "alternatives": starts[1:config.max_starts],
                        # the refinement's last grid leaves z within about one LM z voxel
                        "z_range_um": 2.0 * lm_chan.voxel_size_um[0]}
     else:
-        pre = prealign_xy(em, lm_chan, roi=roi, config=config.prealign,
-                          progress=stage("prealign"))
-        fine_kwargs = {"lm_sigma_um": pre.sigmas_um.get("lm"),
+        images = xy_images(em, lm_chan, roi, config.prealign)
+        scales = select_scales_xy(images.em_common, images.mip_common, images.pixel_um,
+                                  em_polarity=config.prealign.em_polarity, lm_polarity=lm_pol,
+                                  lm_polarity_how=lm_how)
+        pre = prealign_xy(em, lm_chan, roi=roi, config=config.prealign, scales=scales,
+                          images=images, progress=stage("prealign"))
+        fine_kwargs = {"lm_sigma_um": scales.lm_sigma_um,
                        "alternatives": _alternative_starts(pre, config),
                        "try_reversed_z": config.flip_z}
     t1 = time.perf_counter()
+    # 3. 3D fine registration
     fine = register_3d(em, lm_chan, pre.initial_em_to_lm, roi_kji=roi.slices,
                        config=config.fine, progress=stage("fine"), **fine_kwargs)
     t2 = time.perf_counter()
+    # 4. confidence
     confidence = assess(pre, fine, config.confidence)
     timings = {"prealign": t1 - t0, "fine": t2 - t1, "total": t2 - t0}
     return RegistrationResult(fine.em_to_lm, pre, fine, roi, confidence, timings, config,
-                              choice)
+                              choice, scales, channel, channels)
 
 
-def transform_record(result: RegistrationResult, em: Volume, lm: Volume) -> dict:
-    """The ``transform.json`` content: both directions, inputs, stages, timings."""
-    from . import __version__
-
-    pre = result.prealign
-    return {
-        "em_to_lm": result.em_to_lm.to_list(),
-        "lm_to_em": result.lm_to_em.to_list(),
-        "convention": CONVENTION,
-        "em_voxel_size_um": list(em.voxel_size_um),
-        "lm_voxel_size_um": list(lm.voxel_size_um),
-        "em_source": em.source, "lm_source": lm.source,
-        "lm_channel": result.config.lm_channel,
-        "roi": result.roi.to_str(),
-        "prealign_choice": result.prealign_choice,
-        "prealign": {k: v for k, v in pre.to_dict().items() if k != "candidates"},
-        "stages": {s.name: s.to_dict() for s in result.fine.stages},
-        "fine": {k: v for k, v in result.fine.to_dict().items() if k != "stages"},
-        "confidence": result.confidence,
-        # stage totals, and each stage's steps (the totals used to overwrite the steps)
-        "timings_s": {**result.timings_s, "prealign_steps": pre.timings_s,
-                      "fine_steps": result.fine.timings_s},
-        "clemalign_version": __version__,
-    }
+def _lm_channel(em: Volume, lm: Volume, roi: Roi, config: RegistrationConfig
+                ) -> tuple[int | str, tuple[ChannelScore, ...]]:
+    """The LM channel to register: the given one, or the clearest match of all."""
+    if config.lm_channel is not None:
+        if lm.data.ndim == 4:
+            lm.channel(config.lm_channel)  # raises a clear error when out of range
+        return config.lm_channel, ()
+    if lm.data.ndim == 3 or lm.data.shape[0] == 1:
+        return 0, ()
+    scores = rank_channels(em, lm, roi, config.prealign)
+    return scores[0].channel, scores
 
 
 def target_registration_error(em_to_lm: Affine, landmarks_em_um: np.ndarray,

@@ -41,8 +41,8 @@ from scipy import ndimage as ndi
 from ._timing import StepTimer
 from .correlation import shared_support_ncc
 from .errors import InputError
-from .representation import ScaleSelection, blob_response, select_log_scale
-from .transforms import Affine, rotation_matrix_xyz
+from .representation import Polarity, ScaleSelection, blob_response, select_log_scale
+from .transforms import Affine, angle_distance, rotation_matrix_xyz
 from .volume import Volume, inside_grid
 
 __all__ = ["Prealign3DConfig", "Prealign3DResult", "Hypothesis3D", "prealign_3d",
@@ -209,9 +209,10 @@ class Prealign3DResult:
 
 
 # ------------------------------------------------------------ representation
-def lm_structure_scale(lm: Volume, *, n_planes: int = 4, pixel_um: float = 1.0
-                       ) -> tuple[float, ScaleSelection]:
-    """3D LoG scale (µm) of the LM's structures, from blob counting on a few planes.
+def lm_structure_scale(lm: Volume, *, n_planes: int = 4, pixel_um: float = 1.0,
+                       polarity: Polarity = "bright") -> tuple[float, ScaleSelection]:
+    """3D LoG scale (µm) of the LM's structures (of ``polarity``), from blob counting on
+    a few planes.
 
     Planes (binned to at most ``pixel_um``) are used because a thick stack's z voxel is
     often coarser than its structures.  A 2D section of a sphere of radius ``r`` selects
@@ -238,7 +239,7 @@ def lm_structure_scale(lm: Volume, *, n_planes: int = 4, pixel_um: float = 1.0
         plane = np.asarray(data[k], np.float32)
         h, w = (plane.shape[0] // f[0]) * f[0], (plane.shape[1] // f[1]) * f[1]
         planes.append(plane[:h, :w].reshape(h // f[0], f[0], w // f[1], f[1]).mean((1, 3)))
-    sel = select_log_scale(np.stack(planes), (1.0, sy * f[0], sx * f[1]), polarity="bright",
+    sel = select_log_scale(np.stack(planes), (1.0, sy * f[0], sx * f[1]), polarity=polarity,
                            per_slice=True)
     return float(max(sel.sigma_um * np.sqrt(2.0 / 3.0), 0.5 * lm.voxel_size_um[0])), sel
 
@@ -433,7 +434,7 @@ def _margins(scan: _Scan, em_resp: Volume, lm_resp: Volume, em_centre: np.ndarra
     margin = values[0] - values[1] if len(values) == 2 else float("nan")
     hb = scan.hands.index((best.mirrored, best.flipped_z))
     others = [scan.z[h, a] for h in range(len(scan.hands)) for a in range(len(scan.angles))
-              if h != hb or abs((scan.angles[a] - best.angle_deg + 180) % 360 - 180) > 20.0]
+              if h != hb or angle_distance(scan.angles[a], best.angle_deg) > 20.0]
     orientation_margin = float(best.scan_z - max(others)) if others else float("nan")
     return {"margin": margin, "orientation_margin": orientation_margin,
             "best_score": float(best.scan_z)}

@@ -15,10 +15,10 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .pipeline import CONVENTION, RegistrationResult
+from .pipeline import RegistrationResult
 from .prealign import PrealignResult
 from .prealign3d import Prealign3DResult
-from .transforms import Affine, decompose
+from .transforms import CONVENTION, Affine, decompose
 from .volume import Volume
 
 __all__ = ["build_report"]
@@ -141,6 +141,7 @@ def build_report(result: RegistrationResult, em: Volume, lm: Volume, *,
                   f"= {conf['score']:.3f}; ok ≥ {th['ok_above']}, failed < {th['failed_below']}"),
     ]))
 
+    parts += _representation_section(result)
     parts.append("<h2>Orientation</h2>")
     if isinstance(pre, Prealign3DResult):
         parts += _prealign_3d_sections(pre)
@@ -218,14 +219,40 @@ def build_report(result: RegistrationResult, em: Volume, lm: Volume, *,
     return "\n".join(parts)
 
 
+def _other(polarity: str) -> str:
+    return "bright" if polarity == "dark" else "dark"
+
+
+def _representation_section(result: RegistrationResult) -> list[str]:
+    """Stage 1: the channel, scales and polarities used, and how they were decided."""
+    rows = []
+    if result.channel_scores:
+        rows.append(("LM channel", f"{result.lm_channel} (the clearest match; not given)"))
+        for c in result.channel_scores:
+            verdict = "matches" if c.matches else f"matches nothing {c.note}".strip()
+            rows.append((f"  channel {c.channel} ({c.name})",
+                         f"peak margin {c.margin:.2f} z at {c.sigma_um:g} µm: {verdict}"))
+    else:
+        rows.append(("LM channel", f"{result.lm_channel} (given)"))
+    sc = result.scales
+    if sc is not None:
+        for label, value in (("EM LoG scale", sc.em_sigma_um), ("LM LoG scale", sc.lm_sigma_um),
+                             ("LM structure scale (3D)", sc.structure_sigma_um)):
+            if value is not None:
+                rows.append((label, f"{value:.3f} µm (selected by blob counting)"))
+        rows.append(("LM polarity", f"{sc.lm_polarity} ({sc.lm_polarity_how})"))
+    return ["<h2>Representation</h2>", _kv_table(rows)]
+
+
 def _prealign_xy_sections(pre: PrealignResult) -> list[str]:
     hyp_rows = "".join(
-        f"<tr><td>{h['angle_deg']:.1f}</td><td class='l'>{'yes' if h['mirrored'] else 'no'}</td>"
-        f"<td>{_fmt(h['centre_xy_um'], 2)}</td><td>{h['score']:.2f}</td></tr>"
+        f"<tr><td>{h.angle_deg:.1f}</td><td class='l'>{'yes' if h.mirrored else 'no'}</td>"
+        f"<td>{_fmt(h.centre_xy_um, 2)}</td><td>{h.score:.2f}</td></tr>"
         for h in pre.hypotheses)
     n_cand = len(pre.candidates)
     n_in = sum(c.inlier for c in pre.candidates)
-    ncc = pre.sigmas_um.get("ncc", {})
+    ncc = pre.ncc.to_dict() if pre.ncc else {}
+    pol = pre.polarity
     return [
         "<p>Best placement of each orientation searched at every scale "
         "(XY pre-alignment):</p><table><tr><th>angle °</th><th class='l'>mirrored</th>"
@@ -241,6 +268,10 @@ def _prealign_xy_sections(pre: PrealignResult) -> list[str]:
             ("NCC scales (margins), kept", f"{_fmt(ncc.get('sigmas_um', []), 2)} µm "
                                            f"({_fmt(ncc.get('margins', []), 2)}), "
                                            f"{ncc.get('chosen_sigma_um', '-')} µm"),
+            ("polarity EM / LM", f"{pol.em} ({pol.em_how}"
+                                 + (f", {pol.em_margin:.1f} z clearer than {_other(pol.em)}"
+                                    if np.isfinite(pol.em_margin) else "")
+                                 + f") / {pol.lm} ({pol.lm_how})"),
             ("pre-alignment confidence", json.dumps(
                 {k: round(v, 3) if isinstance(v, float) else v
                  for k, v in pre.confidence.items()})),

@@ -32,6 +32,7 @@ __all__ = ["log_transform", "blob_response", "select_log_scale", "ScaleSelection
            "estimate_noise_sd", "default_polarity"]
 
 Polarity = Literal["bright", "dark"]
+PolarityChoice = Literal["auto", "bright", "dark"]
 
 # Below 2·_MIN_DECIMATED_SIGMA_PX pixels of sigma the image is filtered at full
 # resolution; above, on a Gaussian-pyramid level reduced by a power of two, so that

@@ -15,7 +15,22 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["decompose", "Affine", "rotation_matrix_xyz"]
+__all__ = ["CONVENTION", "decompose", "Affine", "rotation_matrix_xyz", "wrap_deg", "angle_distance"]
+
+CONVENTION = ("em_to_lm maps an EM physical point (x, y, z, 1) in µm to the corresponding LM "
+              "physical point; voxel (k, j, i) of a volume lies at origin + (i*sx, j*sy, k*sz); "
+              "this is ITK's fixed-to-moving transform with the EM as the fixed image")
+
+
+def wrap_deg(angle: float) -> float:
+    """Angle in (-180, 180]."""
+    a = (float(angle) + 180.0) % 360.0 - 180.0
+    return 180.0 if a == -180.0 else a
+
+
+def angle_distance(a: float, b: float) -> float:
+    """Smallest absolute difference of two angles (degrees)."""
+    return abs(wrap_deg(a - b))
 
 
 def rotation_matrix_xyz(angles_deg: Sequence[float]) -> np.ndarray:

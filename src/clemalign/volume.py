@@ -20,8 +20,8 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["Volume", "to_sitk", "from_sitk", "check_voxel_size", "check_image_values", "scale_axes",
-           "inside_grid"]
+__all__ = ["Roi", "parse_roi", "Volume", "to_sitk", "from_sitk", "check_voxel_size",
+           "check_image_values", "scale_axes", "inside_grid"]
 
 
 def check_voxel_size(voxel_size_um: Sequence[float], *, what: str = "voxel size",
@@ -301,3 +301,67 @@ def inside_grid(index_kji: np.ndarray, shape_zyx: Sequence[int]) -> np.ndarray:
     for a, n in enumerate(shape_zyx):  # per axis: a reduction over a length-3 axis is slow
         inside &= (idx[:, a] >= 0) & (idx[:, a] <= n - 1)
     return inside
+
+
+@dataclass(frozen=True)
+class Roi:
+    """EM region of interest in voxel indices, half-open: ``z0 <= z < z1`` etc."""
+
+    z0: int
+    z1: int
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+
+    @property
+    def slices(self) -> tuple[slice, slice, slice]:
+        return slice(self.z0, self.z1), slice(self.y0, self.y1), slice(self.x0, self.x1)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.z1 - self.z0, self.y1 - self.y0, self.x1 - self.x0
+
+    def to_str(self) -> str:
+        return f"{self.z0}:{self.z1},{self.y0}:{self.y1},{self.x0}:{self.x1}"
+
+
+def parse_roi(text: str | Roi | None, shape_zyx: Sequence[int], *, name: str = "roi") -> Roi:
+    """Parse ``"z0:z1,y0:y1,x0:x1"`` (EM voxel indices, half-open; empty bounds = ends).
+
+    Parameters
+    ----------
+    text : str, Roi or None
+        The ROI (None: the whole volume).
+    shape_zyx : sequence of 3 int
+        Shape of the EM volume.
+    name : str
+        Name of the parameter, used in error messages.
+
+    Raises
+    ------
+    InputError
+        Malformed text, empty range, or a range outside the EM volume.
+    """
+    nz, ny, nx = (int(v) for v in shape_zyx)
+    if text is None:
+        return Roi(0, nz, 0, ny, 0, nx)
+    if isinstance(text, Roi):
+        parts = [(text.z0, text.z1), (text.y0, text.y1), (text.x0, text.x1)]
+    else:
+        fields = str(text).split(",")
+        if len(fields) != 3 or any(f.count(":") != 1 for f in fields):
+            raise InputError(f"{name}: expected z0:z1,y0:y1,x0:x1 in EM voxel indices, "
+                             f"got {text!r}")
+        parts = []
+        for f, n in zip(fields, (nz, ny, nx), strict=True):
+            lo, hi = f.split(":")
+            try:
+                parts.append((int(lo) if lo.strip() else 0, int(hi) if hi.strip() else n))
+            except ValueError:
+                raise InputError(f"{name}: bounds must be integers, got {text!r}") from None
+    for (lo, hi), n, axis in zip(parts, (nz, ny, nx), "zyx", strict=True):
+        if not (0 <= lo < hi <= n):
+            raise InputError(f"{name}: {axis} range {lo}:{hi} is outside the EM volume "
+                             f"(0:{n}) or empty; pick a range inside it")
+    return Roi(*(v for pair in parts for v in pair))

@@ -1,0 +1,100 @@
+"""Which LM channel holds the label that matches the EM (when the user does not say).
+
+Every channel is scored by Part B's spatial search at the coarsest cell scale (a coarse
+pixel, so cheap: the orientation scan and the search at that one scale): the clarity of a channel is the peak margin of its best scale — how far its
+best placement stands above the best separate rival, in robust z-units — the same
+evidence the verdict uses.  The clearest channel is registered; channels that match
+nothing or only weakly (margin below :data:`MATCH_MARGIN`, or below half the clearest
+channel's) are named in the report.  Measured on simulated pairs (3 µm scale): the label
+and cell-shaped channels (autofluorescence, transmitted light) 3.3–6.5 z, another
+sample's label 0.4–2.4, noise 0.5–0.8.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ..errors import InputError
+from ..scales import intensity_polarity
+from ..volume import Roi, Volume, check_image_values
+from .config import CELL_SCALES_UM, PrealignConfig
+from .ncc_search import ncc_search
+from .planes import lm_mip
+
+__all__ = ["ChannelScore", "rank_channels", "MATCH_MARGIN"]
+
+# a channel whose best placement stands less than this far above its best rival
+# (robust z) matches nothing
+MATCH_MARGIN = 1.0
+
+
+@dataclass(frozen=True)
+class ChannelScore:
+    """One LM channel's match: its peak margin (robust z) and the scale that gave it."""
+
+    channel: int
+    name: str
+    margin: float
+    sigma_um: float
+    matches: bool
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        return {"channel": self.channel, "name": self.name, "margin": self.margin,
+                "sigma_um": self.sigma_um, "matches": self.matches, "note": self.note}
+
+
+def rank_channels(em: Volume, lm: Volume, roi: Roi, config: PrealignConfig
+                  ) -> tuple[ChannelScore, ...]:
+    """Score every LM channel against the EM ROI; best first.
+
+    Parameters
+    ----------
+    em : Volume
+        EM stack (one channel).
+    lm : Volume
+        LM stack ``(c, z, y, x)``.
+    roi : Roi
+    config : PrealignConfig
+        Orientations and overlap as for the pre-alignment; the scale searched is the
+        coarsest of :data:`CELL_SCALES_UM` up to a tenth of the ROI side (at least the
+        finest).
+
+    Raises
+    ------
+    InputError
+        When no channel has any contrast.
+    """
+    em_sy, em_sx = em.voxel_size_um[1:]
+    roi_size = (roi.shape[2] * em_sx, roi.shape[1] * em_sy)
+    em_image = np.mean(em.data[roi.slices], axis=0, dtype=np.float32)
+    check_image_values(em_image, what=f"EM {em.source or ''} ROI")
+    sigmas = (([s for s in CELL_SCALES_UM if s <= min(roi_size) / 10.0] or [CELL_SCALES_UM[0]])[-1],)
+    search = replace(config.search, ncc_sigmas_um=sigmas)
+    orientation = replace(config.orientation, scan_sigmas_um=(sigmas[-1],))
+    signs = (1, -1) if config.em_polarity == "auto" else (1,)
+    em_pol = "dark" if config.em_polarity == "auto" else config.em_polarity
+    scores = []
+    for c in range(lm.data.shape[0]):
+        name = lm.channel_names[c] if c < len(lm.channel_names) else str(c)
+        mip = lm_mip(lm, c)
+        try:
+            check_image_values(mip, what=f"LM channel {c}")
+        except InputError as err:
+            scores.append(ChannelScore(c, name, float("nan"), float("nan"), False, str(err)))
+            continue
+        lm_pol = intensity_polarity(mip) if config.lm_polarity == "auto" else config.lm_polarity
+        found = ncc_search(mip, lm.voxel_size_um[1:], em_image, (em_sy, em_sx),
+                           roi_size_um=roi_size, origin_xy_um=np.zeros(2), fine_sigma_um=sigmas[0],
+                           search=search, orientation=orientation, polarity=(em_pol, lm_pol),
+                           signs=signs)
+        margin = float(max(found.summary.margins))
+        scores.append(ChannelScore(c, name, margin, found.summary.chosen_sigma_um,
+                                   margin >= MATCH_MARGIN))
+    if all(not np.isfinite(s.margin) for s in scores):
+        raise InputError(f"LM {lm.source or ''}: no channel has any contrast")
+    best = max(s.margin for s in scores if np.isfinite(s.margin))
+    scores = [replace(s, matches=s.matches and s.margin >= 0.5 * best) for s in scores]
+    return tuple(sorted(scores, key=lambda s: -s.margin if np.isfinite(s.margin) else np.inf))
