@@ -23,11 +23,11 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage as ndi
 
-from ._timing import StepTimer
-from .errors import InputError
-from .representation import blob_response, default_polarity
-from .transforms import Affine, rotation_matrix_xyz
-from .volume import Volume, inside_grid, scale_axes, to_sitk
+from .._timing import StepTimer
+from ..errors import InputError
+from ..representation import blob_response, default_polarity
+from ..transforms import Affine, rotation_matrix_xyz
+from ..volume import Volume, inside_grid, scale_axes, to_sitk
 
 __all__ = ["Registration3DConfig", "Registration3DResult", "StageResult", "register_3d",
            "working_volume"]
