@@ -6,7 +6,7 @@ import pytest
 from clemalign import Volume, simulate_pair
 from clemalign.outputs import resample_lm_to_em
 from clemalign.pipeline import RegistrationConfig, register, target_registration_error
-from clemalign.registration import Registration3DConfig, _mirror_x, register_3d, working_volume
+from clemalign.registration import Registration3DConfig, mirror_x, register_3d, working_volume
 from clemalign.transforms import Affine
 
 
@@ -103,6 +103,25 @@ def test_affine_stage_not_run_without_overlap(stretched_pair):
     assert near.stages[-1].stop_condition.startswith("not run")
 
 
+def test_stage_that_loses_the_overlap_reports_it():
+    """SimpleITK raises when every sample maps outside the LM: the stage keeps its start
+    and says so (``lost_overlap``), it does not pass for a converged result."""
+    from clemalign.registration.stages import StageImages, run_stage
+    from clemalign.volume import to_sitk
+
+    rng = np.random.default_rng(0)
+    fixed = Volume(rng.random((16, 24, 24)).astype(np.float32), (1.0, 1.0, 1.0))
+    moving = Volume(rng.random((16, 24, 24)).astype(np.float32), (1.0, 1.0, 1.0))
+    images = StageImages(to_sitk(fixed), to_sitk(moving), fixed, moving,
+                         np.array([12.0, 12.0, 8.0]))
+    far = Affine.from_translation([500.0, 0.0, 0.0])
+    stage = run_stage("rigid", images, far, Registration3DConfig(
+        samples=2000, shrink_factors=(1,), smoothing_sigmas_um=(0.0,)))
+    assert stage.lost_overlap and stage.to_dict()["lost_overlap"]
+    assert stage.stop_condition.startswith("lost the overlap")
+    np.testing.assert_allclose(stage.em_to_lm.matrix, far.matrix, atol=1e-9)
+
+
 def test_resampled_lm_lands_on_em_landmarks(affine_result, stretched_pair):
     pair = stretched_pair
     overlay = resample_lm_to_em(pair.lm, pair.em, affine_result.em_to_lm)
@@ -124,7 +143,7 @@ def test_same_input_same_output(affine_result, stretched_pair):
 def test_mirror_map_is_an_involution():
     vol = Volume(np.arange(60, dtype=np.float32).reshape(3, 4, 5), (0.5, 0.2, 0.3),
                  (1.0, 2.0, 3.0))
-    flip = _mirror_x(vol)
+    flip = mirror_x(vol)
     np.testing.assert_allclose((flip @ flip).matrix, np.eye(4), atol=1e-12)
     # voxel i' of the reversed copy holds voxel nx-1-i' of the original
     flipped = vol.with_data(vol.data[:, :, ::-1])

@@ -1,0 +1,220 @@
+"""3D fine registration: mutual information between LoG-EM and LoG-LM, rigid then affine.
+
+Fixed image: the 3D LoG of the EM ROI on a working grid; moving image: the 3D LoG of the
+LM around the pre-aligned position.  Each start (orientation hypothesis) is placed in z
+by our metric and refined by SimpleITK's rigid stage; the best one goes on to the affine
+stage, which is kept only when it raises the mutual information.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from .._timing import StepTimer
+from ..errors import InputError
+from ..transforms import Affine
+from ..volume import Volume, to_sitk
+from .config import Registration3DConfig, Registration3DResult, StageResult
+from .metric import MetricContext, Samples
+from .stages import StageImages, run_stage
+from .starts import StartTrial, ZSearch, ZSearchPlan, perturbation_mi, z_search
+from .working import WorkingGrid, lm_crop_box, mirror_x, working_images, working_volume
+
+__all__ = ["register_3d"]
+
+_DEFAULT_CONFIG = Registration3DConfig()  # frozen: safe to share as the default
+
+
+@dataclass(frozen=True, eq=False)
+class _Frame:
+    """The fixed image in one handedness: ``pre`` maps it to the EM (identity, or the
+    x mirror); transforms estimated in it are ``em_to_lm ∘ pre``."""
+
+    mirrored: bool
+    pre: Affine
+    arr: np.ndarray
+    images: StageImages
+
+
+@dataclass(eq=False)
+class _Workspace:
+    """The working images of one :func:`register_3d` call and their two fixed frames."""
+
+    em_w: Volume
+    lm_w: Volume
+    fixed_arr: np.ndarray
+    moving: object  # SimpleITK image of the moving working array
+    centre: np.ndarray  # ROI centre, EM physical µm
+    metric: MetricContext
+    frames: dict[bool, _Frame] = field(default_factory=dict)
+
+    def frame(self, mirrored: bool) -> _Frame:
+        """The (cached) fixed frame, x-reversed when ``mirrored``."""
+        if mirrored not in self.frames:
+            pre = mirror_x(self.em_w) if mirrored else Affine.identity()
+            arr = np.ascontiguousarray(self.fixed_arr[:, :, ::-1] if mirrored
+                                       else self.fixed_arr, dtype=np.float32)
+            images = StageImages(to_sitk(self.em_w.with_data(arr)), self.moving, self.em_w,
+                                 self.lm_w, pre.apply(self.centre[None])[0])
+            self.frames[mirrored] = _Frame(mirrored, pre, arr, images)
+        return self.frames[mirrored]
+
+
+def _prepare(em: Volume, lm: Volume, roi: tuple[slice, slice, slice],
+             starts: Sequence[Affine], grid: WorkingGrid, z_range_um: float | None,
+             try_reversed_z: bool, config: Registration3DConfig, timer: StepTimer
+             ) -> _Workspace:
+    """Resample the EM ROI and the LM crop onto the working grid, filter, draw samples."""
+    em_w = working_volume(em, (grid.z_um, grid.pixel_um, grid.pixel_um), roi)
+    box = lm_crop_box(em, lm, roi, starts, margin_um=config.margin_um,
+                      z_range_um=z_range_um, reversed_too=try_reversed_z)
+    # the LM also goes onto the working pixel (never finer than its own voxels)
+    lm_w = working_volume(lm, (lm.voxel_size_um[0], grid.pixel_um, grid.pixel_um), box)
+    timer.tick("resample", 0.1)
+    fixed_arr, moving_arr = working_images(em_w, lm_w, grid.sigma_um, config.representation)
+    moving = to_sitk(lm_w.with_data(np.ascontiguousarray(moving_arr, dtype=np.float32)))
+    samples = Samples.draw(em_w, config.samples, config.seed)
+    metric = MetricContext(samples, samples.head(3), lm_w, moving_arr, config.histogram_bins)
+    timer.tick("representation", 0.2)
+    centre = em.index_to_physical(np.array([(s.start + s.stop - 1) / 2.0 for s in roi]))
+    return _Workspace(em_w, lm_w, fixed_arr, moving, centre, metric)
+
+
+def _try_start(index: int, start_em: Affine, ws: _Workspace, plan: ZSearchPlan | None,
+               config: Registration3DConfig) -> StartTrial:
+    """z search and rigid stage of one start, in the fixed frame where it is proper.
+
+    The transform estimated there is G = em_to_lm ∘ F for the x flip F (an involution)
+    when the start is mirrored.
+    """
+    mirrored = bool(np.linalg.det(start_em.linear) < 0)
+    frame = ws.frame(mirrored)
+    g_start = start_em @ frame.pre
+    found = (ZSearch(g_start) if plan is None else
+             z_search(g_start, frame.images.centre_xyz, frame.arr, ws.metric, plan))
+    g_start = found.start
+    if found.reversed_z:  # reversing z flips handedness: the other fixed frame
+        frame = ws.frame(not mirrored)
+        g_start = g_start @ mirror_x(ws.em_w)  # pre_old ∘ pre_new = F in both cases
+    rigid = run_stage("rigid", frame.images, g_start, config)
+    return StartTrial(index, frame.mirrored, found.reversed_z, found, g_start, rigid,
+                      -ws.metric.metric(frame.arr, rigid.em_to_lm))
+
+
+def _affine_if_better(ws: _Workspace, frame: _Frame, rigid: StageResult,
+                      config: Registration3DConfig) -> StageResult:
+    """The affine stage from the rigid result, ``kept`` only if it raises our MI.
+
+    Both are scored together (same samples, equal count, overlap-weighted): 12 free
+    parameters can trade information for overlap on a thin oblique slab.
+    """
+    affine = run_stage("affine", frame.images, rigid.em_to_lm, config)
+    if not affine.kept:  # not run (too little overlap)
+        return affine
+    mi_rigid, mi_affine = -ws.metric.profile(frame.arr, [rigid.em_to_lm, affine.em_to_lm])
+    if mi_affine > mi_rigid:
+        return affine
+    return replace(affine, kept=False, stop_condition=(
+        f"not kept: MI {mi_affine:.4f} ≤ {mi_rigid:.4f} after rigid; "
+        + affine.stop_condition))
+
+
+def _finish(ws: _Workspace, tried: Sequence[StartTrial], starts: Sequence[Affine],
+            grid: WorkingGrid, z_known: bool, config: Registration3DConfig,
+            timer: StepTimer) -> Registration3DResult:
+    """The best start's affine stage, the perturbations and the result in the EM frame."""
+    best = max(tried, key=lambda t: t.mi_rigid)
+    frame = ws.frame(best.mirrored)
+    stages = [best.rigid]
+    if config.model == "affine":
+        stages.append(_affine_if_better(ws, frame, best.rigid, config))
+        timer.tick("affine", 0.9)
+    # the rigid stage is always kept; the affine one only when it raised the MI
+    g_final = stages[-1].em_to_lm if stages[-1].kept else best.rigid.em_to_lm
+    # the same metric at clearly wrong placements near the result: how much the found
+    # placement stands out is evidence that it is right (see clemalign.confidence)
+    perturbed = perturbation_mi(g_final, frame.images.centre_xyz, ws.em_w.extent_um,
+                                z_known, frame.arr, ws.metric)
+    pre = frame.pre
+    return Registration3DResult(
+        em_to_lm=g_final @ pre, initial_em_to_lm=best.start @ pre,
+        z_offset_um=best.search.offset_um, z_search=best.search.info,
+        stages=tuple(replace(st, em_to_lm=st.em_to_lm @ pre) for st in stages),
+        metric_initial=ws.metric.metric(frame.arr, best.start),
+        metric_final=ws.metric.metric(frame.arr, g_final),
+        log_sigma_um=grid.sigma_um,
+        working_spacing_um=tuple(float(v) for v in ws.em_w.voxel_size_um),
+        timings_s=timer.total(),
+        starts=tuple(t.to_dict(starts[t.index], t is best) for t in tried),
+        mirrored=best.mirrored, reversed_z=best.reversed_z,
+        mutual_information_perturbed=perturbed)
+
+
+def register_3d(em: Volume, lm: Volume, initial_em_to_lm: Affine, *,
+                roi_kji: tuple[slice, slice, slice] | None = None,
+                lm_sigma_um: float | None = None,
+                alternatives: Sequence[Affine] = (),
+                z_range_um: float | None = None,
+                try_reversed_z: bool = False,
+                config: Registration3DConfig = _DEFAULT_CONFIG,
+                progress: Callable[[str, float], None] | None = None) -> Registration3DResult:
+    """Estimate ``em_to_lm`` by mutual information, rigid then affine (SimpleITK).
+
+    Parameters
+    ----------
+    em : Volume
+        EM volume, one channel ``(z, y, x)``, physical µm.
+    lm : Volume
+        LM volume, the channel to register ``(z, y, x)``, physical µm.
+    initial_em_to_lm : Affine
+        Start from the pre-alignment, µm → µm.  A mirrored start (negative determinant)
+        is registered on the EM with its x axis reversed — a rigid transform cannot flip
+        handedness — and composed back.
+    roi_kji : tuple of slices, optional
+        EM ROI in voxel indices (default: the whole EM volume).
+    lm_sigma_um : float, optional
+        Scale of the LM's structures, µm: the LoG scale is ``max(1.0, lm_sigma_um)``
+        unless ``config.log_sigma_um`` is set.
+    alternatives : sequence of Affine
+        Other starts (orientation hypotheses).  Each start gets its own z search and rigid
+        stage; the one with the highest mutual information afterwards (on one common set
+        of samples) goes on to the affine stage.
+    z_range_um : float, optional
+        The starts' z is known to about this much, µm (a 3D pre-alignment): the z search
+        spans ±``z_range_um`` and the LM is cropped in z too.  Default: the start's z is
+        unknown (an XY pre-alignment), every z offset over the LM depth is searched.
+    try_reversed_z : bool
+        Also search each start with z reversed about the ROI centre (a stack seen from
+        the other side); the direction with the higher MI after the z search is kept.
+    config : Registration3DConfig
+        Grid, metric, optimiser and search settings.
+    progress : callable, optional
+        Called with (step name, fraction done).
+
+    Returns
+    -------
+    Registration3DResult
+
+    Raises
+    ------
+    InputError
+        ``em`` or ``lm`` is not a single-channel 3D volume.
+    """
+    timer = StepTimer(progress)
+    if em.data.ndim != 3 or lm.data.ndim != 3:
+        raise InputError("register_3d: em and lm must be single-channel 3D volumes")
+    roi = roi_kji or tuple(slice(0, n) for n in em.shape_zyx)
+    starts = [initial_em_to_lm, *alternatives]
+    grid = WorkingGrid.choose(em, lm, roi, lm_sigma_um, config)
+    ws = _prepare(em, lm, roi, starts, grid, z_range_um, try_reversed_z, config, timer)
+    plan = None if not config.z_search else ZSearchPlan(
+        lm, ws.em_w.extent_um[0], z_range_um, float(config.z_step_um or lm.voxel_size_um[0] / 2),
+        try_reversed_z, config.max_tilt_deg if z_range_um is None else 0.0)
+    tried = []
+    for k, start in enumerate(starts):
+        tried.append(_try_start(k, start, ws, plan, config))
+        timer.tick("rigid", 0.2 + 0.4 * (k + 1) / len(starts))
+    return _finish(ws, tried, starts, grid, z_range_um is not None, config, timer)

@@ -1,0 +1,208 @@
+"""One SimpleITK optimisation stage (rigid or affine) of the 3D registration.
+
+SimpleITK's ``ImageRegistrationMethod`` maximises Mattes mutual information over a rigid
+transform (``Euler3DTransform`` about the ROI centre) or a 12-parameter affine.  The
+transform it finds maps fixed (EM) physical points to moving (LM) physical points —
+exactly ``em_to_lm`` in the frame the fixed image is given in.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..transforms import Affine
+from ..volume import Volume, inside_grid, to_sitk
+from .config import Model, Registration3DConfig, StageResult
+
+__all__ = ["StageImages", "overlap_mask", "run_stage"]
+
+LOST_OVERLAP = "lost the overlap with the LM; kept the start"
+
+
+@dataclass(frozen=True, eq=False)
+class StageImages:
+    """The images a stage registers, in one fixed frame.
+
+    Attributes
+    ----------
+    fixed, moving : SimpleITK.Image
+        Fixed (EM) and moving (LM) working images, float32, physical µm.
+    fixed_vol, moving_vol : Volume
+        Their grids (used for the affine stage's overlap mask).
+    centre_xyz : ndarray, shape (3,)
+        Rotation centre of the rigid stage (the ROI centre in this frame), µm.
+    """
+
+    fixed: Any
+    moving: Any
+    fixed_vol: Volume
+    moving_vol: Volume
+    centre_xyz: np.ndarray
+
+
+def _affine_from_sitk(transform: Any) -> Affine:
+    """4×4 of a SimpleITK matrix-offset transform: y = A (x − c) + c + t."""
+    a = np.asarray(transform.GetMatrix(), float).reshape(3, 3)
+    c = np.asarray(transform.GetCenter(), float)
+    t = np.asarray(transform.GetTranslation(), float)
+    return Affine.from_linear_translation(a, c + t - a @ c)
+
+
+def _initial_transform(model: Model, start: Affine, centre_xyz: np.ndarray) -> Any:
+    """SimpleITK transform of ``model`` about ``centre`` at (or, rigid, closest to) ``start``.
+
+    The rigid one takes the rotation part of ``start`` (nearest rotation by SVD).
+    """
+    import SimpleITK as sitk
+
+    linear = start.linear
+    if model == "rigid":
+        u, _, vt = np.linalg.svd(linear)
+        linear = u @ vt
+        if np.linalg.det(linear) < 0:  # a mirror cannot be rigid; the caller mirrors the data
+            raise InputError("initial transform contains a mirror; rigid registration needs "
+                             "a proper rotation")
+        transform = sitk.Euler3DTransform()
+    else:
+        transform = sitk.AffineTransform(3)
+    transform.SetCenter(tuple(float(v) for v in centre_xyz))
+    transform.SetMatrix(tuple(float(v) for v in linear.ravel()))
+    t = start.apply(centre_xyz[None])[0] - centre_xyz
+    transform.SetTranslation(tuple(float(v) for v in t))
+    return transform
+
+
+def _method(config: Registration3DConfig, n_fixed: int, iterations: int) -> Any:
+    """The ImageRegistrationMethod: Mattes MI on ``config.samples`` of ``n_fixed`` voxels,
+    regular-step gradient descent scaled by physical shift, the configured pyramid."""
+    import SimpleITK as sitk
+
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=config.histogram_bins)
+    reg.SetMetricSamplingStrategy(reg.RANDOM)
+    reg.SetMetricSamplingPercentage(min(1.0, config.samples / max(n_fixed, 1)), config.seed)
+    reg.SetInterpolator(sitk.sitkLinear)
+    reg.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=config.learning_rate_um, minStep=1e-3, numberOfIterations=iterations,
+        relaxationFactor=0.5, gradientMagnitudeTolerance=1e-6)
+    reg.SetOptimizerScalesFromPhysicalShift()
+    reg.SetShrinkFactorsPerLevel(list(config.shrink_factors))
+    reg.SetSmoothingSigmasPerLevel(list(config.smoothing_sigmas_um))
+    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    return reg
+
+
+def _execute(reg: Any, fixed: Any, moving: Any, initial: Any) -> tuple[Any, bool]:
+    """Run the optimiser: its transform and False, or, when it lost all overlap with the
+    moving image (ITK raises), ``initial`` and True — reported by the stage, not hidden."""
+    try:
+        return reg.Execute(fixed, moving), False
+    except RuntimeError as exc:
+        if "outside moving image buffer" not in str(exc):
+            raise
+        return initial, True
+
+
+def overlap_mask(fixed_vol: Volume, placement: Affine, moving_vol: Volume,
+                 moving_margin_vox: Sequence[float]) -> np.ndarray:
+    """Fixed voxels that ``placement`` maps inside the moving grid, off its border.
+
+    ITK's Mattes MI averages over the samples that land inside the moving image, so an
+    optimiser gains by moving samples out of the overlap wherever they carry little
+    information — on an EM slab cut obliquely through a thin LM stack the affine stage
+    tilted and squashed it (measured: 0.70 → 3.06 µm while our MI fell).  With the
+    samples fixed to the start's overlap, that gain is gone; the margin keeps them off
+    the border layers where the LoG is an artefact of padding.
+
+    Parameters
+    ----------
+    fixed_vol, moving_vol : Volume
+        The grids (data not read).
+    placement : Affine
+        Fixed → moving physical map, µm.
+    moving_margin_vox : (z, y, x)
+        Distance to keep from the moving grid's border, moving voxels.
+
+    Returns
+    -------
+    ndarray of uint8
+        Mask on the fixed grid (1 inside).
+    """
+    nz, ny, nx = fixed_vol.shape_zyx
+    j, i = np.mgrid[0:ny, 0:nx]
+    plane = np.stack([np.zeros(j.size), j.ravel(), i.ravel()], axis=1).astype(float)
+    lo = np.asarray(moving_margin_vox, float)
+    mask = np.zeros(fixed_vol.shape_zyx, np.uint8)
+    for k in range(nz):
+        plane[:, 0] = k
+        idx = moving_vol.physical_to_index(placement.apply(fixed_vol.index_to_physical(plane)))
+        mask[k] = inside_grid(idx - lo, np.array(moving_vol.shape_zyx) - 2 * lo).reshape(ny, nx)
+    return mask
+
+
+def _optimise(model: Model, images: StageImages, start: Affine,
+              config: Registration3DConfig, n_fixed: int, fixed_mask: Any = None
+              ) -> StageResult:
+    """One SimpleITK optimisation from ``start``, sampling inside ``fixed_mask`` if given
+    (``n_fixed``: the voxels sampled from)."""
+    import SimpleITK as sitk
+
+    initial = _initial_transform(model, start, images.centre_xyz)
+    iterations = config.rigid_iterations if model == "rigid" else config.affine_iterations
+    t0 = time.perf_counter()
+    reg = _method(config, n_fixed, iterations)
+    if fixed_mask is not None:
+        reg.SetMetricFixedMask(fixed_mask)
+    reg.SetInitialTransform(initial, inPlace=False)
+    out, lost = _execute(reg, images.fixed, images.moving, initial)
+    if out.GetName() == "CompositeTransform":  # Execute wraps the result
+        out = sitk.CompositeTransform(out).GetBackTransform()
+    stop = LOST_OVERLAP if lost else reg.GetOptimizerStopConditionDescription()
+    return StageResult(model, _affine_from_sitk(out), tuple(out.GetParameters()),
+                       0.0 if lost else float(reg.GetMetricValue()),
+                       int(reg.GetOptimizerIteration()), stop, time.perf_counter() - t0,
+                       lost_overlap=lost)
+
+
+def run_stage(model: Model, images: StageImages, start: Affine,
+              config: Registration3DConfig) -> StageResult:
+    """Optimise ``model`` from ``start`` by Mattes MI (SimpleITK).
+
+    The rigid stage samples the whole fixed image; the affine stage only the fixed voxels
+    that ``start`` maps inside the LM (see :func:`overlap_mask`), and does not run where
+    they are fewer than ``config.min_overlap_fraction`` of the fixed image.
+
+    Parameters
+    ----------
+    model : {"rigid", "affine"}
+        Euler3D about ``images.centre_xyz`` or a 12-parameter affine.
+    images : StageImages
+        Fixed and moving images, in the fixed frame ``start`` is given in.
+    start : Affine
+        Starting fixed → moving map, µm (a proper rotation part for ``"rigid"``).
+    config : Registration3DConfig
+        Metric, optimiser and pyramid settings.
+
+    Returns
+    -------
+    StageResult
+        Its result in the same fixed frame; ``kept=False`` when the affine stage did not
+        run, ``lost_overlap=True`` (and the start) when SimpleITK lost the overlap.
+    """
+    n_fixed = int(np.prod(images.fixed_vol.shape_zyx))
+    if model == "rigid":
+        return _optimise(model, images, start, config, n_fixed)
+    mask = overlap_mask(images.fixed_vol, start, images.moving_vol, (1.0, 2.0, 2.0))
+    inside = int(np.count_nonzero(mask))
+    if inside < config.min_overlap_fraction * n_fixed:
+        return StageResult(model, start, (), 0.0, 0, (
+            f"not run: the rigid result maps {inside} of {n_fixed} EM working voxels "
+            "inside the LM"), 0.0, kept=False)
+    return _optimise(model, images, start, config, inside,
+                     to_sitk(images.fixed_vol.with_data(mask)))

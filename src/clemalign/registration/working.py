@@ -1,0 +1,222 @@
+"""The working grid of the 3D registration: resampling, LM crop, representations, mirror map.
+
+Why a working grid: the LM holds no detail finer than its own voxels, so matching the
+EM at its native 0.14 × 0.14 × 0.05 µm only costs time (a default EM ROI has ~150 M
+voxels).  The EM ROI is low-pass filtered and resampled to a grid near the LM's lateral
+pixel (block means along z, Gaussian anti-aliasing in-plane) before the LoG and the
+metric; the LM is cropped to the pre-aligned ROI plus a margin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from ..representation import blob_response, default_polarity
+from ..transforms import Affine
+from ..volume import Volume, scale_axes
+from .config import Registration3DConfig
+
+__all__ = ["WorkingGrid", "lm_crop_box", "mirror_x", "working_images", "working_volume"]
+
+Box = tuple[slice, slice, slice]
+
+
+def working_volume(volume: Volume, spacing_um: Sequence[float],
+                   box_kji: Box | None = None) -> Volume:
+    """Low-pass filter and resample a (cropped) volume onto a coarser grid.
+
+    Integer factors along an axis are done by block means (a box anti-alias filter that
+    also reads the data once); the remaining factor by a Gaussian of ``(f - 1)/2`` input
+    voxels and linear interpolation.  The grid keeps physical positions exact: output
+    voxel centres are placed at the block centres.
+
+    Parameters
+    ----------
+    volume : Volume
+        Single-channel volume.
+    spacing_um : (z, y, x)
+        Target voxel size, µm; axes already at least this coarse are left alone.
+    box_kji : tuple of slices, optional
+        Crop (voxel indices) applied first.
+
+    Returns
+    -------
+    Volume
+        float32 data, the new spacing and origin (µm).
+    """
+    data = volume.data if box_kji is None else volume.data[box_kji]
+    start = np.zeros(3) if box_kji is None else np.array([s.start or 0 for s in box_kji], float)
+    spacing = np.asarray(volume.voxel_size_um, float)
+    target = np.maximum(np.asarray(spacing_um, float), spacing)
+    factor = target / spacing
+    block = np.maximum(1, np.floor(factor + 1e-9)).astype(int)
+    # block means; the first voxel of block b is b·n, its centre b·n + (n-1)/2
+    shape = [(s // b) * b for s, b in zip(data.shape, block, strict=True)]
+    # mean straight from the stored dtype (accumulating in float32): no full-size copy
+    trimmed = np.asarray(data[:shape[0], :shape[1], :shape[2]])
+    binned = trimmed.reshape(shape[0] // block[0], block[0], shape[1] // block[1], block[1],
+                             shape[2] // block[2], block[2]).mean(axis=(1, 3, 5),
+                                                                  dtype=np.float32)
+    offset_idx = start + (block - 1) / 2.0
+    b_spacing = spacing * block
+    rest = target / b_spacing
+    if np.any(rest > 1.0 + 1e-6):
+        sigma = np.maximum(0.0, (rest - 1.0) / 2.0)
+        smooth = ndi.gaussian_filter(binned, sigma, mode="nearest")
+        out_shape = [int(np.floor((n - 1) / r)) + 1
+                     for n, r in zip(binned.shape, rest, strict=True)]
+        binned = scale_axes(smooth, rest, output_shape=out_shape, mode="nearest",
+                            output=np.float32)
+        b_spacing = b_spacing * rest
+    origin_kji = offset_idx
+    origin_xyz = np.asarray(volume.origin_xyz_um) + origin_kji[::-1] * spacing[::-1]
+    return Volume(binned, tuple(float(v) for v in b_spacing),
+                  tuple(float(v) for v in origin_xyz), volume.channel_names, volume.source)
+
+
+@dataclass(frozen=True)
+class WorkingGrid:
+    """LoG scale and working spacing of one registration (all in µm).
+
+    Attributes
+    ----------
+    sigma_um : float
+        LoG scale.
+    z_um : float
+        Working z spacing of the EM ROI.
+    pixel_um : float
+        Lateral working pixel of the EM ROI and the LM crop.
+    """
+
+    sigma_um: float
+    z_um: float
+    pixel_um: float
+
+    @classmethod
+    def choose(cls, em: Volume, lm: Volume, roi: Box, lm_sigma_um: float | None,
+               config: Registration3DConfig) -> WorkingGrid:
+        """The grid for an EM ROI (voxel slices) and the LM, from ``config`` or defaults.
+
+        The LoG scale is ``config.log_sigma_um`` or else ``max(1.0, lm_sigma_um)`` µm.
+        """
+        lm_sz, _, lm_sx = lm.voxel_size_um
+        # a LoG at sigma carries nothing finer than ~sigma/2: work at that pixel, not finer
+        # than the LM's (measured: 0.44 µm instead of 0.22 µm changes TRE by < 0.06 µm),
+        # and coarse enough that the EM ROI holds at most ``working_voxels``
+        sigma = float(config.log_sigma_um or max(1.0, lm_sigma_um or 0.0))
+        z_work = float(config.working_z_um or max(lm_sz / 2.0, em.voxel_size_um[0]))
+        roi_um = np.array([s.stop - s.start for s in roi]) * np.asarray(em.voxel_size_um)
+        budget_pixel = float(np.sqrt(np.prod(roi_um) / (z_work * config.working_voxels)))
+        pixel = float(config.working_pixel_um or max(lm_sx, sigma / 2.25, budget_pixel))
+        return cls(sigma, z_work, pixel)
+
+
+def lm_crop_box(em: Volume, lm: Volume, roi: Box, starts: Sequence[Affine], *,
+                margin_um: float, z_range_um: float | None, reversed_too: bool) -> Box:
+    """LM voxel box that holds the EM ROI's corners mapped by every start, plus a margin.
+
+    Parameters
+    ----------
+    em, lm : Volume
+        The EM and the (single-channel) LM.
+    roi : tuple of slices
+        EM ROI, voxel indices.
+    starts : sequence of Affine
+        Candidate ``em_to_lm`` transforms.
+    margin_um : float
+        Margin in x and y, µm.
+    z_range_um : float, optional
+        The starts' z is known to about this much, µm: the box is cut in z too, with this
+        plus ``margin_um`` (plus the ROI depth when ``reversed_too``).  None: the whole LM
+        depth (z is searched).
+    reversed_too : bool
+        z reversal about the ROI centre will be searched.
+
+    Returns
+    -------
+    tuple of slices
+        ``(z, y, x)`` voxel slices of the LM.
+    """
+    corners = np.array([[i, j, k] for k in (roi[0].start, roi[0].stop - 1)
+                        for j in (roi[1].start, roi[1].stop - 1)
+                        for i in (roi[2].start, roi[2].stop - 1)], float)
+    em_corners = em.index_to_physical(corners[:, ::-1])
+    lm_corners = np.vstack([s.apply(em_corners) for s in starts])
+    margin_z = None if z_range_um is None else z_range_um + margin_um
+    if margin_z is not None and reversed_too:
+        roi_depth_um = float((roi[0].stop - roi[0].start) * em.voxel_size_um[0])
+        margin_z += roi_depth_um
+    box = lm.index_box(lm_corners, [margin_um, margin_um, margin_z or 0.0])
+    if margin_z is None:  # keep the whole LM depth: z is searched
+        box = (slice(0, lm.shape_zyx[0]),) + box[1:]
+    return box
+
+
+def _clip_tails(values: np.ndarray, percent: float = 1.0) -> np.ndarray:
+    """Clip to the [percent, 100 − percent] percentiles (from a regular subsample).
+
+    LoG values are heavy-tailed: Mattes MI spreads its bins over the full range, so a few
+    extreme voxels would squeeze almost every sample into the central bins.
+    """
+    sample = values.ravel()[::max(1, values.size // 500_000)]
+    lo, hi = np.percentile(sample, [percent, 100.0 - percent])
+    return np.clip(values, lo, hi)
+
+
+def working_images(em_w: Volume, lm_w: Volume, sigma_um: float,
+                   representation: str) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed (EM) and moving (LM) arrays the metric compares.
+
+    Parameters
+    ----------
+    em_w, lm_w : Volume
+        EM ROI and LM crop on their working grids.
+    sigma_um : float
+        LoG scale, µm.
+    representation : {"log", "raw"}
+        LoG responses with clipped tails, or the raw intensities (EM inverted).
+
+    Returns
+    -------
+    fixed, moving : ndarray
+        Same shapes as the volumes' data.
+    """
+    if representation == "log":
+        # sigma is a few working pixels: full-resolution filtering is cheaper than the
+        # pyramid's 3D spline upsampling here
+        fixed = _clip_tails(blob_response(em_w.data, sigma_um, em_w.voxel_size_um,
+                                          default_polarity("em"), fast=False))
+        moving = _clip_tails(blob_response(lm_w.data, sigma_um, lm_w.voxel_size_um,
+                                           default_polarity("lm"), fast=False))
+        return fixed, moving
+    return -em_w.data, lm_w.data
+
+
+def mirror_x(volume: Volume) -> Affine:
+    """Physical map between a volume and its copy with the x axis reversed.
+
+    A rigid transform cannot flip handedness, so a mirrored start is registered on the
+    EM with its x axis reversed (``data[:, :, ::-1]`` on the same grid) and composed back
+    with this map.  Voxel ``i'`` of the reversed copy holds voxel ``nx - 1 - i'``: the
+    point at ``x'`` (µm) in the copy is the point ``2·ox + (nx − 1)·sx − x'`` of the
+    original.
+
+    Parameters
+    ----------
+    volume : Volume
+        Any volume; only its grid (origin, spacing, shape) is used.
+
+    Returns
+    -------
+    Affine
+        The map, an involution (its own inverse), µm → µm.
+    """
+    ox = float(volume.origin_xyz_um[0])
+    width = (volume.shape_zyx[2] - 1) * float(volume.voxel_size_um[2])
+    m = np.diag([-1.0, 1.0, 1.0, 1.0])
+    m[0, 3] = 2 * ox + width
+    return Affine(m)
