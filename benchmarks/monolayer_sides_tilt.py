@@ -44,13 +44,13 @@ def overrides(kind: str, seed: int) -> dict:
 
 def run_seed(seed: int) -> list[dict]:
     from clemalign import simulate_pair
-    from clemalign.pipeline import register, target_registration_error
+    from clemalign.pipeline import RegistrationConfig, register, target_registration_error
 
     rows = []
     for kind in KINDS:
         pair = simulate_pair(seed=seed, **overrides(kind, seed))
         t0 = time.perf_counter()
-        res = register(pair.em, pair.lm)
+        res = register(pair.em, pair.lm, config=RegistrationConfig(lm_channel="mito"))
         wall = time.perf_counter() - t0
         tre = target_registration_error(res.em_to_lm, pair.landmarks_em_um,
                                         pair.landmarks_lm_um)

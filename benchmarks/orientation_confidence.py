@@ -62,7 +62,7 @@ def run_seed(task: tuple[int, float, int]) -> list[dict]:
     rows = []
     pair = simulate_pair(seed=seed, scale=scale, max_rotation_deg=180.0, mirror=seed % 2 == 1)
     t0 = time.perf_counter()
-    res = register(pair.em, pair.lm)
+    res = register(pair.em, pair.lm, config=RegistrationConfig(lm_channel="mito"))
     wall = time.perf_counter() - t0
     tre = float(target_registration_error(res.em_to_lm, pair.landmarks_em_um,
                                           pair.landmarks_lm_um).mean())
@@ -76,11 +76,11 @@ def run_seed(task: tuple[int, float, int]) -> list[dict]:
     else:
         lm = _no_label_lm(pair.lm, rng, noise_only=kind == "noise")
     t0 = time.perf_counter()
-    res = register(pair.em, lm)
+    res = register(pair.em, lm, config=RegistrationConfig(lm_channel="mito"))
     rows.append(_row(kind, seed, res, time.perf_counter() - t0, None))
     if seed < timing_pairs:
         default_pair = simulate_pair(seed=seed, scale=scale)
-        base = RegistrationConfig()
+        base = RegistrationConfig(lm_channel="mito")
         restricted = replace(base, prealign=replace(base.prealign, orientation=replace(
             base.prealign.orientation, max_rotation_deg=30.0, mirror=False)))
         for name, cfg in (("timing_default", base), ("timing_restricted", restricted)):

@@ -79,7 +79,7 @@ def _run_methods(case: dict, em, lm, truth, points_em, roi: str | None,
         pre_tf, full_tf, level = pre.initial_em_to_lm, pre.initial_em_to_lm, None
         box = roi_obj.slices
     else:
-        res = register(em, lm, config=RegistrationConfig(roi=roi))
+        res = register(em, lm, config=RegistrationConfig(roi=roi, lm_channel=0))
         pre_tf, full_tf, level = res.prealign.initial_em_to_lm, res.em_to_lm, \
             res.confidence["verdict"]
         box = res.roi.slices
@@ -122,8 +122,8 @@ def deepclem_task(task: tuple[str, int, int]) -> list[dict]:
     """One real-appearance case (index ``k`` of image ``name``)."""
     import skimage.io
 
-    from clemalign.volume import parse_roi
     from clemalign.synthetic import real_appearance_cases
+    from clemalign.volume import parse_roi
 
     name, k, n_per_image = task
     em = skimage.io.imread(DEEPCLEM / f"{name}_em.png")

@@ -43,6 +43,8 @@ def timed_register(em_path: Path, lm_path: Path, out: Path, extra: list[str] = (
     """``clemalign register`` under /usr/bin/time -v: wall, peak RSS and stage seconds."""
     cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "clemalign", "register",
            str(em_path), str(lm_path), "-o", str(out), *extra]
+    if "--lm-channel" not in extra:  # the label, as in the earlier runs (not the channel scan)
+        cmd += ["--lm-channel", "0"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-2000:])

@@ -221,8 +221,8 @@ def test_register_strict_exit_status_on_failure(tmp_path, capsys):
     assert main(args + ["-o", str(tmp_path / "b"), "--strict"]) == 3
     # the outputs are still written for inspection, with the restriction recorded
     run = json.loads((tmp_path / "b" / "run.json").read_text())
-    assert run["config"]["prealign"]["max_rotation_deg"] == 30.0
-    assert run["config"]["prealign"]["mirror"] is False
+    assert run["config"]["prealign"]["orientation"]["max_rotation_deg"] == 30.0
+    assert run["config"]["prealign"]["orientation"]["mirror"] is False
     assert (tmp_path / "b" / "report.html").exists()
 
 

@@ -182,3 +182,21 @@ def test_lm_polarity_from_its_intensities(small_pair):
     mip = small_pair.lm.data[0].max(axis=0)
     assert intensity_polarity(mip) == "bright"
     assert intensity_polarity(mip.max() - mip) == "dark"
+
+
+def test_lm_channel_found_when_not_given(small_pair):
+    from clemalign.prealign.channels import rank_channels
+
+    rng = np.random.default_rng(0)
+    label = small_pair.lm.data[0]
+    noise = rng.poisson(float(np.median(label)) + 1.0, label.shape).astype(label.dtype)
+    flat = np.full_like(label, 7)
+    lm = Volume(np.stack([noise, label, flat]), small_pair.lm.voxel_size_um,
+                small_pair.lm.origin_xyz_um, ("noise", "mito", "flat"))
+    scores = rank_channels(small_pair.em, lm, parse_roi(None, small_pair.em.shape_zyx),
+                           PrealignConfig())
+    assert [s.name for s in scores] == ["mito", "noise", "flat"]
+    # measured: mito 1.83 z, noise 0.41
+    assert scores[0].matches and scores[0].margin > 1.5
+    assert not scores[1].matches and scores[1].margin < 1.0
+    assert not scores[2].matches and "constant" in scores[2].note

@@ -14,9 +14,9 @@ from clemalign.pipeline import (
     register,
     target_registration_error,
 )
-from clemalign.volume import parse_roi
 from clemalign.prealign3d import Prealign3DConfig, prealign_3d
 from clemalign.synthetic_tissue import TissueConfig, simulate_tissue_pair
+from clemalign.volume import parse_roi
 
 TINY = TissueConfig(em_shape_zyx=(50, 100, 100), roi_shape_zyx=(40, 80, 80),
                     lm_shape_zyx=(22, 224, 224))

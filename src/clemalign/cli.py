@@ -574,11 +574,3 @@ def main(argv: list[str] | None = None) -> int:
               "for the traceback)", file=sys.stderr)
         return 1
     return rv if isinstance(rv, int) else 0
-
-
-def _entry() -> None:
-    sys.exit(main())
-
-
-if __name__ == "__main__":
-    _entry()

@@ -42,14 +42,6 @@ KIRSCH_DIRECTIONS = ("E", "NE", "N", "NW", "W", "SW", "S", "SE")
 _NEIGHBOURS = ((0, 1), (-1, 1), (-1, 0), (-1, -1), (0, -1), (1, -1), (1, 0), (1, 1))
 
 
-def _kirsch_mask(direction: int) -> np.ndarray:
-    mask = np.zeros((3, 3), dtype=np.float32)
-    for n, (dy, dx) in enumerate(_NEIGHBOURS):
-        near = min((n - direction) % 8, (direction - n) % 8) <= 1
-        mask[1 + dy, 1 + dx] = 5.0 if near else -3.0
-    return mask
-
-
 def kirsch_responses(image: np.ndarray) -> np.ndarray:
     """The 8 Kirsch compass responses of a 2D image.
 

@@ -6,7 +6,6 @@ they work headless and never touch a user's interactive backend.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -19,17 +18,7 @@ from .transforms import angle_distance
 
 __all__ = ["plot_prealignment", "plot_prealignment_3d", "plot_orientation_3d",
            "plot_slice_overlays", "plot_orthogonal_views", "plot_projection_overlay",
-           "plot_checkerboard", "plot_scale_selection", "save_figure"]
-
-
-def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = 110) -> None:
-    """Write a figure as PNG atomically (temporary name, then rename)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)
-    tmp = f"{os.fspath(path)}.tmp-{os.getpid()}.png"
-    fig.savefig(tmp, dpi=dpi)
-    os.replace(tmp, path)
+           "plot_checkerboard", "plot_scale_selection"]
 
 
 def plot_prealignment(result: PrealignResult, *, max_candidates: int = 200) -> Figure:

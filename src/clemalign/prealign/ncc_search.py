@@ -45,7 +45,8 @@ from .orientation import (
 from .planes import parabola_offset, resample_plane, robust_z, subpixel_peak
 from .result import Candidate, NccSummary
 
-__all__ = ["ScaleImages", "ScoreMap", "NccSearch", "ncc_search", "refine", "peak_margin"]
+__all__ = ["ScaleImages", "ScoreMap", "NccSearch", "ncc_search", "refine", "peak_margin",
+           "scale_images"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -139,6 +140,55 @@ def _peak_candidate(total: np.ndarray, smap: ScoreMap, groups: list[int], i: int
                      wrap_deg(angle), mirrored=mirrored)
 
 
+def scale_images(mip: np.ndarray, lm_spacing_yx: Sequence[float], em_image: np.ndarray,
+                 em_spacing_yx: Sequence[float], sigma_um: float, pixel_um: float,
+                 polarity: tuple[Polarity, Polarity]) -> ScaleImages:
+    """Blob responses of the LM MIP and the EM image at one scale and working pixel."""
+    em_polarity, lm_polarity = polarity
+    roi_centre_px = np.array([(em_image.shape[0] - 1) / 2.0, (em_image.shape[1] - 1) / 2.0])
+    return ScaleImages(
+        sigma_um, pixel_um,
+        blob_response(resample_plane(mip, lm_spacing_yx, pixel_um), sigma_um, pixel_um,
+                      lm_polarity),
+        blob_response(resample_plane(em_image, em_spacing_yx, pixel_um), sigma_um, pixel_um,
+                      em_polarity),
+        roi_centre_px * np.asarray(em_spacing_yx) / pixel_um)
+
+
+def _z_maps(im: ScaleImages, orientations: list[Orientation], min_overlap_fraction: float
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Robust z-scores of the masked NCC of every orientation at one scale, and the map
+    shift (pixels) from map index to LM offset of the ROI centre."""
+    templates, masks, centre = oriented_templates(im.em, im.em_centre_rc, orientations)
+    z = robust_z(masked_ncc(im.lm, templates, masks, min_overlap_fraction=min_overlap_fraction,
+                            weight_by_overlap=WEIGHT_BY_OVERLAP))
+    n = templates[0].shape[0]
+    return np.array([centre[1] - (n - 1), centre[0] - (n - 1)]), z
+
+
+def _placements(total: np.ndarray, smap: ScoreMap, groups: list[int],
+                roi_size_um: Sequence[float]) -> tuple[list[Candidate], list[Candidate]]:
+    """Part B's candidates (separate peaks of the best-over-orientation map) and the best
+    placement of each orientation group (hypotheses for the 3D stage), best first."""
+    dist = max(1, int(0.25 * min(roi_size_um) / smap.pixel_um))
+    peaks = peak_local_max(smap.score, min_distance=dist, num_peaks=N_NCC_PEAKS,
+                           exclude_border=False)
+    if len(peaks) == 0:
+        peaks = np.array([np.unravel_index(np.argmax(smap.score), smap.score.shape)])
+    best_index = smap.best_orientation
+    candidates = [_peak_candidate(total, smap, groups, int(i), int(j), int(best_index[i, j]), r)
+                  for r, (i, j) in enumerate(peaks)]
+    per_template = total.reshape(total.shape[0], -1)
+    group_best = []
+    for g in sorted(set(groups)):
+        a = max((t for t in range(total.shape[0]) if groups[t] == g),
+                key=lambda t: per_template[t].max())
+        i, j = np.unravel_index(int(np.argmax(total[a])), smap.score.shape)
+        group_best.append(_peak_candidate(total, smap, groups, int(i), int(j), a, g))
+    group_best.sort(key=lambda c: -c.spatial_score)
+    return candidates, group_best
+
+
 def _orientation_margin(per_template: np.ndarray, orientations: list[Orientation]) -> float:
     """Best template minus the best one at a clearly different orientation."""
     t_best = per_template.max(axis=1)
@@ -179,17 +229,10 @@ def ncc_search(mip: np.ndarray, lm_spacing_yx: Sequence[float], em_image: np.nda
     finest = max(lm_pixel, field_um / NCC_MAX_MAP_PX)
     sigmas = tuple(sorted(search.ncc_sigmas_um or default_ncc_sigmas(
         roi_size_um, max(fine_sigma_um, 2.0 * finest))))
-    roi_centre_px = np.array([(em_image.shape[0] - 1) / 2.0, (em_image.shape[1] - 1) / 2.0])
-    em_polarity, lm_polarity = polarity
 
     def images_at(sigma: float) -> ScaleImages:
-        pixel = max(finest, sigma / 2.0)
-        return ScaleImages(
-            sigma, pixel,
-            blob_response(resample_plane(mip, lm_spacing_yx, pixel), sigma, pixel, lm_polarity),
-            blob_response(resample_plane(em_image, em_spacing_yx, pixel), sigma, pixel,
-                          em_polarity),
-            roi_centre_px * np.asarray(em_spacing_yx) / pixel)
+        return scale_images(mip, lm_spacing_yx, em_image, em_spacing_yx, sigma,
+                            max(finest, sigma / 2.0), polarity)
 
     window = default_window(orientation)
     scan: dict = {}
@@ -210,12 +253,7 @@ def ncc_search(mip: np.ndarray, lm_spacing_yx: Sequence[float], em_image: np.nda
     maps, images, margins = [], [], {s: [] for s in signs}
     for sigma in sigmas:
         im = cache.get(sigma) or images_at(sigma)
-        templates, masks, centre = oriented_templates(im.em, im.em_centre_rc, orientations)
-        z = robust_z(masked_ncc(im.lm, templates, masks,
-                                min_overlap_fraction=search.min_overlap_fraction,
-                                weight_by_overlap=WEIGHT_BY_OVERLAP))
-        n = templates[0].shape[0]
-        shift_px = np.array([centre[1] - (n - 1), centre[0] - (n - 1)])
+        shift_px, z = _z_maps(im, orientations, search.min_overlap_fraction)
         dist = max(1, int(0.25 * min(roi_size_um) / im.pixel_um))
         for s in signs:
             m = peak_margin(z.max(axis=0) if s > 0 else -z.min(axis=0), dist)
@@ -239,22 +277,8 @@ def ncc_search(mip: np.ndarray, lm_spacing_yx: Sequence[float], em_image: np.nda
     if scan:  # the figure shows the curves of the kept sign
         scan.update(scan["by_sign"][f"{sign:+d}"])
 
-    dist = max(1, int(0.25 * min(roi_size_um) / kept.pixel_um))
-    peaks = peak_local_max(smap.score, min_distance=dist, num_peaks=N_NCC_PEAKS,
-                           exclude_border=False)
-    if len(peaks) == 0:
-        peaks = np.array([np.unravel_index(np.argmax(smap.score), smap.score.shape)])
-    candidates = [_peak_candidate(total, smap, groups, int(i), int(j), int(best_index[i, j]), r)
-                  for r, (i, j) in enumerate(peaks)]
-    # the best placement of each orientation group (hypotheses for the 3D stage)
+    candidates, group_best = _placements(total, smap, groups, roi_size_um)
     per_template = total.reshape(len(orientations), -1)
-    group_best = []
-    for g in sorted(set(groups)):
-        a = max((t for t in range(len(orientations)) if groups[t] == g),
-                key=lambda t: per_template[t].max())
-        i, j = np.unravel_index(int(np.argmax(total[a])), smap.score.shape)
-        group_best.append(_peak_candidate(total, smap, groups, int(i), int(j), a, g))
-    group_best.sort(key=lambda c: -c.spatial_score)
     summary = NccSummary(tuple(float(s) for s in sigmas), tuple(float(m) for m in margins[sign]),
                          float(sigmas[k]), len(orientations),
                          _orientation_margin(per_template, orientations))
