@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
+from scipy.spatial import cKDTree
 
 from clemalign import InputError
 from clemalign.evaluation import sample_on_em_plane
@@ -71,6 +72,81 @@ def test_3d_anisotropic_voxels():
     img += 0.05 * rng.standard_normal(img.shape).astype(np.float32)
     sel = select_log_scale(img, spacing, polarity="bright")
     assert sel.sigma_um * np.sqrt(3) == pytest.approx(1.0, rel=0.15)
+
+
+def binary_blobs(shape, radius_px, n, seed, *, noise=0.0, touching=0.25, fill=0.1):
+    """Hard-edged objects: binary disks (2D) or spheres (3D), not anti-aliased or blurred.
+
+    ``n`` objects of one radius in an image of the given shape (``fill`` only sets how
+    many placements are tried): each, with probability ``touching``, touches an earlier
+    one, else lies at a random place; objects never overlap.  Contrast 1, plus Gaussian
+    noise of standard deviation ``noise``.  Returns the image and the number placed.
+    """
+    rng = np.random.default_rng(seed)
+    shape = np.asarray(shape)
+    centres = np.empty((0, len(shape)))
+    for _ in range(200 * n):
+        if len(centres) == n:
+            break
+        if len(centres) and rng.uniform() < touching:
+            direction = rng.standard_normal(len(shape))
+            c = centres[rng.integers(len(centres))] + 2 * radius_px * direction / np.linalg.norm(
+                direction)
+        else:
+            c = rng.uniform(radius_px + 1, shape - radius_px - 1)
+        inside = np.all((c >= radius_px + 1) & (c <= shape - radius_px - 1))
+        if inside and np.all(np.linalg.norm(centres - c, axis=1) >= 2 * radius_px - 1e-6):
+            centres = np.vstack([centres, c])
+    grid = np.indices(tuple(shape), dtype=np.float32).reshape(len(shape), -1).T
+    dist, _ = cKDTree(centres).query(grid)  # to the nearest centre: objects don't overlap
+    img = (dist <= radius_px).reshape(tuple(shape)).astype(np.float32)
+    return img + noise * rng.standard_normal(img.shape).astype(np.float32), len(centres)
+
+
+def _side(n, radius_px, ndim, fill=0.1):
+    """Image side (px) for ``n`` objects to cover about ``fill`` of the image."""
+    volume = np.pi * radius_px**2 if ndim == 2 else 4 / 3 * np.pi * radius_px**3
+    return int(np.ceil((n * volume / fill) ** (1 / ndim)))
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.1, 0.2])
+@pytest.mark.parametrize(("radius_um", "pixel_um"),
+                         [(0.6, 0.1), (0.6, 0.25), (1.2, 0.15), (2.5, 0.25), (2.5, 0.1)])
+def test_2d_hard_edged_disks(radius_um, pixel_um, noise):
+    """Binary disks: the pixel staircase of their edges must not outnumber them (issue 15)."""
+    r = radius_um / pixel_um
+    img, n = binary_blobs((_side(24, r, 2),) * 2, r, 24, int(10 * r + 100 * noise), noise=noise)
+    sel = select_log_scale(img, pixel_um, polarity="bright")
+    assert sel.sigma_um == pytest.approx(radius_um / np.sqrt(2), rel=0.15)
+    assert sel.blob_counts[sel.selected_index] >= n / 2
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.2])
+@pytest.mark.parametrize(("radius_um", "pixel_um"), [(0.6, 0.15), (1.0, 0.2), (1.5, 0.25)])
+def test_3d_hard_edged_spheres(radius_um, pixel_um, noise):
+    r = radius_um / pixel_um
+    img, n = binary_blobs((_side(16, r, 3, fill=0.08),) * 3, r, 16, int(10 * r + 100 * noise),
+                          noise=noise)
+    sel = select_log_scale(img, pixel_um, polarity="bright")
+    assert sel.sigma_um == pytest.approx(radius_um / np.sqrt(3), rel=0.15)
+    assert sel.blob_counts[sel.selected_index] >= n / 2
+
+
+def test_dark_hard_edged_disks():
+    """EM-like: dark binary organelles on a lighter background, counted as dark blobs."""
+    img, _ = binary_blobs((300, 300), 8.0, 30, 5, noise=0.1, touching=0.3)
+    sel = select_log_scale(1.0 - img, 0.1, polarity="dark")
+    assert sel.sigma_um == pytest.approx(0.8 / np.sqrt(2), rel=0.15)
+
+
+def test_one_hard_edged_disk_is_one_blob():
+    """The staircase maxima inside a disk are nested in its blob and not counted."""
+    img, _ = binary_blobs((160, 160), 25.0, 1, 0)
+    sel = select_log_scale(img, 1.0)
+    assert sel.blob_counts.sum() == 1
+    assert sel.nested_counts.sum() > 20  # what the count would otherwise have included
+    assert sel.sigma_um == pytest.approx(25.0 / np.sqrt(2), rel=0.05)
+    assert sel.to_dict()["nested_counts"] == sel.nested_counts.tolist()
 
 
 def _render_gaussian_blobs(pixel_um, extent_um=40.0, sigma_um=0.7, seed=0):
