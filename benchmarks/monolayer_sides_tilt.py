@@ -44,7 +44,8 @@ def overrides(kind: str, seed: int) -> dict:
 
 def run_seed(seed: int) -> list[dict]:
     from clemalign import simulate_pair
-    from clemalign.pipeline import RegistrationConfig, register, target_registration_error
+    from clemalign.evaluation import target_registration_error
+    from clemalign.pipeline import RegistrationConfig, register
 
     rows = []
     for kind in KINDS:

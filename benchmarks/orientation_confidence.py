@@ -56,7 +56,8 @@ def _row(kind: str, seed: int, result, wall: float, tre: float | None) -> dict:
 
 def run_seed(task: tuple[int, float, int]) -> list[dict]:
     from clemalign import register, simulate_pair
-    from clemalign.pipeline import RegistrationConfig, target_registration_error
+    from clemalign.evaluation import target_registration_error
+    from clemalign.pipeline import RegistrationConfig
 
     seed, scale, timing_pairs = task
     rows = []

@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, write_results  # noqa: E402
 
 from clemalign import simulate_pair, write_simulated_pair  # noqa: E402
-from clemalign.pipeline import RegistrationConfig, register, target_registration_error  # noqa: E402
+from clemalign.evaluation import target_registration_error  # noqa: E402
+from clemalign.pipeline import RegistrationConfig, register  # noqa: E402
 
 LABEL = RegistrationConfig(lm_channel="mito")  # the label channel, as in the earlier runs
 

@@ -47,7 +47,7 @@ def tissue_overrides(seed: int) -> dict:
 
 
 def _row(kind: str, seed: int, mode: str, result, pair, wall: float) -> dict:
-    from clemalign.pipeline import target_registration_error
+    from clemalign.evaluation import target_registration_error
 
     row = {"kind": kind, "seed": seed, "mode": mode, "wall_s": wall,
            "mode_run": result.prealign_choice["mode"],
@@ -99,7 +99,7 @@ def _peers(pair) -> list[dict]:
     """SimpleITK / elastix / ANTs affine from a centred guess on the EM ROI."""
     from peers import PEERS, peer_inputs, timed
 
-    from clemalign.pipeline import target_registration_error
+    from clemalign.evaluation import target_registration_error
     from clemalign.volume import parse_roi
 
     roi = parse_roi(pair.roi, pair.em.shape_zyx)

@@ -8,12 +8,8 @@ import numpy as np
 import pytest
 
 from clemalign import InputError, Volume, simulate_pair
-from clemalign.pipeline import (
-    RegistrationConfig,
-    choose_prealignment,
-    register,
-    target_registration_error,
-)
+from clemalign.evaluation import target_registration_error
+from clemalign.pipeline import RegistrationConfig, choose_prealignment, register
 from clemalign.prealign3d import Prealign3DConfig, prealign_3d
 from clemalign.synthetic_tissue import TissueConfig, simulate_tissue_pair
 from clemalign.volume import parse_roi

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from clemalign import Volume, simulate_pair
+from clemalign.evaluation import target_registration_error
 from clemalign.outputs import resample_lm_to_em
-from clemalign.pipeline import RegistrationConfig, register, target_registration_error
+from clemalign.pipeline import RegistrationConfig, register
 from clemalign.registration import Registration3DConfig, mirror_x, register_3d, working_volume
 from clemalign.transforms import Affine
 

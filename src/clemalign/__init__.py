@@ -3,8 +3,9 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from .errors import InputError
+from .evaluation import target_registration_error
 from .io import read_clem_pair, read_volume, write_ome_tiff, write_volume
-from .pipeline import RegistrationConfig, RegistrationResult, register, target_registration_error
+from .pipeline import RegistrationConfig, RegistrationResult, register
 from .prealign import PrealignConfig, PrealignResult, prealign_xy
 from .registration import Registration3DConfig, Registration3DResult, register_3d
 from .synthetic import SimulatedPair, SimulationConfig, simulate_pair, write_simulated_pair

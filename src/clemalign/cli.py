@@ -407,8 +407,9 @@ def demo(outdir: Path, scene: str, seed: int, scale: float, overwrite: bool) -> 
     and the nuclei channel), and the result written to OUTDIR.  The landmark error (TRE)
     against the simulation's truth is printed.
     """
+    from .evaluation import target_registration_error
     from .io import ensure_writable, read_clem_pair
-    from .pipeline import RegistrationConfig, target_registration_error
+    from .pipeline import RegistrationConfig
     from .synthetic import SIMULATED_FILES, write_simulated_pair
 
     data_dir = outdir / "data"

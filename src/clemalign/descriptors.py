@@ -26,6 +26,7 @@ from typing import Literal
 import numpy as np
 
 from .errors import InputError
+from .volume import regular_sample
 
 __all__ = ["KIRSCH_DIRECTIONS", "kirsch_responses", "ldp_codes", "ldp_code_table",
            "ldp_rotation_invariant", "ldp_rotation_classes", "ldp_bins", "log_value_bins",
@@ -197,7 +198,7 @@ def log_value_bins(log_image: np.ndarray, n_bins: int = 32, *, clip_sd: float = 
     """
     values = np.asarray(log_image, dtype=np.float32)
     # median and MAD from a regular subsample of at most ~250k values (deterministic)
-    sample = values.ravel()[::max(1, values.size // 250_000)]
+    sample = regular_sample(values, 250_000)
     centre = np.median(sample)
     spread = 1.4826 * np.median(np.abs(sample - centre))
     if not spread > 0:

@@ -130,6 +130,25 @@ def read_points_csv(path: str | os.PathLike) -> tuple[tuple[str, ...], np.ndarra
     return names, _numbers(path, header, rows, columns)
 
 
+def target_registration_error(em_to_lm: Affine, landmarks_em_um: np.ndarray,
+                              landmarks_lm_um: np.ndarray) -> np.ndarray:
+    """Distance (µm) between mapped EM landmarks and their LM counterparts.
+
+    Parameters
+    ----------
+    em_to_lm : Affine
+    landmarks_em_um, landmarks_lm_um : ndarray, shape (n, 3)
+        Corresponding physical points ``(x, y, z)`` in µm.
+
+    Returns
+    -------
+    ndarray, shape (n,)
+        ``|em_to_lm(em point) − lm point|`` in LM µm.
+    """
+    mapped = em_to_lm.apply(np.asarray(landmarks_em_um, float))
+    return np.linalg.norm(mapped - np.asarray(landmarks_lm_um, float), axis=1)
+
+
 def tre_table(em_to_lm: Affine, landmarks: Landmarks, *, em_pixel_um: float | None = None
               ) -> dict:
     """Per-landmark errors and summary (µm; EM pixels when ``em_pixel_um`` is given).
@@ -137,7 +156,7 @@ def tre_table(em_to_lm: Affine, landmarks: Landmarks, *, em_pixel_um: float | No
     The error of a pair is ``|em_to_lm(em point) − lm point|`` in LM physical µm.
     """
     mapped = em_to_lm.apply(landmarks.em_um)
-    errors = np.linalg.norm(mapped - landmarks.lm_um, axis=1)
+    errors = target_registration_error(em_to_lm, landmarks.em_um, landmarks.lm_um)
     rows = [{"name": n, "error_um": float(e), "mapped_lm_um": m.tolist()}
             for n, e, m in zip(landmarks.names, errors, mapped, strict=True)]
     summary = {"n": int(errors.size), "mean_um": float(errors.mean()),

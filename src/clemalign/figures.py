@@ -15,6 +15,7 @@ from matplotlib.patches import Polygon
 from .prealign import PrealignResult
 from .prealign3d import Prealign3DResult, hand_name
 from .transforms import angle_distance
+from .volume import regular_sample
 
 __all__ = ["plot_prealignment", "plot_prealignment_3d", "plot_orientation_3d",
            "plot_slice_overlays", "plot_orthogonal_views", "plot_projection_overlay",
@@ -80,7 +81,7 @@ def plot_prealignment(result: PrealignResult, *, max_candidates: int = 200) -> F
 
 
 def _limits(values: np.ndarray, low: float, high: float) -> tuple[float, float]:
-    sample = np.asarray(values).ravel()[::max(1, np.asarray(values).size // 500_000)]
+    sample = regular_sample(values)
     lo, hi = np.percentile(sample.astype(np.float32), [low, high])
     return float(lo), float(hi)
 

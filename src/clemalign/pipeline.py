@@ -24,8 +24,7 @@ from .scales import Scales, lm_polarity, select_scales_xy
 from .transforms import Affine, angle_distance
 from .volume import Roi, Volume, parse_roi
 
-__all__ = ["RegistrationConfig", "RegistrationResult", "register", "choose_prealignment",
-           "target_registration_error"]
+__all__ = ["RegistrationConfig", "RegistrationResult", "register", "choose_prealignment"]
 
 PrealignMode = Literal["auto", "xy", "3d"]
 
@@ -278,10 +277,3 @@ def _lm_channel(em: Volume, lm: Volume, roi: Roi, config: RegistrationConfig
         return 0, ()
     scores = rank_channels(em, lm, roi, config.prealign)
     return scores[0].channel, scores
-
-
-def target_registration_error(em_to_lm: Affine, landmarks_em_um: np.ndarray,
-                              landmarks_lm_um: np.ndarray) -> np.ndarray:
-    """Distance (µm) between mapped EM landmarks and their LM counterparts."""
-    mapped = em_to_lm.apply(np.asarray(landmarks_em_um, float))
-    return np.linalg.norm(mapped - np.asarray(landmarks_lm_um, float), axis=1)

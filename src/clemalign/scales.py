@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .representation import Polarity, PolarityChoice, select_log_scale
+from .volume import regular_sample
 
 __all__ = ["Scales", "intensity_polarity", "lm_polarity", "select_scales_xy"]
 
@@ -81,7 +82,7 @@ def intensity_polarity(image: np.ndarray) -> Polarity:
     0.5th and 99.5th percentiles of a regular subsample; "dark" needs the lower tail
     :data:`_TAIL_RATIO` times longer (fluorescence is the common case).
     """
-    sample = np.asarray(image).ravel()[::max(1, np.asarray(image).size // 1_000_000)]
+    sample = regular_sample(image, 1_000_000)
     lo, mid, hi = np.percentile(sample.astype(np.float64), [0.5, 50.0, 99.5])
     return "dark" if (mid - lo) > _TAIL_RATIO * (hi - mid) else "bright"
 

@@ -20,8 +20,18 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["Roi", "parse_roi", "Volume", "to_sitk", "from_sitk", "check_voxel_size",
-           "check_image_values", "scale_axes", "inside_grid"]
+__all__ = ["Roi", "parse_roi", "regular_sample", "Volume", "to_sitk", "from_sitk",
+           "check_voxel_size", "check_image_values", "scale_axes", "inside_grid"]
+
+
+def regular_sample(values: np.ndarray, max_count: int = 500_000) -> np.ndarray:
+    """Every n-th value of an array (flattened), about ``max_count`` of them.
+
+    Robust statistics (median, MAD, percentiles) of large images from a deterministic
+    subsample: the same image always gives the same numbers.
+    """
+    values = np.asarray(values)
+    return values.ravel()[::max(1, values.size // max_count)]
 
 
 def check_voxel_size(voxel_size_um: Sequence[float], *, what: str = "voxel size",

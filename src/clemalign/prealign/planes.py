@@ -14,7 +14,7 @@ from scipy import ndimage as ndi
 
 from ..errors import InputError
 from ..transforms import Affine
-from ..volume import Roi, Volume, scale_axes
+from ..volume import Roi, Volume, regular_sample, scale_axes
 from .config import SliceConfig
 
 __all__ = ["lm_mip", "em_slice_indices", "resample_plane", "placement_transform",
@@ -90,7 +90,7 @@ def robust_z(values: np.ndarray) -> np.ndarray:
 
     Zeros (positions with too little overlap) are left out of the statistics.
     """
-    sample = values.ravel()[::max(1, values.size // 500_000)]
+    sample = regular_sample(values)
     sample = sample[sample != 0]
     if sample.size < 10:
         return values

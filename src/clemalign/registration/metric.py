@@ -14,7 +14,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..transforms import Affine
-from ..volume import Volume, inside_grid
+from ..volume import Volume, inside_grid, regular_sample
 
 __all__ = ["MetricContext", "Samples", "mi_profile", "mutual_information"]
 
@@ -53,7 +53,7 @@ def mutual_information(a: np.ndarray, b: np.ndarray, bins: int,
 
 def _robust_range(values: np.ndarray) -> tuple[float, float]:
     """The [0.5, 99.5] percentiles (from a regular subsample)."""
-    sample = values.ravel()[::max(1, values.size // 500_000)]
+    sample = regular_sample(values)
     lo, hi = np.percentile(sample, [0.5, 99.5])
     return float(lo), float(hi)
 

@@ -17,7 +17,7 @@ from scipy import ndimage as ndi
 
 from ..representation import blob_response, default_polarity
 from ..transforms import Affine
-from ..volume import Volume, scale_axes
+from ..volume import Volume, regular_sample, scale_axes
 from .config import Registration3DConfig
 
 __all__ = ["WorkingGrid", "lm_crop_box", "mirror_x", "working_images", "working_volume"]
@@ -162,7 +162,7 @@ def _clip_tails(values: np.ndarray, percent: float = 1.0) -> np.ndarray:
     LoG values are heavy-tailed: Mattes MI spreads its bins over the full range, so a few
     extreme voxels would squeeze almost every sample into the central bins.
     """
-    sample = values.ravel()[::max(1, values.size // 500_000)]
+    sample = regular_sample(values)
     lo, hi = np.percentile(sample, [percent, 100.0 - percent])
     return np.clip(values, lo, hi)
 
