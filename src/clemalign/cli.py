@@ -218,7 +218,8 @@ def _parse_slices(text: str | None) -> tuple[int, ...] | None:
     return values
 
 
-def _run_registration(em_vol, lm_vol, config, outdir: Path, overwrite: bool, landmarks=None):
+def _run_registration(em_vol, lm_vol, config, outdir: Path, overwrite: bool, landmarks=None,
+                      workers: int | None = None):
     """Register with a progress display per stage and write the outputs."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -237,7 +238,7 @@ def _run_registration(em_vol, lm_vol, config, outdir: Path, overwrite: bool, lan
         def progress(stage: str, fraction: float) -> None:
             bar.update(tasks[stage], completed=fraction)
 
-        result = register(em_vol, lm_vol, config=config, progress=progress)
+        result = register(em_vol, lm_vol, config=config, progress=progress, workers=workers)
         bar.update(tasks["prealign"], completed=1.0)
         bar.update(tasks["fine"], completed=1.0)
         paths = write_registration(outdir, result, em_vol, lm_vol, landmarks=landmarks,
@@ -338,6 +339,9 @@ def _print_result(result, paths) -> None:
               help="Pre-alignment: xy (LM projection; monolayers, sections), 3d (LM volume; "
                    "thick specimens), auto: 3d when the LM stack is deeper than the EM ROI "
                    "by more than a cell layer.")
+@click.option("--workers", type=click.IntRange(1, None), default=None,
+              help="Threads to use [default: the machine's cores, at most 4]; the result "
+                   "does not depend on it.")
 @click.option("--strict", is_flag=True,
               help="Exit with status 3 when the verdict is 'failed' (outputs are still written).")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
@@ -347,7 +351,7 @@ def register_command(em: Path, lm: Path, outdir: Path,
                      roi: str | None, model: str, em_slices: str | None,
                      landmarks: Path | None, max_rotation_deg: float, no_mirror: bool,
                      no_flip_z: bool, em_polarity: str, lm_polarity: str, prealign_mode: str,
-                     strict: bool, overwrite: bool) -> None:
+                     workers: int | None, strict: bool, overwrite: bool) -> None:
     """Register EM to LM: pre-alignment (XY or 3D), then 3D mutual-information registration.
 
     EM and LM are 3D stacks (OME-TIFF, ImageJ TIFF, MRC, OME-Zarr or .npy) with voxel
@@ -381,7 +385,7 @@ def register_command(em: Path, lm: Path, outdir: Path,
         prealign3d=replace(base.prealign3d, max_rotation_deg=max_rotation_deg,
                            mirror=not no_mirror),
         fine=replace(base.fine, model=model))  # type: ignore[arg-type]
-    result, paths = _run_registration(em_vol, lm_vol, config, outdir, overwrite, points)
+    result, paths = _run_registration(em_vol, lm_vol, config, outdir, overwrite, points, workers)
     _print_result(result, paths)
     if points is not None:
         s = json.loads(paths["transform.json"].read_text())["evaluation"]["summary"]

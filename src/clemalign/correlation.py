@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from scipy import fft as sfft
 
+from ._threads import resolve_workers
 from .errors import InputError
 
 __all__ = ["masked_ncc", "shared_support_ncc"]
@@ -38,7 +39,7 @@ def _full_shape(image_shape: Sequence[int], template_shape: Sequence[int]) -> tu
 def masked_ncc(image: np.ndarray, templates: Sequence[np.ndarray],
                template_masks: Sequence[np.ndarray], *, image_mask: np.ndarray | None = None,
                min_overlap_fraction: float = 0.5, weight_by_overlap: bool = False,
-               workers: int = -1) -> np.ndarray:
+               workers: int | None = None) -> np.ndarray:
     """NCC of ``image`` with each template at every offset, over the masks' overlap.
 
     For an offset ``(r, c)`` the template's top-left pixel lies on image pixel ``(r, c)``;
@@ -62,8 +63,8 @@ def masked_ncc(image: np.ndarray, templates: Sequence[np.ndarray],
         pixels is noisier (its chance level grows as ``1/sqrt(n)``), so this keeps partial
         overlaps at the border from winning by chance while a true partial match keeps
         most of its score.
-    workers : int
-        FFT threads (scipy.fft; -1 = all cores).
+    workers : int, optional
+        FFT threads (scipy.fft; default: the machine's cores, at most 4).
 
     Returns
     -------
@@ -80,6 +81,7 @@ def masked_ncc(image: np.ndarray, templates: Sequence[np.ndarray],
     if len(t_shape) != image.ndim:
         raise InputError("masked_ncc: templates must have the image's number of dimensions")
     shape = _full_shape(image.shape, t_shape)
+    workers = resolve_workers(workers)
     f_mask = (np.ones(image.shape, bool) if image_mask is None
               else np.asarray(image_mask, bool)).astype(np.float32)
     f = image * f_mask
@@ -128,7 +130,7 @@ def masked_ncc(image: np.ndarray, templates: Sequence[np.ndarray],
 
 
 def shared_support_ncc(image: np.ndarray, support: np.ndarray, *,
-                       min_overlap_fraction: float = 0.5, workers: int = -1
+                       min_overlap_fraction: float = 0.5, workers: int | None = None
                        ) -> Callable[[np.ndarray], np.ndarray]:
     """A scorer of many templates that share one support, at every offset (2D or 3D).
 
@@ -151,8 +153,8 @@ def shared_support_ncc(image: np.ndarray, support: np.ndarray, *,
     support : ndarray of bool
         The templates' common valid pixels (same dimensions as ``image``).
     min_overlap_fraction : float
-    workers : int
-        FFT threads (scipy.fft; -1 = all cores).
+    workers : int, optional
+        FFT threads (scipy.fft; default: the machine's cores, at most 4).
 
     Returns
     -------
@@ -170,6 +172,7 @@ def shared_support_ncc(image: np.ndarray, support: np.ndarray, *,
     if n_support < 2:
         raise InputError("shared_support_ncc: the support holds fewer than two pixels")
     shape = _full_shape(f.shape, m.shape)
+    workers = resolve_workers(workers)
     crop = tuple(slice(0, a + b - 1) for a, b in zip(f.shape, m.shape, strict=True))
     flip = (slice(None, None, -1),) * f.ndim
     spec_m = _spectrum(m[flip].astype(np.float32), shape, workers)

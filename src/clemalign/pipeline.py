@@ -183,7 +183,8 @@ def choose_prealignment(em: Volume, lm: Volume, roi: Roi, mode: PrealignMode = "
 
 
 def register(em: Volume, lm: Volume, *, config: RegistrationConfig = RegistrationConfig(),
-             progress: Callable[[str, float], None] | None = None) -> RegistrationResult:
+             progress: Callable[[str, float], None] | None = None,
+             workers: int | None = None) -> RegistrationResult:
     """Register an EM stack to an LM stack, stage by stage as in the method.
 
     1. representation: the LM channel (when not given), the scales and polarities
@@ -204,6 +205,9 @@ def register(em: Volume, lm: Volume, *, config: RegistrationConfig = Registratio
     progress : callable, optional
         Called with (stage, fraction of the stage done); stages are ``"prealign"`` and
         ``"fine"``.
+    workers : int, optional
+        Threads for every step (default: the machine's cores, at most 4); the result
+        does not depend on it.
 
     Returns
     -------
@@ -224,7 +228,7 @@ def register(em: Volume, lm: Volume, *, config: RegistrationConfig = Registratio
         return None if progress is None else (lambda step, f: progress(name, f))
 
     # 1. representation: channel, scales, polarities
-    channel, channels = _lm_channel(em, lm, roi, config)
+    channel, channels = _lm_channel(em, lm, roi, config, workers)
     lm_chan = lm.channel(channel) if lm.data.ndim == 4 else lm
     lm_pol, lm_how = lm_polarity(config.prealign.lm_polarity, lm_mip(lm_chan))
     structure = (lm_structure_scale(lm_chan, polarity=lm_pol)
@@ -248,9 +252,9 @@ def register(em: Volume, lm: Volume, *, config: RegistrationConfig = Registratio
         images = xy_images(em, lm_chan, roi, config.prealign)
         scales = select_scales_xy(images.em_common, images.mip_common, images.pixel_um,
                                   em_polarity=config.prealign.em_polarity, lm_polarity=lm_pol,
-                                  lm_polarity_how=lm_how)
+                                  lm_polarity_how=lm_how, workers=workers)
         pre = prealign_xy(em, lm_chan, roi=roi, config=config.prealign, scales=scales,
-                          images=images, progress=stage("prealign"))
+                          images=images, progress=stage("prealign"), workers=workers)
         fine_kwargs = {"lm_sigma_um": scales.lm_sigma_um,
                        "alternatives": _alternative_starts(pre, config),
                        "try_reversed_z": config.flip_z}
@@ -266,8 +270,8 @@ def register(em: Volume, lm: Volume, *, config: RegistrationConfig = Registratio
                               choice, scales, channel, channels)
 
 
-def _lm_channel(em: Volume, lm: Volume, roi: Roi, config: RegistrationConfig
-                ) -> tuple[int | str, tuple[ChannelScore, ...]]:
+def _lm_channel(em: Volume, lm: Volume, roi: Roi, config: RegistrationConfig,
+                workers: int | None) -> tuple[int | str, tuple[ChannelScore, ...]]:
     """The LM channel to register: the given one, or the clearest match of all."""
     if config.lm_channel is not None:
         if lm.data.ndim == 4:
@@ -275,5 +279,5 @@ def _lm_channel(em: Volume, lm: Volume, roi: Roi, config: RegistrationConfig
         return config.lm_channel, ()
     if lm.data.ndim == 3 or lm.data.shape[0] == 1:
         return 0, ()
-    scores = rank_channels(em, lm, roi, config.prealign)
+    scores = rank_channels(em, lm, roi, config.prealign, workers=workers)
     return scores[0].channel, scores

@@ -95,8 +95,8 @@ def lm_polarity(choice: PolarityChoice, lm_image: np.ndarray) -> tuple[Polarity,
 
 
 def select_scales_xy(em_planes: np.ndarray, lm_plane: np.ndarray, pixel_um: float, *,
-                     em_polarity: PolarityChoice, lm_polarity: Polarity, lm_polarity_how: str
-                     ) -> Scales:
+                     em_polarity: PolarityChoice, lm_polarity: Polarity, lm_polarity_how: str,
+                     workers: int | None = None) -> Scales:
     """Stage 1 for the XY pre-alignment: LoG scales of the EM slices and of the LM
     projection at the common pixel.
 
@@ -114,6 +114,8 @@ def select_scales_xy(em_planes: np.ndarray, lm_plane: np.ndarray, pixel_um: floa
     lm_polarity : {"dark", "bright"}
     lm_polarity_how : str
         How the LM polarity was set (reported).
+    workers : int, optional
+        Threads of the blob counting.
 
     Returns
     -------
@@ -121,9 +123,9 @@ def select_scales_xy(em_planes: np.ndarray, lm_plane: np.ndarray, pixel_um: floa
     """
     em_pol: Polarity = "dark" if em_polarity == "auto" else em_polarity
     pick = _spread(em_planes.shape[0], SCALE_SLICES)
-    lm_sel = select_log_scale(lm_plane, pixel_um, polarity=lm_polarity)
+    lm_sel = select_log_scale(lm_plane, pixel_um, polarity=lm_polarity, workers=workers)
     em_sel = select_log_scale(em_planes[pick], (1.0, pixel_um, pixel_um), polarity=em_pol,
-                              per_slice=True)
+                              per_slice=True, workers=workers)
     return Scales(em_pol, lm_polarity, "assumed" if em_polarity == "auto" else "given",
                   lm_polarity_how, em_sel.sigma_um, lm_sel.sigma_um,
                   selections={"em": em_sel.to_dict(), "lm": lm_sel.to_dict()})

@@ -49,8 +49,8 @@ class ChannelScore:
                 "sigma_um": self.sigma_um, "matches": self.matches, "note": self.note}
 
 
-def rank_channels(em: Volume, lm: Volume, roi: Roi, config: PrealignConfig
-                  ) -> tuple[ChannelScore, ...]:
+def rank_channels(em: Volume, lm: Volume, roi: Roi, config: PrealignConfig, *,
+                  workers: int | None = None) -> tuple[ChannelScore, ...]:
     """Score every LM channel against the EM ROI; best first.
 
     Parameters
@@ -63,6 +63,8 @@ def rank_channels(em: Volume, lm: Volume, roi: Roi, config: PrealignConfig
     config : PrealignConfig
         Orientations and overlap as for the pre-alignment; the scales searched are
         :data:`CELL_SCALES_UM` up to a tenth of the ROI side (at least the finest).
+    workers : int, optional
+        Threads of the filters and FFTs.
 
     Raises
     ------
@@ -91,7 +93,7 @@ def rank_channels(em: Volume, lm: Volume, roi: Roi, config: PrealignConfig
         found = ncc_search(mip, lm.voxel_size_um[1:], em_image, (em_sy, em_sx),
                            roi_size_um=roi_size, origin_xy_um=np.zeros(2), fine_sigma_um=sigmas[0],
                            search=search, orientation=orientation, polarity=(em_pol, lm_pol),
-                           signs=signs)
+                           signs=signs, workers=workers)
         margin = float(max(found.summary.margins))
         scores.append(ChannelScore(c, name, margin, found.summary.chosen_sigma_um,
                                    margin >= MATCH_MARGIN))

@@ -142,26 +142,27 @@ def _peak_candidate(total: np.ndarray, smap: ScoreMap, groups: list[int], i: int
 
 def scale_images(mip: np.ndarray, lm_spacing_yx: Sequence[float], em_image: np.ndarray,
                  em_spacing_yx: Sequence[float], sigma_um: float, pixel_um: float,
-                 polarity: tuple[Polarity, Polarity]) -> ScaleImages:
+                 polarity: tuple[Polarity, Polarity], workers: int | None = None
+                 ) -> ScaleImages:
     """Blob responses of the LM MIP and the EM image at one scale and working pixel."""
     em_polarity, lm_polarity = polarity
     roi_centre_px = np.array([(em_image.shape[0] - 1) / 2.0, (em_image.shape[1] - 1) / 2.0])
     return ScaleImages(
         sigma_um, pixel_um,
         blob_response(resample_plane(mip, lm_spacing_yx, pixel_um), sigma_um, pixel_um,
-                      lm_polarity),
+                      lm_polarity, workers=workers),
         blob_response(resample_plane(em_image, em_spacing_yx, pixel_um), sigma_um, pixel_um,
-                      em_polarity),
+                      em_polarity, workers=workers),
         roi_centre_px * np.asarray(em_spacing_yx) / pixel_um)
 
 
-def _z_maps(im: ScaleImages, orientations: list[Orientation], min_overlap_fraction: float
-            ) -> tuple[np.ndarray, np.ndarray]:
+def _z_maps(im: ScaleImages, orientations: list[Orientation], min_overlap_fraction: float,
+            workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Robust z-scores of the masked NCC of every orientation at one scale, and the map
     shift (pixels) from map index to LM offset of the ROI centre."""
     templates, masks, centre = oriented_templates(im.em, im.em_centre_rc, orientations)
     z = robust_z(masked_ncc(im.lm, templates, masks, min_overlap_fraction=min_overlap_fraction,
-                            weight_by_overlap=WEIGHT_BY_OVERLAP))
+                            weight_by_overlap=WEIGHT_BY_OVERLAP, workers=workers))
     n = templates[0].shape[0]
     return np.array([centre[1] - (n - 1), centre[0] - (n - 1)]), z
 
@@ -203,7 +204,7 @@ def ncc_search(mip: np.ndarray, lm_spacing_yx: Sequence[float], em_image: np.nda
                em_spacing_yx: Sequence[float], *, roi_size_um: tuple[float, float],
                origin_xy_um: np.ndarray, fine_sigma_um: float, search: SearchConfig,
                orientation: OrientationConfig, polarity: tuple[Polarity, Polarity],
-               signs: Sequence[int] = (1,)) -> NccSearch:
+               signs: Sequence[int] = (1,), workers: int | None = None) -> NccSearch:
     """Step 9: masked NCC over orientations at each scale; the clearest scale (and sign).
 
     Parameters
@@ -223,6 +224,8 @@ def ncc_search(mip: np.ndarray, lm_spacing_yx: Sequence[float], em_image: np.nda
         Polarities of the blob responses.
     signs : sequence of {1, -1}
         EM signs scored; −1 negates the NCC maps (no extra correlation).
+    workers : int, optional
+        Threads of the filters and FFTs (see :func:`clemalign.correlation.masked_ncc`).
     """
     lm_pixel = float(lm_spacing_yx[1])
     field_um = max(mip.shape[0] * lm_spacing_yx[0], mip.shape[1] * lm_spacing_yx[1])
@@ -232,7 +235,7 @@ def ncc_search(mip: np.ndarray, lm_spacing_yx: Sequence[float], em_image: np.nda
 
     def images_at(sigma: float) -> ScaleImages:
         return scale_images(mip, lm_spacing_yx, em_image, em_spacing_yx, sigma,
-                            max(finest, sigma / 2.0), polarity)
+                            max(finest, sigma / 2.0), polarity, workers)
 
     window = default_window(orientation)
     scan: dict = {}
@@ -244,7 +247,8 @@ def ncc_search(mip: np.ndarray, lm_spacing_yx: Sequence[float], em_image: np.nda
             cache[sigma] = images_at(sigma)
         scan = orientation_scan([(c.lm, c.em, c.em_centre_rc) for c in cache.values()],
                                 orientation, window,
-                                min_overlap_fraction=search.min_overlap_fraction, signs=signs)
+                                min_overlap_fraction=search.min_overlap_fraction, signs=signs,
+                                workers=workers)
         scan["sigmas_um"] = [float(v) for v in scan_sigmas]
     orientations, groups = search_orientations(window, scan, DEFAULT_WINDOW_DEG[2])
 
@@ -253,7 +257,7 @@ def ncc_search(mip: np.ndarray, lm_spacing_yx: Sequence[float], em_image: np.nda
     maps, images, margins = [], [], {s: [] for s in signs}
     for sigma in sigmas:
         im = cache.get(sigma) or images_at(sigma)
-        shift_px, z = _z_maps(im, orientations, search.min_overlap_fraction)
+        shift_px, z = _z_maps(im, orientations, search.min_overlap_fraction, workers)
         dist = max(1, int(0.25 * min(roi_size_um) / im.pixel_um))
         for s in signs:
             m = peak_margin(z.max(axis=0) if s > 0 else -z.min(axis=0), dist)
@@ -287,7 +291,7 @@ def ncc_search(mip: np.ndarray, lm_spacing_yx: Sequence[float], em_image: np.nda
 
 def refine(centre_xy_um: np.ndarray, angle_deg: float, kept: ScaleImages,
            origin_xy_um: np.ndarray, *, min_overlap_fraction: float, mirrored: bool = False,
-           sign: int = 1) -> tuple[np.ndarray, float, float]:
+           sign: int = 1, workers: int | None = None) -> tuple[np.ndarray, float, float]:
     """Local search of angle (fine steps) and position around the fused result.
 
     The coarse angle grid leaves up to half a step of error, which shifts the best match
@@ -313,7 +317,7 @@ def refine(centre_xy_um: np.ndarray, angle_deg: float, kept: ScaleImages,
         return np.asarray(centre_xy_um, float), angle_deg, float("nan")
     ncc = masked_ncc(kept.lm[r0:r1, c0:c1], templates, masks,
                      min_overlap_fraction=min_overlap_fraction,
-                     weight_by_overlap=WEIGHT_BY_OVERLAP)
+                     weight_by_overlap=WEIGHT_BY_OVERLAP, workers=workers)
     # offsets (top-left in the crop) within ±radius of the nominal one
     i_nom, j_nom = top - r0 + (n - 1), left - c0 + (n - 1)
     ii, jj = np.mgrid[0:ncc.shape[1], 0:ncc.shape[2]]

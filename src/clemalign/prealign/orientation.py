@@ -104,7 +104,8 @@ def _local_maxima(curve: np.ndarray, angles: np.ndarray, full: bool) -> list[int
 
 def orientation_scan(responses: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
                      config: OrientationConfig, window: list[Orientation], *,
-                     min_overlap_fraction: float, signs: Sequence[int] = (1,)) -> dict:
+                     min_overlap_fraction: float, signs: Sequence[int] = (1,),
+                     workers: int | None = None) -> dict:
     """Best robust NCC z-score over positions for each angle × handedness (× EM sign).
 
     Parameters
@@ -117,6 +118,8 @@ def orientation_scan(responses: Sequence[tuple[np.ndarray, np.ndarray, np.ndarra
     min_overlap_fraction : float
     signs : sequence of {1, -1}
         EM response signs scored (−1 negates the NCC: no extra correlation).
+    workers : int, optional
+        FFT threads.
 
     Returns
     -------
@@ -144,7 +147,8 @@ def orientation_scan(responses: Sequence[tuple[np.ndarray, np.ndarray, np.ndarra
         templates, masks, _ = oriented_templates(em_resp, centre_rc, orientations)
         z = robust_z(masked_ncc(lm_resp, templates, masks,
                                 min_overlap_fraction=min_overlap_fraction,
-                                weight_by_overlap=WEIGHT_BY_OVERLAP)).reshape(len(orientations), -1)
+                                weight_by_overlap=WEIGHT_BY_OVERLAP, workers=workers)
+                     ).reshape(len(orientations), -1)
         found = []
         for sign in signs:
             best = (z.max(axis=1) if sign > 0 else -z.min(axis=1)).reshape(len(hands), len(angles))

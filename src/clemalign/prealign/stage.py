@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._threads import resolve_workers
 from .._timing import StepTimer
 from ..errors import InputError
 from ..representation import blob_response
@@ -85,18 +86,19 @@ def xy_images(em: Volume, lm: Volume, roi: str | Roi | None, config: PrealignCon
                     np.asarray(lm.origin_xyz_um[:2], float), patch_offset)
 
 
-def _xy_scales(images: XYImages, config: PrealignConfig) -> Scales:
+def _xy_scales(images: XYImages, config: PrealignConfig, workers: int) -> Scales:
     """Stage 1 for the XY pre-alignment when the caller did not run it."""
     lm_pol, lm_how = lm_polarity(config.lm_polarity, images.mip)
     return select_scales_xy(images.em_common, images.mip_common, images.pixel_um,
                             em_polarity=config.em_polarity, lm_polarity=lm_pol,
-                            lm_polarity_how=lm_how)
+                            lm_polarity_how=lm_how, workers=workers)
 
 
 def prealign_xy(em: Volume, lm: Volume, *, lm_channel: int | str = 0,
                 roi: str | Roi | None = None, config: PrealignConfig = PrealignConfig(),
                 scales: Scales | None = None, images: XYImages | None = None,
-                progress: Callable[[str, float], None] | None = None) -> PrealignResult:
+                progress: Callable[[str, float], None] | None = None,
+                workers: int | None = None) -> PrealignResult:
     """Find the XY position, in-plane angle and handedness of the EM ROI in the LM field.
 
     Parameters
@@ -117,6 +119,9 @@ def prealign_xy(em: Volume, lm: Volume, *, lm_channel: int | str = 0,
         Steps 1–3 already computed by :func:`xy_images` (with the same ROI and config).
     progress : callable, optional
         Called with (step name, fraction of the stage done).
+    workers : int, optional
+        Threads for the whole stage (default: the machine's cores, at most 4); the
+        result does not depend on it.
 
     Returns
     -------
@@ -129,20 +134,22 @@ def prealign_xy(em: Volume, lm: Volume, *, lm_channel: int | str = 0,
         empty/constant/NaN images.
     """
     timer = StepTimer(progress)
+    threads = resolve_workers(workers)
     im = images or xy_images(em, lm, roi, config, lm_channel)
     timer.tick("resample", 0.1)
-    scales = scales or _xy_scales(im, config)
+    scales = scales or _xy_scales(im, config, threads)
     pixel = im.pixel_um
-    mip_resp = blob_response(im.mip_common, scales.lm_sigma_um, pixel, scales.lm_polarity)
+    mip_resp = blob_response(im.mip_common, scales.lm_sigma_um, pixel, scales.lm_polarity,
+                             workers=threads)
     em_resp = blob_response(im.em_common, scales.em_sigma_um, pixel, scales.em_polarity,
-                            axes=(1, 2))
+                            axes=(1, 2), workers=threads)
     timer.tick("scale_selection", 0.3)
 
     # the EM sign is searched where Part B can decide it (the NCC of a negated template
     # is the negated NCC: both signs cost one correlation)
     signs = (1, -1) if config.method != "histogram" and config.em_polarity == "auto" else (1,)
     part_a, part_b = _run_parts(im, config, mip_resp, em_resp, signs, scales, em, lm,
-                                timer.timings)
+                                timer.timings, threads)
     timer.tick("search", 0.9)
 
     sign = part_b.sign if part_b else 1
@@ -163,7 +170,7 @@ def prealign_xy(em: Volume, lm: Volume, *, lm_channel: int | str = 0,
             centre, angle, refined_ncc = refine(
                 centre, angle, part_b.kept, im.lm_origin_xy_um,
                 min_overlap_fraction=config.search.min_overlap_fraction,
-                mirrored=fused.mirrored, sign=sign)
+                mirrored=fused.mirrored, sign=sign, workers=threads)
             confidence.update(refined_ncc=refined_ncc,
                               refine_shift_um=float(np.hypot(*(centre - before))))
             timer.tick("refine", 1.0)
@@ -173,9 +180,13 @@ def prealign_xy(em: Volume, lm: Volume, *, lm_channel: int | str = 0,
 
 
 def _run_parts(im: XYImages, config: PrealignConfig, mip_resp: np.ndarray, em_resp: np.ndarray,
-               signs: tuple[int, ...], scales: Scales, em: Volume, lm: Volume, timings: dict
-               ) -> tuple[dict, NccSearch | None]:
-    """Parts A and B side by side (independent; numpy/scipy release the GIL)."""
+               signs: tuple[int, ...], scales: Scales, em: Volume, lm: Volume, timings: dict,
+               workers: int) -> tuple[dict, NccSearch | None]:
+    """Parts A and B side by side when there are threads for both (independent;
+    numpy/scipy release the GIL); Part A is single-threaded, Part B gets the rest."""
+    run_a, run_b = config.method != "ncc", config.method != "histogram"
+    side_by_side = run_a and run_b and workers >= 2
+
     def part_a() -> dict:
         return histogram_candidates(mip_resp, em_resp, im.z_list, config.search, im.pixel_um,
                                     im.lm_origin_xy_um, im.patch_offset_px, signs=signs)
@@ -191,7 +202,8 @@ def _run_parts(im: XYImages, config: PrealignConfig, mip_resp: np.ndarray, em_re
                           roi_size_um=im.roi_size_um, origin_xy_um=im.lm_origin_xy_um,
                           fine_sigma_um=scales.lm_sigma_um, search=config.search,
                           orientation=config.orientation,
-                          polarity=(scales.em_polarity, scales.lm_polarity), signs=signs)
+                          polarity=(scales.em_polarity, scales.lm_polarity), signs=signs,
+                          workers=workers - 1 if side_by_side else workers)
 
     def timed(fn: Callable):
         def run():
@@ -200,10 +212,13 @@ def _run_parts(im: XYImages, config: PrealignConfig, mip_resp: np.ndarray, em_re
             return out, time.perf_counter() - t
         return run
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        fa = pool.submit(timed(part_a)) if config.method != "ncc" else None
-        fb = pool.submit(timed(part_b)) if config.method != "histogram" else None
-        (a, ta), (b, tb) = (fa.result() if fa else ({}, 0.0)), (fb.result() if fb else (None, 0.0))
+    if side_by_side:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            fa, fb = pool.submit(timed(part_a)), pool.submit(timed(part_b))
+            (a, ta), (b, tb) = fa.result(), fb.result()
+    else:
+        a, ta = timed(part_a)() if run_a else ({}, 0.0)
+        b, tb = timed(part_b)() if run_b else (None, 0.0)
     # per-part seconds (they overlap: their sum exceeds the wall time of the step)
     timings["histogram_search_s"], timings["ncc_search_s"] = ta, tb
     return a, b
