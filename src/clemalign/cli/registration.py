@@ -1,0 +1,258 @@
+"""Commands that register: ``register`` (two files) and ``demo`` (a simulated pair)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+from ..errors import InputError
+from .app import app, err, markup_safe, out, voxel_size_option
+from .files import SCENE_OPTION, simulate_scene
+
+
+def _parse_slices(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(int(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise InputError(f"--em-slices: expected comma-separated EM z indices, got {text!r}"
+                         ) from None
+    if not values:
+        raise InputError("--em-slices: the list is empty; give EM z indices like 40,80,120")
+    return values
+
+
+def _run_registration(em_vol, lm_vol, config, outdir: Path, overwrite: bool, landmarks=None,
+                      workers: int | None = None):
+    """Register with a progress display per stage and write the outputs."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..io import ensure_writable
+    from ..outputs import OUTPUT_FILES, write_registration
+    from ..pipeline import register
+
+    for name in OUTPUT_FILES:  # refuse before the expensive work
+        ensure_writable(outdir / name, overwrite=overwrite)
+    columns = (TextColumn("{task.description:<22}"), BarColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=False) as bar:
+        tasks = {"prealign": bar.add_task("pre-alignment", total=1.0),
+                 "fine": bar.add_task("3D registration", total=1.0),
+                 "write": bar.add_task("writing outputs", total=1.0)}
+
+        def progress(stage: str, fraction: float) -> None:
+            bar.update(tasks[stage], completed=fraction)
+
+        result = register(em_vol, lm_vol, config=config, progress=progress, workers=workers)
+        bar.update(tasks["prealign"], completed=1.0)
+        bar.update(tasks["fine"], completed=1.0)
+        paths = write_registration(outdir, result, em_vol, lm_vol, landmarks=landmarks,
+                                   overwrite=overwrite)
+        bar.update(tasks["write"], completed=1.0)
+    return result, paths
+
+
+def _print_result(result, paths) -> None:
+    from ..prealign3d import Prealign3DResult
+    from ..transforms import decompose
+
+    pre = result.prealign
+    conf = result.confidence
+    colour = {"ok": "green", "uncertain": "yellow"}.get(conf["verdict"], "red")
+    choice = result.prealign_choice
+    for c in result.channel_scores:
+        out.print(f"LM channel {c.channel} ({markup_safe(c.name)}): peak margin {c.margin:.2f}"
+                   + ("" if c.matches else " — matches nothing")
+                   + (" [bold]← used[/bold]" if c.channel == result.lm_channel else ""))
+    if result.scales is not None:
+        sc, pol = result.scales, getattr(pre, "polarity", None)
+        em_pol = f"{pol.em} ({pol.em_how})" if pol else f"{sc.em_polarity} ({sc.em_polarity_how})"
+        out.print(f"polarity: EM {em_pol}, LM {sc.lm_polarity} ({sc.lm_polarity_how})")
+    out.print(f"pre-alignment {choice.get('mode', 'xy')}: {choice.get('reason', '')}")
+    if isinstance(pre, Prealign3DResult):
+        c = pre.initial_em_to_lm.apply(pre.em_roi_centre_xyz_um)
+        rx, ry, rz = decompose(pre.initial_em_to_lm)["rotation_deg"]
+        h = pre.hypotheses[0]
+        out.print(f"3D pre-alignment: EM ROI centre → LM ({c[0]:.2f}, {c[1]:.2f}, {c[2]:.2f}) "
+                   f"µm, rotation about x/y/z {rx:.1f}/{ry:.1f}/{rz:.1f}°"
+                   f"{', EM mirrored' if h.mirrored else ''}"
+                   f"{', z reversed' if h.flipped_z else ''}, {pre.timings_s['total']:.1f} s")
+    else:
+        out.print(f"XY pre-alignment: EM ROI centre → LM ({pre.centre_lm_xy_um[0]:.2f}, "
+                   f"{pre.centre_lm_xy_um[1]:.2f}) µm, angle {pre.angle_deg:.1f}°"
+                   f"{', EM mirrored' if pre.mirrored else ''}, "
+                   f"{pre.timings_s['total']:.1f} s")
+    start = next((st for st in result.fine.starts if st["chosen"]), {})
+    out.print(f"3D stage start: z offset {result.fine.z_offset_um:.2f} µm"
+               f"{', z reversed' if start.get('reversed_z') else ''}"
+               + (f", tilt ({result.fine.z_search['tilt_deg'][0]:.1f}, "
+                  f"{result.fine.z_search['tilt_deg'][1]:.1f})°"
+                  if result.fine.z_search.get("tilt_deg") else ""))
+    for stage in result.fine.stages:
+        out.print(f"{stage.name}: metric {stage.metric:.4f} after {stage.iterations} "
+                   f"iterations ({stage.seconds:.1f} s)"
+                   + ("" if stage.kept else f" — {stage.stop_condition.split(';')[0]}"))
+    out.print(f"confidence: [{colour}]{conf['score']:.2f} ({conf['verdict']})[/{colour}]")
+    if conf["verdict"] != "ok":
+        err.print(f"[{colour}]warning:[/{colour}] the result is {conf['verdict']}: "
+                   + "; ".join(conf["reasons"]) + ". Check the overlays in report.html, or "
+                   "restrict the search (--roi, --max-rotation-deg, --no-mirror).")
+    out.print("em_to_lm (µm):")
+    for row in result.em_to_lm.matrix:
+        out.print("  " + "  ".join(f"{v:10.5f}" for v in row))
+    out.print(f"total {result.timings_s['total']:.1f} s")
+    for path in paths.values():
+        out.print(f"  wrote {path}")
+
+
+@app.command("register")
+@click.argument("em", type=click.Path(path_type=Path))
+@click.argument("lm", type=click.Path(path_type=Path))
+@click.option("-o", "--outdir", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Output folder (transform.json, lm_in_em.ome.tif, run.json, prealign.png).")
+@voxel_size_option("--em-voxel-size", "EM voxel size (z, y, x) in µm; replaces the file's.")
+@voxel_size_option("--lm-voxel-size", "LM voxel size (z, y, x) in µm; replaces the file's.")
+@click.option("--lm-channel", default=None,
+              help="LM channel to align: index (0-based) or name [default: every channel is "
+                   "tried and the clearest match is used].")
+@click.option("--roi", default=None, metavar="z0:z1,y0:y1,x0:x1",
+              help="EM region of interest in EM voxel indices [default: whole EM].")
+@click.option("--model", type=click.Choice(["rigid", "affine"]), default="affine",
+              show_default=True, help="Final 3D transform model.")
+@click.option("--em-slices", default=None, metavar="Z1,Z2,...",
+              help="EM z indices used by the pre-alignment [default: 12 around the ROI middle].")
+@click.option("--landmarks", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Landmark pairs CSV (see `clemalign evaluate --help`): their errors go "
+                   "into transform.json and the report.")
+@click.option("--max-rotation-deg", type=click.FloatRange(0, 180), default=180.0,
+              show_default=True, help="Largest in-plane rotation EM → LM searched.")
+@click.option("--no-mirror", is_flag=True,
+              help="Do not consider a mirrored EM (when the set-up keeps handedness).")
+@click.option("--no-flip-z", is_flag=True,
+              help="Do not consider a reversed z (EM and LM imaged from the same side).")
+@click.option("--em-polarity", type=click.Choice(["auto", "dark", "bright"]), default="auto",
+              show_default=True,
+              help="EM structures to match: dark (stained membranes, organelles on light "
+                   "resin), bright (inverted contrast, e.g. raw backscatter), auto: found by "
+                   "the pre-alignment's match.")
+@click.option("--lm-polarity", type=click.Choice(["auto", "dark", "bright"]), default="auto",
+              show_default=True,
+              help="LM structures to match: bright (fluorescence), dark (transmitted light), "
+                   "auto: from the LM's intensity distribution.")
+@click.option("--prealign", "prealign_mode", type=click.Choice(["auto", "xy", "3d"]),
+              default="auto", show_default=True,
+              help="Pre-alignment: xy (LM projection; monolayers, sections), 3d (LM volume; "
+                   "thick specimens), auto: 3d when the LM stack is deeper than the EM ROI "
+                   "by more than a cell layer.")
+@click.option("--workers", type=click.IntRange(1, None), default=None,
+              help="Threads to use [default: the machine's cores, at most 4]; the result "
+                   "does not depend on it.")
+@click.option("--strict", is_flag=True,
+              help="Exit with status 3 when the verdict is 'failed' (outputs are still written).")
+@click.option("--overwrite", is_flag=True, help="Replace existing output files.")
+def register_command(em: Path, lm: Path, outdir: Path,
+                     em_voxel_size: tuple[float, float, float] | None,
+                     lm_voxel_size: tuple[float, float, float] | None, lm_channel: str,
+                     roi: str | None, model: str, em_slices: str | None,
+                     landmarks: Path | None, max_rotation_deg: float, no_mirror: bool,
+                     no_flip_z: bool, em_polarity: str, lm_polarity: str, prealign_mode: str,
+                     workers: int | None, strict: bool, overwrite: bool) -> None:
+    """Register EM to LM: pre-alignment (XY or 3D), then 3D mutual-information registration.
+
+    EM and LM are 3D stacks (OME-TIFF, ImageJ TIFF, MRC, OME-Zarr or .npy) with voxel
+    sizes in their metadata or given in µm.  Writes the transform (both directions), every
+    LM channel resampled onto the EM grid, the run configuration and a figure.
+    """
+    from dataclasses import replace
+
+    from ..io import read_clem_pair
+    from ..pipeline import RegistrationConfig
+
+    em_vol, lm_vol, _ = read_clem_pair(em, lm, em_voxel_size_um=em_voxel_size,
+                                       lm_voxel_size_um=lm_voxel_size, lm_channel=lm_channel,
+                                       em_roi=roi)
+    points = None
+    if landmarks is not None:
+        from ..evaluation import read_landmarks_csv
+
+        points = read_landmarks_csv(landmarks, em_voxel_size_um=em_vol.voxel_size_um,
+                                    lm_voxel_size_um=lm_vol.voxel_size_um)
+    base = RegistrationConfig()
+    config = RegistrationConfig(
+        lm_channel=_parse_channel(lm_channel),
+        roi=roi, prealign_mode=prealign_mode, flip_z=not no_flip_z,  # type: ignore[arg-type]
+        prealign=replace(base.prealign, em_polarity=em_polarity,  # type: ignore[arg-type]
+                         lm_polarity=lm_polarity,  # type: ignore[arg-type]
+                         slices=replace(base.prealign.slices, em_slices=_parse_slices(em_slices)),
+                         orientation=replace(base.prealign.orientation,
+                                             max_rotation_deg=max_rotation_deg,
+                                             mirror=not no_mirror)),
+        prealign3d=replace(base.prealign3d, max_rotation_deg=max_rotation_deg,
+                           mirror=not no_mirror),
+        fine=replace(base.fine, model=model))  # type: ignore[arg-type]
+    result, paths = _run_registration(em_vol, lm_vol, config, outdir, overwrite, points, workers)
+    _print_result(result, paths)
+    if points is not None:
+        s = json.loads(paths["transform.json"].read_text())["evaluation"]["summary"]
+        out.print(f"landmark error ({s['n']}): mean {s['mean_um']:.3f} µm, median "
+                   f"{s['median_um']:.3f} µm, max {s['max_um']:.3f} µm")
+    if strict and result.confidence["verdict"] == "failed":
+        raise click.exceptions.Exit(3)
+
+
+@app.command()
+@click.option("-o", "--outdir", type=click.Path(path_type=Path, file_okay=False),
+              default=Path("clemalign-demo"), show_default=True, help="Output folder.")
+@SCENE_OPTION
+@click.option("--seed", type=int, default=0, show_default=True, help="Simulation seed.")
+@click.option("--scale", type=float, default=1.0, show_default=True,
+              help="monolayer: lateral size factor of the simulated pair (0.3: small and fast).")
+@click.option("--overwrite", is_flag=True, help="Replace existing output files.")
+def demo(outdir: Path, scene: str, seed: int, scale: float, overwrite: bool) -> None:
+    """Simulate a CLEM pair with a known answer, register it, and print the error.
+
+    The pair is written to OUTDIR/data (em.ome.tif, lm.ome.tif, truth.json,
+    landmarks.csv), read back like user files, registered (a tissue pair with its --roi
+    and the nuclei channel), and the result written to OUTDIR.  The landmark error (TRE)
+    against the simulation's truth is printed.
+    """
+    from ..evaluation import target_registration_error
+    from ..io import ensure_writable, read_clem_pair
+    from ..pipeline import RegistrationConfig
+    from ..synthetic import SIMULATED_FILES, write_simulated_pair
+
+    data_dir = outdir / "data"
+    for name in SIMULATED_FILES:
+        ensure_writable(data_dir / name, overwrite=overwrite)
+    start = time.perf_counter()
+    with err.status(f"simulating a {scene} CLEM pair"):
+        pair = simulate_scene(scene, seed=seed, scale=scale)
+        files = write_simulated_pair(data_dir, pair, overwrite=overwrite)
+    out.print(f"simulated {scene} pair (seed {seed}) in {time.perf_counter() - start:.1f} s "
+               f"→ {data_dir}")
+    channel = pair.lm.channel_names[0]
+    em_vol, lm_vol, _ = read_clem_pair(files["em.ome.tif"], files["lm.ome.tif"],
+                                       lm_channel=channel, em_roi=pair.roi)
+    from ..evaluation import read_landmarks_csv
+
+    points = read_landmarks_csv(files["landmarks.csv"])
+    config = RegistrationConfig(roi=pair.roi, lm_channel=channel)
+    if pair.roi:
+        out.print(f"registering with --roi {pair.roi} --lm-channel {channel}")
+    result, paths = _run_registration(em_vol, lm_vol, config, outdir, overwrite, points)
+    _print_result(result, paths)
+    tre = target_registration_error(result.em_to_lm, pair.landmarks_em_um, pair.landmarks_lm_um)
+    em_px = float(pair.em.voxel_size_um[2])
+    out.print(f"[bold]landmark error vs truth ({tre.size} landmarks):[/bold] mean "
+               f"{tre.mean():.3f} µm ({tre.mean() / em_px:.1f} EM px), median "
+               f"{np.median(tre):.3f} µm, max {tre.max():.3f} µm")
+
+
+
+def _parse_channel(text: str | None) -> int | str | None:
+    return int(text) if text is not None and text.lstrip("-").isdigit() else text
+
