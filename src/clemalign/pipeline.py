@@ -260,8 +260,12 @@ def register(em: Volume, lm: Volume, *, config: RegistrationConfig = Registratio
                        "try_reversed_z": config.flip_z}
     t1 = time.perf_counter()
     # 3. 3D fine registration
+    # the EM's polarity as the pre-alignment's match found it
+    polarity = (pre.polarity.em if isinstance(pre, PrealignResult)
+                else pre.scan.get("em_polarity", scales.em_polarity), scales.lm_polarity)
     fine = register_3d(em, lm_chan, pre.initial_em_to_lm, roi_kji=roi.slices,
-                       config=config.fine, progress=stage("fine"), **fine_kwargs)
+                       config=config.fine, progress=stage("fine"), polarity=polarity,
+                       **fine_kwargs)
     t2 = time.perf_counter()
     # 4. confidence
     confidence = assess(pre, fine, config.confidence)

@@ -15,6 +15,7 @@ import numpy as np
 
 from .._timing import StepTimer
 from ..errors import InputError
+from ..representation import Polarity
 from ..transforms import Affine
 from ..volume import Volume, to_sitk
 from .config import Registration3DConfig, Registration3DResult, StageResult
@@ -65,8 +66,8 @@ class _Workspace:
 
 def _prepare(em: Volume, lm: Volume, roi: tuple[slice, slice, slice],
              starts: Sequence[Affine], grid: WorkingGrid, z_range_um: float | None,
-             try_reversed_z: bool, config: Registration3DConfig, timer: StepTimer
-             ) -> _Workspace:
+             try_reversed_z: bool, config: Registration3DConfig, timer: StepTimer,
+             polarity: tuple[Polarity, Polarity]) -> _Workspace:
     """Resample the EM ROI and the LM crop onto the working grid, filter, draw samples."""
     em_w = working_volume(em, (grid.z_um, grid.pixel_um, grid.pixel_um), roi)
     box = lm_crop_box(em, lm, roi, starts, margin_um=config.margin_um,
@@ -74,7 +75,8 @@ def _prepare(em: Volume, lm: Volume, roi: tuple[slice, slice, slice],
     # the LM also goes onto the working pixel (never finer than its own voxels)
     lm_w = working_volume(lm, (lm.voxel_size_um[0], grid.pixel_um, grid.pixel_um), box)
     timer.tick("resample", 0.1)
-    fixed_arr, moving_arr = working_images(em_w, lm_w, grid.sigma_um, config.representation)
+    fixed_arr, moving_arr = working_images(em_w, lm_w, grid.sigma_um, config.representation,
+                                           polarity)
     moving = to_sitk(lm_w.with_data(np.ascontiguousarray(moving_arr, dtype=np.float32)))
     samples = Samples.draw(em_w, config.samples, config.seed)
     metric = MetricContext(samples, samples.head(3), lm_w, moving_arr, config.histogram_bins)
@@ -160,7 +162,9 @@ def register_3d(em: Volume, lm: Volume, initial_em_to_lm: Affine, *,
                 z_range_um: float | None = None,
                 try_reversed_z: bool = False,
                 config: Registration3DConfig = _DEFAULT_CONFIG,
-                progress: Callable[[str, float], None] | None = None) -> Registration3DResult:
+                progress: Callable[[str, float], None] | None = None,
+                polarity: tuple[Polarity, Polarity] = ("dark", "bright")
+                ) -> Registration3DResult:
     """Estimate ``em_to_lm`` by mutual information, rigid then affine (SimpleITK).
 
     Parameters
@@ -176,8 +180,9 @@ def register_3d(em: Volume, lm: Volume, initial_em_to_lm: Affine, *,
     roi_kji : tuple of slices, optional
         EM ROI in voxel indices (default: the whole EM volume).
     lm_sigma_um : float, optional
-        Scale of the LM's structures, µm: the LoG scale is ``max(1.0, lm_sigma_um)``
-        unless ``config.log_sigma_um`` is set.
+        Scale of the LM's structures, µm: the LoG scale is that, at least
+        :data:`~clemalign.registration.working.MIN_LOG_SIGMA_UM`, unless
+        ``config.log_sigma_um`` is set.
     alternatives : sequence of Affine
         Other starts (orientation hypotheses).  Each start gets its own z search and rigid
         stage; the one with the highest mutual information afterwards (on one common set
@@ -193,6 +198,8 @@ def register_3d(em: Volume, lm: Volume, initial_em_to_lm: Affine, *,
         Grid, metric, optimiser and search settings.
     progress : callable, optional
         Called with (step name, fraction done).
+    polarity : (EM polarity, LM polarity)
+        Blob polarities found by stage 1 (the metric does not depend on them).
 
     Returns
     -------
@@ -209,7 +216,8 @@ def register_3d(em: Volume, lm: Volume, initial_em_to_lm: Affine, *,
     roi = roi_kji or tuple(slice(0, n) for n in em.shape_zyx)
     starts = [initial_em_to_lm, *alternatives]
     grid = WorkingGrid.choose(em, lm, roi, lm_sigma_um, config)
-    ws = _prepare(em, lm, roi, starts, grid, z_range_um, try_reversed_z, config, timer)
+    ws = _prepare(em, lm, roi, starts, grid, z_range_um, try_reversed_z, config, timer,
+                  polarity)
     plan = None if not config.z_search else ZSearchPlan(
         lm, ws.em_w.extent_um[0], z_range_um, float(config.z_step_um or lm.voxel_size_um[0] / 2),
         try_reversed_z, config.max_tilt_deg if z_range_um is None else 0.0)

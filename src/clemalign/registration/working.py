@@ -15,12 +15,18 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..representation import blob_response, default_polarity
+from ..representation import Polarity, blob_response
 from ..transforms import Affine
 from ..volume import Volume, regular_sample, scale_axes
 from .config import Registration3DConfig
 
-__all__ = ["WorkingGrid", "lm_crop_box", "mirror_x", "working_images", "working_volume"]
+__all__ = ["WorkingGrid", "lm_crop_box", "mirror_x", "working_images", "working_volume",
+           "MIN_LOG_SIGMA_UM"]
+
+# the 3D stage's LoG scale is the LM's structure scale but never finer: at 1 µm the
+# working grid (σ/2.25 ≈ 0.44 µm, z half the LM's 0.6 µm voxel) stays cheap, and the
+# LM's axial blur leaves little finer detail shared in 3D (issue 21 revisits this)
+MIN_LOG_SIGMA_UM = 1.0
 
 Box = tuple[slice, slice, slice]
 
@@ -101,13 +107,14 @@ class WorkingGrid:
                config: Registration3DConfig) -> WorkingGrid:
         """The grid for an EM ROI (voxel slices) and the LM, from ``config`` or defaults.
 
-        The LoG scale is ``config.log_sigma_um`` or else ``max(1.0, lm_sigma_um)`` µm.
+        The LoG scale is ``config.log_sigma_um`` or else the LM's structure scale, at
+        least :data:`MIN_LOG_SIGMA_UM`.
         """
         lm_sz, _, lm_sx = lm.voxel_size_um
         # a LoG at sigma carries nothing finer than ~sigma/2: work at that pixel, not finer
         # than the LM's (measured: 0.44 µm instead of 0.22 µm changes TRE by < 0.06 µm),
         # and coarse enough that the EM ROI holds at most ``working_voxels``
-        sigma = float(config.log_sigma_um or max(1.0, lm_sigma_um or 0.0))
+        sigma = float(config.log_sigma_um or max(MIN_LOG_SIGMA_UM, lm_sigma_um or 0.0))
         z_work = float(config.working_z_um or max(lm_sz / 2.0, em.voxel_size_um[0]))
         roi_um = np.array([s.stop - s.start for s in roi]) * np.asarray(em.voxel_size_um)
         budget_pixel = float(np.sqrt(np.prod(roi_um) / (z_work * config.working_voxels)))
@@ -167,8 +174,9 @@ def _clip_tails(values: np.ndarray, percent: float = 1.0) -> np.ndarray:
     return np.clip(values, lo, hi)
 
 
-def working_images(em_w: Volume, lm_w: Volume, sigma_um: float,
-                   representation: str) -> tuple[np.ndarray, np.ndarray]:
+def working_images(em_w: Volume, lm_w: Volume, sigma_um: float, representation: str,
+                   polarity: tuple[Polarity, Polarity] = ("dark", "bright")
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """The fixed (EM) and moving (LM) arrays the metric compares.
 
     Parameters
@@ -179,6 +187,9 @@ def working_images(em_w: Volume, lm_w: Volume, sigma_um: float,
         LoG scale, µm.
     representation : {"log", "raw"}
         LoG responses with clipped tails, or the raw intensities (EM inverted).
+    polarity : (EM polarity, LM polarity)
+        Blob polarities (stage 1); the metric (mutual information) does not depend on
+        them, but the images written out for inspection do.
 
     Returns
     -------
@@ -189,11 +200,12 @@ def working_images(em_w: Volume, lm_w: Volume, sigma_um: float,
         # sigma is a few working pixels: full-resolution filtering is cheaper than the
         # pyramid's 3D spline upsampling here
         fixed = _clip_tails(blob_response(em_w.data, sigma_um, em_w.voxel_size_um,
-                                          default_polarity("em"), fast=False))
+                                          polarity[0], fast=False))
         moving = _clip_tails(blob_response(lm_w.data, sigma_um, lm_w.voxel_size_um,
-                                           default_polarity("lm"), fast=False))
+                                           polarity[1], fast=False))
         return fixed, moving
-    return -em_w.data, lm_w.data
+    return (-em_w.data if polarity[0] == "dark" else em_w.data,
+            lm_w.data if polarity[1] == "bright" else -lm_w.data)
 
 
 def mirror_x(volume: Volume) -> Affine:
