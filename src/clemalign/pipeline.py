@@ -16,7 +16,14 @@ import numpy as np
 
 from .confidence import ConfidenceConfig, assess
 from .errors import InputError
-from .prealign import PrealignConfig, PrealignResult, lm_mip, prealign_xy, xy_images
+from .prealign import (
+    PrealignConfig,
+    PrealignResult,
+    XYImages,
+    lm_mip,
+    prealign_xy,
+    xy_images,
+)
 from .prealign.channels import ChannelScore, rank_channels
 from .prealign3d import Prealign3DConfig, Prealign3DResult, lm_structure_scale, prealign_3d
 from .registration import Registration3DConfig, Registration3DResult, register_3d
@@ -227,19 +234,12 @@ def register(em: Volume, lm: Volume, *, config: RegistrationConfig = Registratio
     def stage(name: str):
         return None if progress is None else (lambda step, f: progress(name, f))
 
-    # 1. representation: channel, scales, polarities
+    # 1. representation: the LM channel, the polarities and the scales
     channel, channels = _lm_channel(em, lm, roi, config, workers)
     lm_chan = lm.channel(channel) if lm.data.ndim == 4 else lm
-    lm_pol, lm_how = lm_polarity(config.prealign.lm_polarity, lm_mip(lm_chan))
-    structure = (lm_structure_scale(lm_chan, polarity=lm_pol)
-                 if config.prealign_mode != "xy" and lm_chan.shape_zyx[0] > 1 else None)
-    choice = choose_prealignment(em, lm_chan, roi, config.prealign_mode,
-                                 structure_sigma_um=structure[0] if structure else None)
-    # 2. pre-alignment
+    scales, choice, images, structure = _representation(em, lm_chan, roi, config, workers)
+    # 2. pre-alignment, XY or 3D
     if choice["mode"] == "3d":
-        scales = Scales("dark", lm_pol, "searched", lm_how,
-                        structure_sigma_um=structure[0],
-                        selections={"lm structure": structure[1].to_dict()})
         pre = prealign_3d(em, lm_chan, roi=roi.slices,
                           config=replace(config.prealign3d, flip_z=config.flip_z),
                           structure=structure, progress=stage("prealign"))
@@ -249,10 +249,6 @@ def register(em: Volume, lm: Volume, *, config: RegistrationConfig = Registratio
                        # the refinement's last grid leaves z within about one LM z voxel
                        "z_range_um": 2.0 * lm_chan.voxel_size_um[0]}
     else:
-        images = xy_images(em, lm_chan, roi, config.prealign)
-        scales = select_scales_xy(images.em_common, images.mip_common, images.pixel_um,
-                                  em_polarity=config.prealign.em_polarity, lm_polarity=lm_pol,
-                                  lm_polarity_how=lm_how, workers=workers)
         pre = prealign_xy(em, lm_chan, roi=roi, config=config.prealign, scales=scales,
                           images=images, progress=stage("prealign"), workers=workers)
         fine_kwargs = {"lm_sigma_um": scales.lm_sigma_um,
@@ -272,6 +268,31 @@ def register(em: Volume, lm: Volume, *, config: RegistrationConfig = Registratio
     timings = {"prealign": t1 - t0, "fine": t2 - t1, "total": t2 - t0}
     return RegistrationResult(fine.em_to_lm, pre, fine, roi, confidence, timings, config,
                               choice, scales, channel, channels)
+
+
+def _representation(em: Volume, lm: Volume, roi: Roi, config: RegistrationConfig,
+                    workers: int | None) -> tuple[Scales, dict, XYImages | None, tuple | None]:
+    """Stage 1: polarities and scales, and with them the choice of pre-alignment.
+
+    The LM's 3D structure scale (when the LM is a stack and 3D is possible) decides
+    between XY and 3D; the XY path then selects the EM and LM scales at the common pixel.
+    Returns the scales, the choice, the XY images (XY path) and the structure scale.
+    """
+    lm_pol, lm_how = lm_polarity(config.prealign.lm_polarity, lm_mip(lm))
+    structure = (lm_structure_scale(lm, polarity=lm_pol)
+                 if config.prealign_mode != "xy" and lm.shape_zyx[0] > 1 else None)
+    choice = choose_prealignment(em, lm, roi, config.prealign_mode,
+                                 structure_sigma_um=structure[0] if structure else None)
+    if choice["mode"] == "3d":
+        # the 3D search scores both EM contrast signs itself
+        scales = Scales("dark", lm_pol, "searched", lm_how, structure_sigma_um=structure[0],
+                        selections={"lm structure": structure[1].to_dict()})
+        return scales, choice, None, structure
+    images = xy_images(em, lm, roi, config.prealign)
+    scales = select_scales_xy(images.em_common, images.mip_common, images.pixel_um,
+                              em_polarity=config.prealign.em_polarity, lm_polarity=lm_pol,
+                              lm_polarity_how=lm_how, workers=workers)
+    return scales, choice, images, structure
 
 
 def _lm_channel(em: Volume, lm: Volume, roi: Roi, config: RegistrationConfig,
