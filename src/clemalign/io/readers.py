@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
-from .volume import Volume, check_voxel_size
+from ..errors import InputError
+from ..volume import Volume, check_voxel_size
 
 __all__ = ["read_volume", "read_raw", "RawImage", "read_clem_pair", "write_volume",
            "write_ome_tiff", "file_format", "unit_to_um", "ensure_writable",
@@ -396,7 +396,7 @@ def read_clem_pair(em_path: str | os.PathLike, lm_path: str | os.PathLike, *,
     InputError
         Any problem with either file, voxel size, channel or image values.
     """
-    from .volume import check_image_values, parse_roi
+    from ..volume import check_image_values, parse_roi
 
     em = read_volume(em_path, voxel_size_um=em_voxel_size_um, voxel_size_flag="--em-voxel-size")
     lm = read_volume(lm_path, voxel_size_um=lm_voxel_size_um, voxel_size_flag="--lm-voxel-size")

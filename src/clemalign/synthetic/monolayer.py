@@ -33,9 +33,9 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage as ndi
 
-from .errors import InputError
-from .transforms import Affine, rotation_matrix_xyz
-from .volume import Volume
+from ..errors import InputError
+from ..transforms import Affine, rotation_matrix_xyz
+from ..volume import Volume
 
 __all__ = ["SimulationConfig", "SimulatedPair", "simulate_pair", "write_simulated_pair",
            "DegradedCase", "degrade_fluorescence", "real_appearance_cases",
@@ -707,8 +707,8 @@ def write_simulated_pair(outdir: str | os.PathLike, pair: SimulatedPair, *,
 
     Nothing is written if any of them exists and ``overwrite`` is false.
     """
-    from . import __version__
-    from .io import atomic_write_text, ensure_writable, write_json, write_ome_tiff
+    from .. import __version__
+    from ..io import atomic_write_text, ensure_writable, write_json, write_ome_tiff
 
     outdir = Path(outdir)
     paths = {name: outdir / name for name in SIMULATED_FILES}
