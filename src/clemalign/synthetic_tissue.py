@@ -1,5 +1,9 @@
-"""Compatibility path: the thick-tissue simulator lives in :mod:`clemalign.synthetic.tissue`."""
+"""Former home of the thick-tissue simulator, kept as an import path.
 
-from .synthetic.tissue import TissueConfig, simulate_tissue_pair
+The code lives in :mod:`clemalign.synthetic.tissue` (and its config in
+:mod:`clemalign.synthetic.config`); new code imports from :mod:`clemalign.synthetic`.
+"""
+
+from .synthetic import TissueConfig, simulate_tissue_pair
 
 __all__ = ["TissueConfig", "simulate_tissue_pair"]

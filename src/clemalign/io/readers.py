@@ -1,92 +1,34 @@
-"""Reading and writing volumes with their physical voxel sizes.
+"""Reading volumes: one private reader per format, then one layout and one unit.
 
-This is the only module that knows about file formats and length units: every
-size leaves it in micrometres, ``(z, y, x)`` order.
-
-Supported for reading
-    * OME-TIFF (``PhysicalSizeX/Y/Z`` with their units),
-    * ImageJ hyperstack TIFF (``XResolution``/``YResolution`` + ``unit``, ``spacing`` for z),
-    * MRC / REC / MAP / ST / ALI (voxel size in Å; header origin),
-    * OME-Zarr (NGFF 0.4 and 0.5: the ``scale`` and ``translation`` of the first dataset),
-    * ``.npy`` (no metadata: the voxel size must be given).
-
-Uncompressed TIFF / OME-TIFF / BigTIFF, MRC and ``.npy`` are memory-mapped, not read:
-pixels come from disk when they are used, so registering an ROI of a large volume reads
-that ROI (plus what the figures show), not the file.  Compressed files are read whole.
-
-Every writer writes to a temporary name beside the target and renames it into
-place, and refuses to replace an existing file unless ``overwrite=True``.
+Each ``_read_<format>(path)`` returns the pixels with their axis letters, the voxel size
+``(z, y, x)`` in µm (``None`` when the file records none), the origin ``(x, y, z)`` in µm
+and the channel names; :func:`read_raw` turns that into ``(c, z, y, x)`` and
+:func:`read_volume` into a :class:`~clemalign.volume.Volume`.  Uncompressed TIFF, MRC
+and ``.npy`` pixels are memory-mapped, not read.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
-import xml.etree.ElementTree as ET
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeAlias
 
 import numpy as np
 
 from ..errors import InputError
 from ..volume import Volume, check_voxel_size
+from .metadata import file_format, imagej_names, imagej_sizes, ome_sizes, unit_to_um
 
-__all__ = ["read_volume", "read_raw", "RawImage", "read_clem_pair", "write_volume",
-           "write_ome_tiff", "file_format", "unit_to_um", "ensure_writable",
-           "atomic_write", "atomic_write_text", "write_json"]
+__all__ = ["read_volume", "read_raw", "RawImage", "read_clem_pair"]
 
-# Length units as they appear in OME, ImageJ, NGFF (UDUNITS) and MRC, in µm.
-_UNIT_UM = {
-    "m": 1e6, "meter": 1e6, "metre": 1e6,
-    "cm": 1e4, "centimeter": 1e4,
-    "mm": 1e3, "millimeter": 1e3, "millimetre": 1e3,
-    "µm": 1.0, "μm": 1.0, "um": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0,
-    "micrometre": 1.0, "\\u00b5m": 1.0,
-    "nm": 1e-3, "nanometer": 1e-3, "nanometre": 1e-3,
-    "å": 1e-4, "a": 1e-4, "angstrom": 1e-4, "ångström": 1e-4,
-    "pm": 1e-6, "picometer": 1e-6,
-}
+# what a format reader returns: pixels, their axis letters (e.g. "ZCYX"), voxel size
+# (z, y, x) µm or None, origin (x, y, z) µm, channel names or None
+_Read: TypeAlias = tuple[np.ndarray, str, tuple[float, float, float] | None,
+                         tuple[float, float, float], list[str] | None]
 
 
-def unit_to_um(unit: str, *, what: str) -> float:
-    """Return how many µm one ``unit`` is (``"nm"`` → 1e-3).
-
-    Raises
-    ------
-    InputError
-        For an unknown or non-length unit (e.g. ``"pixel"``, ``"inch"``).
-    """
-    key = unit.strip().lower()
-    if key not in _UNIT_UM:
-        raise InputError(f"{what}: unknown length unit {unit!r}")
-    return _UNIT_UM[key]
-
-
-def file_format(path: str | os.PathLike) -> str:
-    """Name of the format :func:`read_volume` / :func:`write_volume` uses for ``path``.
-
-    One of ``"ome-tiff"``, ``"tiff"`` (ImageJ or plain; decided by content when
-    reading), ``"mrc"``, ``"ome-zarr"``, ``"npy"``.
-    """
-    name = Path(path).name.lower().rstrip("/")
-    if name.endswith((".ome.tif", ".ome.tiff", ".ome.btf")):
-        return "ome-tiff"
-    if name.endswith((".tif", ".tiff", ".btf")):
-        return "tiff"
-    if name.endswith((".mrc", ".rec", ".map", ".st", ".ali", ".mrcs")):
-        return "mrc"
-    if name.endswith((".zarr", ".ome.zarr")):
-        return "ome-zarr"
-    if name.endswith(".npy"):
-        return "npy"
-    raise InputError(f"{path}: unsupported file type; use OME-TIFF, ImageJ TIFF, MRC/REC, "
-                     "OME-Zarr or .npy")
-
-
-# --------------------------------------------------------------------- reading
 def read_volume(path: str | os.PathLike, *, voxel_size_um: Sequence[float] | None = None,
                 voxel_size_flag: str = "--voxel-size") -> Volume:
     """Read a 3D (optionally multi-channel) image with its voxel size in µm.
@@ -198,7 +140,7 @@ def _to_czyx(data: np.ndarray, axes: str, path: Path) -> np.ndarray:
     return np.transpose(data, [axes.index(a) for a in "CZYX"])
 
 
-def _read_tiff(path: Path):
+def _read_tiff(path: Path) -> _Read:
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
@@ -213,74 +155,15 @@ def _read_tiff(path: Path):
         if data is None or data.shape != tuple(series.shape):
             data = series.asarray()
         if tif.is_ome and tif.ome_metadata:
-            size, names = _ome_sizes(tif.ome_metadata, path)
+            size, names = ome_sizes(tif.ome_metadata, path)
             return data, axes, size, (0.0, 0.0, 0.0), names
         if tif.is_imagej:
-            size = _imagej_sizes(tif, path)
-            return data, axes, size, (0.0, 0.0, 0.0), _imagej_names(tif.imagej_metadata)
+            size = imagej_sizes(tif, path)
+            return data, axes, size, (0.0, 0.0, 0.0), imagej_names(tif.imagej_metadata)
         return data, axes, None, (0.0, 0.0, 0.0), None
 
 
-def _ome_sizes(xml: str, path: Path) -> tuple[tuple[float, float, float] | None, list[str]]:
-    root = ET.fromstring(xml)
-    pixels = next((el for el in root.iter() if el.tag.endswith("}Pixels") or el.tag == "Pixels"),
-                  None)
-    if pixels is None:
-        return None, []
-    sizes = []
-    for ax in "ZYX":
-        value = pixels.get(f"PhysicalSize{ax}")
-        if value is None:
-            return None, _ome_channel_names(pixels)
-        unit = pixels.get(f"PhysicalSize{ax}Unit", "µm")  # OME's default unit is µm
-        sizes.append(float(value) * unit_to_um(unit, what=f"{path}: PhysicalSize{ax}Unit"))
-    return tuple(sizes), _ome_channel_names(pixels)  # type: ignore[return-value]
-
-
-def _ome_channel_names(pixels) -> list[str]:
-    return [ch.get("Name") or f"C{i}" for i, ch in
-            enumerate(el for el in pixels if el.tag.endswith("Channel"))]
-
-
-def _imagej_sizes(tif, path: Path) -> tuple[float, float, float] | None:
-    meta = tif.imagej_metadata or {}
-    page = tif.pages[0]
-    unit = meta.get("unit")
-    if unit is None:
-        res_unit = page.tags.get("ResolutionUnit")
-        # without an ImageJ unit only centimetres are a real calibration (inch means 72 dpi)
-        if res_unit is None or int(res_unit.value) != 3:
-            return None
-        unit = "cm"
-    if str(unit).lower() in ("pixel", "pixels", ""):
-        return None
-    scale = unit_to_um(str(unit), what=f"{path}: ImageJ unit")
-    sizes = []
-    for tag in ("YResolution", "XResolution"):
-        value = page.tags.get(tag)
-        if value is None:
-            return None
-        num, den = value.value
-        if num == 0:
-            return None
-        sizes.append(den / num * scale)
-    spacing = meta.get("spacing")
-    if spacing is None:
-        return None
-    zscale = unit_to_um(str(meta["zunit"]), what=f"{path}: ImageJ zunit") if "zunit" in meta \
-        else scale
-    return (float(spacing) * zscale, sizes[0], sizes[1])
-
-
-def _imagej_names(meta: dict | None) -> list[str] | None:
-    labels = (meta or {}).get("Labels")
-    channels = int((meta or {}).get("channels", 1))
-    if labels and channels > 1 and len(labels) >= channels:
-        return [str(label) for label in labels[:channels]]
-    return None
-
-
-def _read_mrc(path: Path):
+def _read_mrc(path: Path) -> _Read:
     import mrcfile
     from mrcfile.utils import data_dtype_from_header, data_shape_from_header
 
@@ -304,7 +187,7 @@ def _read_mrc(path: Path):
     return data, axes, size, origin_xyz, None
 
 
-def _read_ome_zarr(path: Path):
+def _read_ome_zarr(path: Path) -> _Read:
     import zarr
 
     group = zarr.open_group(str(path), mode="r")
@@ -352,7 +235,7 @@ def _read_ome_zarr(path: Path):
     return data, axes, size_zyx, (origin["x"], origin["y"], origin["z"]), names
 
 
-def _read_npy(path: Path):
+def _read_npy(path: Path) -> _Read:
     data = np.load(path, allow_pickle=False, mmap_mode="r")
     axes = {2: "YX", 3: "ZYX", 4: "CZYX"}.get(data.ndim)
     if axes is None:
@@ -410,159 +293,3 @@ def read_clem_pair(em_path: str | os.PathLike, lm_path: str | os.PathLike, *,
     check_image_values(lm_aligned.data, what=f"{lm_path}" + (
         f" (channel {lm_channel!r})" if lm_channel is not None else ""))
     return em, lm, lm_aligned
-
-
-# --------------------------------------------------------------------- writing
-def ensure_writable(path: str | os.PathLike, *, overwrite: bool) -> Path:
-    """Refuse to replace an existing output unless ``overwrite``; create the parent folder.
-
-    Raises
-    ------
-    InputError
-        If ``path`` exists and ``overwrite`` is false.
-    """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise InputError(f"{path}: already exists; pass --overwrite to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def atomic_write(path: Path, overwrite: bool, write: Callable[[Path], None]) -> Path:
-    """Write through ``write(tmp)`` to a temporary name beside ``path``, then rename.
-
-    Refuses an existing ``path`` unless ``overwrite``; ``tmp`` keeps ``path``'s name and
-    suffix (some libraries choose the format from it) inside a temporary folder.
-    """
-    path = ensure_writable(path, overwrite=overwrite)
-    # keep the real suffix: some libraries pick the format from it
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    tmp = tmp_dir / path.name
-    try:
-        write(tmp)
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-    return path
-
-
-def atomic_write_text(path: str | os.PathLike, text: str, *, overwrite: bool) -> Path:
-    """Write a text file atomically (temporary name, then rename)."""
-    return atomic_write(Path(path), overwrite, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
-def write_ome_tiff(path: str | os.PathLike, volume: Volume, *, overwrite: bool = False,
-                   compression: str | None = None) -> Path:
-    """Write a volume as OME-TIFF with physical sizes in µm and channel names.
-
-    Fiji (Bio-Formats) and napari read the sizes; :func:`read_volume` reads them back
-    exactly.  ``compression`` is passed to tifffile (e.g. ``"zlib"``).
-    """
-    import tifffile
-
-    data = volume.data if volume.data.ndim == 4 else volume.data[np.newaxis]
-    sz, sy, sx = volume.voxel_size_um
-    metadata = {
-        "axes": "CZYX",
-        "PhysicalSizeX": sx, "PhysicalSizeXUnit": "µm",
-        "PhysicalSizeY": sy, "PhysicalSizeYUnit": "µm",
-        "PhysicalSizeZ": sz, "PhysicalSizeZUnit": "µm",
-        "Channel": {"Name": list(volume.channel_names or ("C0",))},
-    }
-
-    def write(tmp: Path) -> None:
-        tifffile.imwrite(tmp, data, ome=True, photometric="minisblack", metadata=metadata,
-                         compression=compression, bigtiff=data.nbytes > 2**31)
-
-    return atomic_write(Path(path), overwrite, write)
-
-
-def _write_imagej_tiff(path: Path, volume: Volume, overwrite: bool) -> Path:
-    import tifffile
-
-    data = volume.data if volume.data.ndim == 4 else volume.data[np.newaxis]
-    sz, sy, sx = volume.voxel_size_um
-    meta = {"axes": "ZCYX", "spacing": sz, "unit": "um"}
-    if volume.data.ndim == 4:
-        meta["Labels"] = list(volume.channel_names)
-
-    def write(tmp: Path) -> None:
-        tifffile.imwrite(tmp, np.ascontiguousarray(data.transpose(1, 0, 2, 3)), imagej=True,
-                         resolution=(1.0 / sx, 1.0 / sy), metadata=meta)
-
-    return atomic_write(path, overwrite, write)
-
-
-def _write_mrc(path: Path, volume: Volume, overwrite: bool) -> Path:
-    import mrcfile
-
-    if volume.data.ndim != 3:
-        raise InputError(f"{path}: MRC holds one channel; write channels separately")
-    sz, sy, sx = volume.voxel_size_um
-    ox, oy, oz = volume.origin_xyz_um
-
-    def write(tmp: Path) -> None:
-        with mrcfile.new(tmp, overwrite=True) as mrc:
-            data = volume.data
-            if data.dtype == np.uint8:  # MRC has no unsigned 8-bit mode
-                data = data.astype(np.uint16)
-            mrc.set_data(np.ascontiguousarray(data))
-            mrc.voxel_size = (sx * 1e4, sy * 1e4, sz * 1e4)  # Å
-            mrc.header.origin = (ox * 1e4, oy * 1e4, oz * 1e4)
-
-    return atomic_write(path, overwrite, write)
-
-
-def _write_ome_zarr(path: Path, volume: Volume, overwrite: bool) -> Path:
-    import zarr
-
-    data = volume.data if volume.data.ndim == 4 else volume.data[np.newaxis]
-    sz, sy, sx = volume.voxel_size_um
-    ox, oy, oz = volume.origin_xyz_um
-    axes = [{"name": "c", "type": "channel"}] + [
-        {"name": n, "type": "space", "unit": "micrometer"} for n in "zyx"]
-    multiscales = [{
-        "version": "0.4", "name": Path(path).name, "axes": axes,
-        "datasets": [{"path": "0", "coordinateTransformations": [
-            {"type": "scale", "scale": [1.0, sz, sy, sx]},
-            {"type": "translation", "translation": [0.0, oz, oy, ox]}]}],
-    }]
-    omero = {"channels": [{"label": n} for n in (volume.channel_names or ("C0",))]}
-
-    def write(tmp: Path) -> None:
-        group = zarr.open_group(str(tmp), mode="w", zarr_format=2)
-        chunks = (1, min(data.shape[1], 64), min(data.shape[2], 256), min(data.shape[3], 256))
-        array = group.create_array("0", shape=data.shape, dtype=data.dtype, chunks=chunks)
-        array[...] = data
-        group.attrs["multiscales"] = multiscales
-        group.attrs["omero"] = omero
-
-    return atomic_write(path, overwrite, write)
-
-
-def _write_npy(path: Path, volume: Volume, overwrite: bool) -> Path:
-    return atomic_write(path, overwrite, lambda tmp: np.save(tmp, volume.data))
-
-
-def write_volume(path: str | os.PathLike, volume: Volume, *, overwrite: bool = False) -> Path:
-    """Write a volume in the format given by the file name (see :func:`file_format`).
-
-    ``.ome.tif`` → OME-TIFF, ``.tif`` → ImageJ hyperstack, ``.mrc`` → MRC (Å),
-    ``.zarr`` → OME-Zarr (NGFF 0.4), ``.npy`` → bare array (the voxel size is lost).
-    """
-    path = Path(path)
-    fmt = file_format(path)
-    if fmt == "ome-tiff":
-        return write_ome_tiff(path, volume, overwrite=overwrite)
-    writers = {"tiff": _write_imagej_tiff, "mrc": _write_mrc, "ome-zarr": _write_ome_zarr,
-               "npy": _write_npy}
-    return writers[fmt](path, volume, overwrite)
-
-
-def write_json(path: str | os.PathLike, obj: object, *, overwrite: bool) -> Path:
-    """Write JSON atomically (indented, UTF-8)."""
-    return atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n",
-                             overwrite=overwrite)
-
