@@ -1,0 +1,295 @@
+"""Reading volumes: one private reader per format, then one layout and one unit.
+
+Each ``_read_<format>(path)`` returns the pixels with their axis letters, the voxel size
+``(z, y, x)`` in µm (``None`` when the file records none), the origin ``(x, y, z)`` in µm
+and the channel names; :func:`read_raw` turns that into ``(c, z, y, x)`` and
+:func:`read_volume` into a :class:`~clemalign.volume.Volume`.  Uncompressed TIFF, MRC
+and ``.npy`` pixels are memory-mapped, not read.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeAlias
+
+import numpy as np
+
+from ..errors import InputError
+from ..volume import Volume, check_voxel_size
+from .metadata import file_format, imagej_names, imagej_sizes, ome_sizes, unit_to_um
+
+__all__ = ["read_volume", "read_raw", "RawImage", "read_clem_pair"]
+
+# what a format reader returns: pixels, their axis letters (e.g. "ZCYX"), voxel size
+# (z, y, x) µm or None, origin (x, y, z) µm, channel names or None
+_Read: TypeAlias = tuple[np.ndarray, str, tuple[float, float, float] | None,
+                         tuple[float, float, float], list[str] | None]
+
+
+def read_volume(path: str | os.PathLike, *, voxel_size_um: Sequence[float] | None = None,
+                voxel_size_flag: str = "--voxel-size") -> Volume:
+    """Read a 3D (optionally multi-channel) image with its voxel size in µm.
+
+    Parameters
+    ----------
+    path : path-like
+        File (or OME-Zarr folder) to read.
+    voxel_size_um : sequence of 3 floats, optional
+        ``(z, y, x)`` voxel size in µm; when given it replaces what the file says.
+    voxel_size_flag : str
+        The command-line flag that sets ``voxel_size_um``, named in the error when
+        the file has no usable voxel size (e.g. ``"--em-voxel-size"``).
+
+    Returns
+    -------
+    Volume
+        ``(z, y, x)`` or ``(c, z, y, x)`` data, voxel size ``(z, y, x)`` µm, origin.
+
+    Raises
+    ------
+    InputError
+        Missing or unreadable file, unsupported layout (2D, time series, RGB),
+        missing voxel size (never silently 1), invalid override.
+    """
+    path = Path(path)
+    if voxel_size_um is not None:  # a bad flag is reported before the file is read
+        size_zyx = check_voxel_size(voxel_size_um, what=voxel_size_flag, flag=voxel_size_flag)
+    raw = read_raw(path)
+    if voxel_size_um is None:
+        if raw.voxel_size_um is None:
+            raise InputError(f"{path}: the file does not record a voxel size; pass "
+                             f"{voxel_size_flag} Z Y X (in µm)")
+        size_zyx = check_voxel_size(raw.voxel_size_um, what=f"{path}: voxel size",
+                                    flag=voxel_size_flag)
+    data, names = raw.data, raw.channel_names
+    if data.shape[0] == 1:
+        data = data[0]
+        names = names[:1] if names else None
+    return Volume(data, size_zyx, raw.origin_xyz_um, names, str(path))
+
+
+@dataclass(frozen=True, eq=False)
+class RawImage:
+    """What a file holds before it becomes a :class:`Volume` (see :func:`read_raw`).
+
+    ``data`` is ``(c, z, y, x)``; ``voxel_size_um`` is ``(z, y, x)`` µm or ``None`` when
+    the file records none.
+    """
+
+    data: np.ndarray
+    voxel_size_um: tuple[float, float, float] | None
+    origin_xyz_um: tuple[float, float, float]
+    channel_names: tuple[str, ...] | None
+    format: str
+
+
+def read_raw(path: str | os.PathLike) -> RawImage:
+    """Read pixels and metadata without requiring a voxel size (used by ``clemalign info``).
+
+    Raises
+    ------
+    InputError
+        Missing or unreadable file, or a layout that is not a 3D (multi-channel) stack.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    fmt = file_format(path)
+    readers = {"ome-tiff": _read_tiff, "tiff": _read_tiff, "mrc": _read_mrc,
+               "ome-zarr": _read_ome_zarr, "npy": _read_npy}
+    try:
+        data, axes, size_zyx, origin_xyz, names = readers[fmt](path)
+    except InputError:
+        raise
+    except Exception as exc:  # a corrupt file surfaces as many library-specific errors
+        raise InputError(f"{path}: cannot read as {fmt} ({type(exc).__name__}: {exc})") from None
+    data = _to_czyx(data, axes, path)
+    if names is not None and len(names) != data.shape[0]:
+        names = None
+    return RawImage(data, tuple(size_zyx) if size_zyx is not None else None,
+                    tuple(float(v) for v in origin_xyz), tuple(names) if names else None, fmt)
+
+
+def _to_czyx(data: np.ndarray, axes: str, path: Path) -> np.ndarray:
+    """Reorder an array with named axes to ``(c, z, y, x)``."""
+    axes = axes.upper().replace("Q", "Z").replace("I", "Z")
+    if len(axes) != data.ndim:
+        raise InputError(f"{path}: axes {axes!r} do not match the data shape {data.shape}")
+    for ax, n in zip(axes, data.shape, strict=True):
+        if ax == "T" and n > 1:
+            raise InputError(f"{path}: time series (T={n}) are not supported; save one time "
+                             "point as a 3D stack")
+        if ax == "S" and n > 1:
+            raise InputError(f"{path}: RGB/multi-sample pixels are not supported; save the "
+                             "channels as separate planes (C axis)")
+        if ax not in "CZYXTS":
+            raise InputError(f"{path}: unsupported axis {ax!r} in {axes!r}")
+    # drop singleton T/S axes
+    keep = [i for i, ax in enumerate(axes) if ax not in "TS"]
+    data = data.reshape([data.shape[i] for i in keep])
+    axes = "".join(axes[i] for i in keep)
+    if "Z" not in axes or data.shape[axes.index("Z")] < 2:
+        shape = tuple(n for a, n in zip(axes, data.shape, strict=True) if a != "C")
+        raise InputError(f"{path}: a 3D stack is needed (z, y, x), got a 2D image of shape "
+                         f"{shape}")
+    if "C" not in axes:
+        data, axes = data[np.newaxis], "C" + axes
+    return np.transpose(data, [axes.index(a) for a in "CZYX"])
+
+
+def _read_tiff(path: Path) -> _Read:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        axes = series.axes
+        data = None
+        if series.dataoffset is not None:  # uncompressed and contiguous: map, don't read
+            try:
+                data = tifffile.memmap(path, series=0, mode="r")
+            except ValueError:
+                data = None
+        if data is None or data.shape != tuple(series.shape):
+            data = series.asarray()
+        if tif.is_ome and tif.ome_metadata:
+            size, names = ome_sizes(tif.ome_metadata, path)
+            return data, axes, size, (0.0, 0.0, 0.0), names
+        if tif.is_imagej:
+            size = imagej_sizes(tif, path)
+            return data, axes, size, (0.0, 0.0, 0.0), imagej_names(tif.imagej_metadata)
+        return data, axes, None, (0.0, 0.0, 0.0), None
+
+
+def _read_mrc(path: Path) -> _Read:
+    import mrcfile
+    from mrcfile.utils import data_dtype_from_header, data_shape_from_header
+
+    with mrcfile.open(path, mode="r", permissive=True, header_only=True) as mrc:
+        header = mrc.header
+        dtype = data_dtype_from_header(header)
+        shape = data_shape_from_header(header)
+        offset = header.nbytes + int(header.nsymbt)
+        if int(np.prod(shape)) == 0 or path.stat().st_size < offset + int(
+                np.prod(shape)) * dtype.itemsize:
+            raise InputError(f"{path}: the MRC file holds no (or truncated) data")
+        # a memory map of the data block (mrcfile's own map closes with its file)
+        data = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
+        vs = mrc.voxel_size  # Å, (x, y, z)
+        origin = header.origin
+        size = None
+        if all(float(v) > 0 for v in (vs.x, vs.y, vs.z)):
+            size = tuple(float(v) * 1e-4 for v in (vs.z, vs.y, vs.x))
+        origin_xyz = tuple(float(origin[a]) * 1e-4 for a in ("x", "y", "z"))
+    axes = "ZYX" if data.ndim == 3 else "YX"
+    return data, axes, size, origin_xyz, None
+
+
+def _read_ome_zarr(path: Path) -> _Read:
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r")
+    attrs = dict(group.attrs)
+    multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
+    if not multiscales:
+        raise InputError(f"{path}: not an OME-Zarr image (no 'multiscales' metadata)")
+    ms = multiscales[0]
+    axes_meta = ms.get("axes") or [{"name": n} for n in "tczyx"]
+    axes_meta = [a if isinstance(a, dict) else {"name": a} for a in axes_meta]
+    axes = "".join(a["name"][0].upper() for a in axes_meta)
+    dataset = ms["datasets"][0]
+    data = np.asarray(group[dataset["path"]][...])
+    scale = np.ones(len(axes_meta))
+    translation = np.zeros(len(axes_meta))
+    # dataset transforms first, then the multiscale-wide ones
+    for transforms in (dataset.get("coordinateTransformations", []),
+                       ms.get("coordinateTransformations", [])):
+        for tr in transforms:
+            if tr.get("type") == "scale":
+                scale = scale * np.asarray(tr["scale"], dtype=float)
+                translation = translation * np.asarray(tr["scale"], dtype=float)
+            elif tr.get("type") == "translation":
+                translation = translation + np.asarray(tr["translation"], dtype=float)
+    size, origin = {}, {}
+    have_units = True
+    for i, a in enumerate(axes_meta):
+        name = a["name"].lower()
+        if name in ("z", "y", "x"):
+            unit = a.get("unit")
+            if unit is None:
+                have_units = False
+                factor = 1.0
+            else:
+                factor = unit_to_um(unit, what=f"{path}: axis {name} unit")
+            size[name] = scale[i] * factor
+            origin[name] = translation[i] * factor
+    if set(size) != set("zyx"):
+        raise InputError(f"{path}: OME-Zarr axes {axes!r} lack one of z, y, x")
+    names = None
+    omero = attrs.get("omero") or attrs.get("ome", {}).get("omero")
+    if omero and omero.get("channels"):
+        names = [c.get("label") or f"C{i}" for i, c in enumerate(omero["channels"])]
+    size_zyx = (size["z"], size["y"], size["x"]) if have_units else None
+    return data, axes, size_zyx, (origin["x"], origin["y"], origin["z"]), names
+
+
+def _read_npy(path: Path) -> _Read:
+    data = np.load(path, allow_pickle=False, mmap_mode="r")
+    axes = {2: "YX", 3: "ZYX", 4: "CZYX"}.get(data.ndim)
+    if axes is None:
+        raise InputError(f"{path}: expected a (z, y, x) or (c, z, y, x) array, got shape "
+                         f"{data.shape}")
+    return data, axes, None, (0.0, 0.0, 0.0), None
+
+
+def read_clem_pair(em_path: str | os.PathLike, lm_path: str | os.PathLike, *,
+                   em_voxel_size_um: Sequence[float] | None = None,
+                   lm_voxel_size_um: Sequence[float] | None = None,
+                   lm_channel: int | str | None = 0, em_roi: str | None = None
+                   ) -> tuple[Volume, Volume, Volume]:
+    """Read and check the two inputs of a registration.
+
+    Parameters
+    ----------
+    em_path, lm_path : path-like
+        EM (or microCT) stack and fluorescence stack.
+    em_voxel_size_um, lm_voxel_size_um : sequence of 3 floats, optional
+        ``(z, y, x)`` µm; replace the files' voxel sizes (``--em-voxel-size`` /
+        ``--lm-voxel-size``).
+    lm_channel : int, str or None
+        LM channel used for alignment (index or name; ``--lm-channel``); None: all
+        channels (the registration chooses).
+    em_roi : str, optional
+        ``--roi``: the EM's values are checked inside it only (a memory-mapped EM is
+        then read only there).
+
+    Returns
+    -------
+    em : Volume
+        The EM stack (first channel if it has several).
+    lm : Volume
+        The LM stack with all its channels (for resampled outputs).
+    lm_aligned : Volume
+        The chosen LM channel (all channels when ``lm_channel`` is None).
+
+    Raises
+    ------
+    InputError
+        Any problem with either file, voxel size, channel or image values.
+    """
+    from ..volume import check_image_values, parse_roi
+
+    em = read_volume(em_path, voxel_size_um=em_voxel_size_um, voxel_size_flag="--em-voxel-size")
+    lm = read_volume(lm_path, voxel_size_um=lm_voxel_size_um, voxel_size_flag="--lm-voxel-size")
+    if em.n_channels > 1:
+        em = em.channel(0)
+    # no channel given: all are kept (the registration tries each)
+    lm_aligned = lm.channel(lm_channel) if lm_channel is not None or lm.n_channels == 1 else lm
+    roi = parse_roi(em_roi, em.shape_zyx)
+    check_image_values(em.data[roi.slices], what=str(em_path) + (f" (ROI {em_roi})"
+                                                                 if em_roi else ""))
+    check_image_values(lm_aligned.data, what=f"{lm_path}" + (
+        f" (channel {lm_channel!r})" if lm_channel is not None else ""))
+    return em, lm, lm_aligned

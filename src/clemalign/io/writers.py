@@ -1,0 +1,178 @@
+"""Writing volumes and text outputs.
+
+Every writer writes to a temporary name beside the target and renames it into place (a
+crash leaves no half-written file), and refuses to replace an existing file unless
+``overwrite=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..volume import Volume
+from .metadata import file_format
+
+__all__ = ["ensure_writable", "atomic_write", "atomic_write_text", "write_ome_tiff",
+           "write_volume", "write_json"]
+
+
+def ensure_writable(path: str | os.PathLike, *, overwrite: bool) -> Path:
+    """Refuse to replace an existing output unless ``overwrite``; create the parent folder.
+
+    Raises
+    ------
+    InputError
+        If ``path`` exists and ``overwrite`` is false.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise InputError(f"{path}: already exists; pass --overwrite to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def atomic_write(path: Path, overwrite: bool, write: Callable[[Path], None]) -> Path:
+    """Write through ``write(tmp)`` to a temporary name beside ``path``, then rename.
+
+    Refuses an existing ``path`` unless ``overwrite``; ``tmp`` keeps ``path``'s name and
+    suffix (some libraries choose the format from it) inside a temporary folder.
+    """
+    path = ensure_writable(path, overwrite=overwrite)
+    # keep the real suffix: some libraries pick the format from it
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = tmp_dir / path.name
+    try:
+        write(tmp)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, *, overwrite: bool) -> Path:
+    """Write a text file atomically (temporary name, then rename)."""
+    return atomic_write(Path(path), overwrite, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_ome_tiff(path: str | os.PathLike, volume: Volume, *, overwrite: bool = False,
+                   compression: str | None = None) -> Path:
+    """Write a volume as OME-TIFF with physical sizes in µm and channel names.
+
+    Fiji (Bio-Formats) and napari read the sizes; :func:`read_volume` reads them back
+    exactly.  ``compression`` is passed to tifffile (e.g. ``"zlib"``).
+    """
+    import tifffile
+
+    data = volume.data if volume.data.ndim == 4 else volume.data[np.newaxis]
+    sz, sy, sx = volume.voxel_size_um
+    metadata = {
+        "axes": "CZYX",
+        "PhysicalSizeX": sx, "PhysicalSizeXUnit": "µm",
+        "PhysicalSizeY": sy, "PhysicalSizeYUnit": "µm",
+        "PhysicalSizeZ": sz, "PhysicalSizeZUnit": "µm",
+        "Channel": {"Name": list(volume.channel_names or ("C0",))},
+    }
+
+    def write(tmp: Path) -> None:
+        tifffile.imwrite(tmp, data, ome=True, photometric="minisblack", metadata=metadata,
+                         compression=compression, bigtiff=data.nbytes > 2**31)
+
+    return atomic_write(Path(path), overwrite, write)
+
+
+def _write_imagej_tiff(path: Path, volume: Volume, overwrite: bool) -> Path:
+    import tifffile
+
+    data = volume.data if volume.data.ndim == 4 else volume.data[np.newaxis]
+    sz, sy, sx = volume.voxel_size_um
+    meta = {"axes": "ZCYX", "spacing": sz, "unit": "um"}
+    if volume.data.ndim == 4:
+        meta["Labels"] = list(volume.channel_names)
+
+    def write(tmp: Path) -> None:
+        tifffile.imwrite(tmp, np.ascontiguousarray(data.transpose(1, 0, 2, 3)), imagej=True,
+                         resolution=(1.0 / sx, 1.0 / sy), metadata=meta)
+
+    return atomic_write(path, overwrite, write)
+
+
+def _write_mrc(path: Path, volume: Volume, overwrite: bool) -> Path:
+    import mrcfile
+
+    if volume.data.ndim != 3:
+        raise InputError(f"{path}: MRC holds one channel; write channels separately")
+    sz, sy, sx = volume.voxel_size_um
+    ox, oy, oz = volume.origin_xyz_um
+
+    def write(tmp: Path) -> None:
+        with mrcfile.new(tmp, overwrite=True) as mrc:
+            data = volume.data
+            if data.dtype == np.uint8:  # MRC has no unsigned 8-bit mode
+                data = data.astype(np.uint16)
+            mrc.set_data(np.ascontiguousarray(data))
+            mrc.voxel_size = (sx * 1e4, sy * 1e4, sz * 1e4)  # Å
+            mrc.header.origin = (ox * 1e4, oy * 1e4, oz * 1e4)
+
+    return atomic_write(path, overwrite, write)
+
+
+def _write_ome_zarr(path: Path, volume: Volume, overwrite: bool) -> Path:
+    import zarr
+
+    data = volume.data if volume.data.ndim == 4 else volume.data[np.newaxis]
+    sz, sy, sx = volume.voxel_size_um
+    ox, oy, oz = volume.origin_xyz_um
+    axes = [{"name": "c", "type": "channel"}] + [
+        {"name": n, "type": "space", "unit": "micrometer"} for n in "zyx"]
+    multiscales = [{
+        "version": "0.4", "name": Path(path).name, "axes": axes,
+        "datasets": [{"path": "0", "coordinateTransformations": [
+            {"type": "scale", "scale": [1.0, sz, sy, sx]},
+            {"type": "translation", "translation": [0.0, oz, oy, ox]}]}],
+    }]
+    omero = {"channels": [{"label": n} for n in (volume.channel_names or ("C0",))]}
+
+    def write(tmp: Path) -> None:
+        group = zarr.open_group(str(tmp), mode="w", zarr_format=2)
+        chunks = (1, min(data.shape[1], 64), min(data.shape[2], 256), min(data.shape[3], 256))
+        array = group.create_array("0", shape=data.shape, dtype=data.dtype, chunks=chunks)
+        array[...] = data
+        group.attrs["multiscales"] = multiscales
+        group.attrs["omero"] = omero
+
+    return atomic_write(path, overwrite, write)
+
+
+def _write_npy(path: Path, volume: Volume, overwrite: bool) -> Path:
+    return atomic_write(path, overwrite, lambda tmp: np.save(tmp, volume.data))
+
+
+def write_volume(path: str | os.PathLike, volume: Volume, *, overwrite: bool = False) -> Path:
+    """Write a volume in the format given by the file name (see :func:`file_format`).
+
+    ``.ome.tif`` → OME-TIFF, ``.tif`` → ImageJ hyperstack, ``.mrc`` → MRC (Å),
+    ``.zarr`` → OME-Zarr (NGFF 0.4), ``.npy`` → bare array (the voxel size is lost).
+    """
+    path = Path(path)
+    fmt = file_format(path)
+    if fmt == "ome-tiff":
+        return write_ome_tiff(path, volume, overwrite=overwrite)
+    writers = {"tiff": _write_imagej_tiff, "mrc": _write_mrc, "ome-zarr": _write_ome_zarr,
+               "npy": _write_npy}
+    return writers[fmt](path, volume, overwrite)
+
+
+def write_json(path: str | os.PathLike, obj: object, *, overwrite: bool) -> Path:
+    """Write JSON atomically (indented, UTF-8)."""
+    return atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n",
+                             overwrite=overwrite)
