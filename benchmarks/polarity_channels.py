@@ -80,7 +80,7 @@ def monolayer_seed(seed: int) -> list[dict]:
 
 def tissue_seed(seed: int) -> list[dict]:
     from clemalign.pipeline import RegistrationConfig, register
-    from clemalign.synthetic_tissue import simulate_tissue_pair
+    from clemalign.synthetic import simulate_tissue_pair
 
     pair = simulate_tissue_pair(seed=seed)
     config = RegistrationConfig(roi=pair.roi, lm_channel="nuclei")

@@ -8,7 +8,7 @@ Cases, each run end to end on files (``clemalign register``, every output writte
   0.22/0.22/0.6 µm (the simulator's default pair).  The peers run on the same pair in the
   same run (in-process, all threads, EM averaged to the LM voxel as in ``peers.py``).
 * (b) **microCT + two-photon of thick tissue**: EM 1084×896×1094 at 1 µm isotropic, LM
-  2×1024×1024×107 at 0.59/0.59/3.0 µm (``synthetic_tissue``: packed nuclei, vessels), a
+  2×1024×1024×107 at 0.59/0.59/3.0 µm (``clemalign.synthetic``: packed nuclei, vessels), a
   300×300×160 µm ``--roi`` inside the LM field, as a user marks it
   (``thick_tissue.publication_case``).
 * **scaling**: the default pair at lateral scales 0.25, 0.5, 0.75 and 1 (EM and LM x/y

@@ -1,6 +1,6 @@
 """Thick specimens (issue 14): simulated microCT + two-photon tissue, the 3D pre-alignment.
 
-* **pairs**: N small-size tissue pairs (``clemalign.synthetic_tissue``: microCT block
+* **pairs**: N small-size tissue pairs (``clemalign.synthetic.simulate_tissue_pair``: microCT block
   110×200×200 µm at 1 µm with a 70×140×140 µm ``--roi``, two-photon 2×384×384×36 at
   0.59/0.59/3 µm), rotation over the full circle; odd seeds mirrored (every other one of
   those also z-reversed: a 180° turn about an in-plane axis); seeds with ``(s // 2) % 2 ==
@@ -69,7 +69,7 @@ def run_seed(task: tuple[int, int]) -> list[dict]:
     from dataclasses import replace
 
     from clemalign.pipeline import RegistrationConfig, register
-    from clemalign.synthetic_tissue import simulate_tissue_pair
+    from clemalign.synthetic import simulate_tissue_pair
 
     seed, n_peers = task
     pair = simulate_tissue_pair(seed=seed, **tissue_overrides(seed))
@@ -124,8 +124,7 @@ def publication_case(seed: int = 1) -> dict:
     from speed_scaling import timed_register
 
     from clemalign import Affine
-    from clemalign.synthetic import write_simulated_pair
-    from clemalign.synthetic_tissue import TissueConfig, simulate_tissue_pair
+    from clemalign.synthetic import TissueConfig, simulate_tissue_pair, write_simulated_pair
 
     t0 = time.perf_counter()
     pair = simulate_tissue_pair(TissueConfig.publication(), seed=seed)

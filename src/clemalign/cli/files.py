@@ -75,7 +75,7 @@ def simulate_scene(scene: str, *, seed: int, scale: float = 1.0, size: str = "sm
     """A simulated pair of either scene (``progress`` may be in ``overrides``)."""
     progress = overrides.pop("progress", None)
     if scene == "tissue":
-        from ..synthetic_tissue import TissueConfig, simulate_tissue_pair
+        from ..synthetic import TissueConfig, simulate_tissue_pair
 
         base = TissueConfig.publication() if size == "publication" else TissueConfig()
         return simulate_tissue_pair(base, seed=seed, progress=progress, **overrides)
