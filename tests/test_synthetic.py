@@ -89,5 +89,5 @@ def test_rotation_and_mirror_are_in_the_truth(angle, mirror):
 
 
 def test_bad_config():
-    with pytest.raises(InputError, match="--scale"):
+    with pytest.raises(InputError, match="^scale: "):
         simulate_pair(scale=0.0)

@@ -35,7 +35,8 @@ def app(debug: bool) -> None:
 
 _FLAGS = {"roi": "--roi", "em_slices": "--em-slices", "max_rotation_deg": "--max-rotation-deg",
           "model": "--model", "lm_channel": "--lm-channel", "em_polarity": "--em-polarity",
-          "lm_polarity": "--lm-polarity", "prealign_mode": "--prealign"}
+          "lm_polarity": "--lm-polarity", "prealign_mode": "--prealign", "scale": "--scale",
+          "rotation_deg": "--rotation-deg"}
 
 
 def _as_flags(message: str) -> str:

@@ -97,12 +97,12 @@ class SimulationConfig:
 
     def __post_init__(self) -> None:
         if not (0.05 <= self.scale <= 2.0):
-            raise InputError(f"--scale: expected a value in [0.05, 2], got {self.scale}")
+            raise InputError(f"scale: expected a value in [0.05, 2], got {self.scale}")
         if self.placement not in ("anywhere", "cell", "border"):
             raise InputError(f"placement: expected anywhere, cell or border, got "
                              f"{self.placement!r}")
         if self.rotation_deg is not None and not np.isfinite(self.rotation_deg):
-            raise InputError(f"--rotation-deg: expected a finite angle, got {self.rotation_deg}")
+            raise InputError(f"rotation_deg: expected a finite angle, got {self.rotation_deg}")
         if self.lm_photons <= 0:
             raise InputError(f"lm_photons must be positive, got {self.lm_photons}")
 
