@@ -38,12 +38,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
-from ._timing import StepTimer
-from .correlation import shared_support_ncc
-from .errors import InputError
-from .representation import Polarity, ScaleSelection, blob_response, select_log_scale
-from .transforms import Affine, angle_distance, rotation_matrix_xyz
-from .volume import Volume, inside_grid
+from .._timing import StepTimer
+from ..correlation import shared_support_ncc
+from ..errors import InputError
+from ..representation import Polarity, ScaleSelection, blob_response, select_log_scale
+from ..transforms import Affine, angle_distance, rotation_matrix_xyz
+from ..volume import Volume, inside_grid
 
 __all__ = ["Prealign3DConfig", "Prealign3DResult", "Hypothesis3D", "prealign_3d",
            "lm_structure_scale", "refine_pose", "pose_ncc", "level_response", "hand_name"]
@@ -254,7 +254,7 @@ def level_response(volume: Volume, pixel_um: float, sigma_um: float, polarity: s
     ``normalise_planes`` each z-plane is divided by its robust spread, so that signal
     dimmed with depth weighs like the surface's.
     """
-    from .registration import working_volume
+    from ..registration import working_volume
 
     work = working_volume(volume, (pixel_um, pixel_um, pixel_um), box_kji)
     axes = tuple(a for a, n in enumerate(work.shape_zyx) if n >= 3)
