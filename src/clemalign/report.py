@@ -18,6 +18,7 @@ import numpy as np
 from .pipeline import RegistrationResult
 from .prealign import PrealignResult
 from .prealign3d import Prealign3DResult
+from .registration import Registration3DResult
 from .transforms import CONVENTION, Affine, decompose
 from .volume import Volume
 
@@ -84,20 +85,48 @@ def build_report(result: RegistrationResult, em: Volume, lm: Volume, *,
     """
     from . import __version__
 
-    pre, fine, conf = result.prealign, result.fine, result.confidence
+    parts = _header(result, __version__)
+    parts += _inputs_section(result, em, lm)
+    parts += _transform_section(result)
+    parts += _confidence_section(result.confidence)
+    parts += _representation_section(result)
+    parts.append("<h2>Orientation</h2>")
+    if isinstance(result.prealign, Prealign3DResult):
+        parts += _prealign_3d_sections(result.prealign)
+    else:
+        parts += _prealign_xy_sections(result.prealign)
+    parts += _starts_section(result.fine)
+    parts += _stages_section(result)
+    if evaluation is not None:
+        parts += _evaluation_section(evaluation)
+    parts += _figures_section(figures)
+    parts += _footer(result, files)
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _header(result: RegistrationResult, version: str) -> list[str]:
+    """Title, verdict badge and, when not ok, the warning."""
+    parts: list[str] = []
+    conf = result.confidence
     verdict = conf["verdict"]
-    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+    parts += [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
              f"<title>clemalign report</title><style>{_CSS}</style></head><body>",
              "<h1>clemalign registration report</h1>",
              f"<p>Confidence: <span class='badge {verdict}'>{conf['score']:.2f} — {verdict}"
-             f"</span> clemalign {html.escape(__version__)}, "
+             f"</span> clemalign {html.escape(version)}, "
              f"{time.strftime('%Y-%m-%d %H:%M')}.</p>"]
     if verdict != "ok":
         parts.append("<p><b>The result may be wrong:</b> "
                      + html.escape("; ".join(conf["reasons"])) + ". Check the overlay "
                      "figures; try an ROI on a region with fluorescent structures, another LM "
                      "channel, or restrict the search (--max-rotation-deg, --no-mirror).</p>")
+    return parts
 
+
+def _inputs_section(result: RegistrationResult, em: Volume, lm: Volume) -> list[str]:
+    """The input files, shapes, voxel sizes, channel, ROI and pre-alignment path."""
+    parts: list[str] = []
     parts.append("<h2>Inputs</h2>")
     lm_names = ", ".join(lm.channel_names) if lm.channel_names else f"{lm.n_channels} channel(s)"
     parts.append(_kv_table([
@@ -108,18 +137,28 @@ def build_report(result: RegistrationResult, em: Volume, lm: Volume, *,
         ("LM shape (c, z, y, x)", " × ".join(str(n) for n in lm.data.shape)),
         ("LM voxel size (z, y, x)", f"{_fmt(lm.voxel_size_um, 4)} µm"),
         ("LM channels", lm_names),
-        ("LM channel registered", result.config.lm_channel),
+        ("LM channel registered", str(result.lm_channel)),
         ("EM ROI (voxels z0:z1,y0:y1,x0:x1)", result.roi.to_str()),
         ("pre-alignment", f"{result.prealign_choice.get('mode', 'xy')}: "
                           f"{result.prealign_choice.get('reason', '')}"),
     ]))
+    return parts
 
+
+def _transform_section(result: RegistrationResult) -> list[str]:
+    """Both matrices and the decomposition."""
+    parts: list[str] = []
     parts.append("<h2>Transform</h2>")
     parts.append(f"<p><code>em_to_lm</code> (µm). {html.escape(CONVENTION)}.</p>")
     parts.append(_matrix_table(result.em_to_lm.matrix))
     parts.append(_decomposition(result.em_to_lm))
     parts.append("<p><code>lm_to_em</code> (µm):</p>" + _matrix_table(result.lm_to_em.matrix))
+    return parts
 
+
+def _confidence_section(conf: dict) -> list[str]:
+    """The evidence, each term and the score."""
+    parts: list[str] = []
     parts.append("<h2>Confidence evidence</h2>")
     ev, th, terms, lv = conf["evidence"], conf["thresholds"], conf["terms"], conf["levels"]
     parts.append(_kv_table([
@@ -140,13 +179,12 @@ def build_report(result: RegistrationResult, em: Volume, lm: Volume, *,
         ("score", f"MI term × (½ + ½ margin term) × (½ + ½ orientation term) × plausible "
                   f"= {conf['score']:.3f}; ok ≥ {th['ok_above']}, failed < {th['failed_below']}"),
     ]))
+    return parts
 
-    parts += _representation_section(result)
-    parts.append("<h2>Orientation</h2>")
-    if isinstance(pre, Prealign3DResult):
-        parts += _prealign_3d_sections(pre)
-    else:
-        parts += _prealign_xy_sections(pre)
+
+def _starts_section(fine: Registration3DResult) -> list[str]:
+    """The 3D stage's starts and its search results."""
+    parts: list[str] = []
     start_rows = "".join(
         f"<tr><td>{k}</td><td class='l'>{'yes' if st['mirrored'] else 'no'}</td>"
         f"<td class='l'>{'yes' if st.get('reversed_z') else 'no'}</td>"
@@ -169,54 +207,73 @@ def build_report(result: RegistrationResult, em: Volume, lm: Volume, *,
         ("mutual information start → end", f"{-fine.metric_initial:.3f} → "
                                             f"{-fine.metric_final:.3f} nats"),
     ]))
+    return parts
 
+
+def _stages_section(result: RegistrationResult) -> list[str]:
+    """SimpleITK stages and the timings of every step."""
+    parts: list[str] = []
     parts.append("<h2>Stages</h2>")
     stage_rows = "".join(
         f"<tr><td class='l'>{s.name}</td><td>{s.metric:.4f}</td><td>{s.iterations}</td>"
         f"<td class='l'>{'yes' if s.kept else 'no'}</td>"
         f"<td class='l'>{html.escape(s.stop_condition)}</td><td>{s.seconds:.2f}</td></tr>"
-        for s in fine.stages)
+        for s in result.fine.stages)
     parts.append("<table><tr><th class='l'>stage</th><th>Mattes metric</th><th>iterations</th>"
                  "<th class='l'>kept</th><th class='l'>stop condition</th><th>s</th></tr>"
                  f"{stage_rows}</table>")
 
     parts.append("<h2>Timings</h2>")
-    timing_items = [(f"pre-alignment: {k}", f"{v:.2f} s") for k, v in pre.timings_s.items()]
-    timing_items += [(f"3D registration: {k}", f"{v:.2f} s") for k, v in fine.timings_s.items()]
+    pre_t, fine_t = result.prealign.timings_s, result.fine.timings_s
+    timing_items = [(f"pre-alignment: {k}", f"{v:.2f} s") for k, v in pre_t.items()]
+    timing_items += [(f"3D registration: {k}", f"{v:.2f} s") for k, v in fine_t.items()]
     timing_items.append(("total", f"{result.timings_s['total']:.2f} s"))
     parts.append(_kv_table(timing_items))
+    return parts
 
-    if evaluation is not None:
-        s = evaluation["summary"]
-        px = "em_pixel_um" in s
-        parts.append("<h2>Landmark evaluation</h2>")
-        parts.append(f"<p>{s['n']} landmarks: mean {s['mean_um']:.3f} µm, median "
-                     f"{s['median_um']:.3f} µm, max {s['max_um']:.3f} µm"
-                     + (f" ({s['mean_em_px']:.1f} / {s['median_em_px']:.1f} / "
-                        f"{s['max_em_px']:.1f} EM px)" if px else "") + ".</p>")
-        head = "<tr><th class='l'>landmark</th><th>error µm</th>" + \
-            ("<th>EM px</th>" if px else "") + "</tr>"
-        body = "".join(f"<tr><td class='l'>{html.escape(r['name'])}</td>"
-                       f"<td>{r['error_um']:.3f}</td>"
-                       + (f"<td>{r['error_em_px']:.1f}</td>" if px else "") + "</tr>"
-                       for r in evaluation["landmarks"])
-        parts.append(f"<table>{head}{body}</table>")
 
+def _evaluation_section(evaluation: dict) -> list[str]:
+    """Landmark errors (with ``--landmarks``)."""
+    parts: list[str] = []
+    s = evaluation["summary"]
+    px = "em_pixel_um" in s
+    parts.append("<h2>Landmark evaluation</h2>")
+    parts.append(f"<p>{s['n']} landmarks: mean {s['mean_um']:.3f} µm, median "
+                 f"{s['median_um']:.3f} µm, max {s['max_um']:.3f} µm"
+                 + (f" ({s['mean_em_px']:.1f} / {s['median_em_px']:.1f} / "
+                    f"{s['max_em_px']:.1f} EM px)" if px else "") + ".</p>")
+    head = "<tr><th class='l'>landmark</th><th>error µm</th>" + \
+        ("<th>EM px</th>" if px else "") + "</tr>"
+    body = "".join(f"<tr><td class='l'>{html.escape(r['name'])}</td>"
+                   f"<td>{r['error_um']:.3f}</td>"
+                   + (f"<td>{r['error_em_px']:.1f}</td>" if px else "") + "</tr>"
+                   for r in evaluation["landmarks"])
+    parts.append(f"<table>{head}{body}</table>")
+    return parts
+
+
+def _figures_section(figures: Mapping[str, tuple[bytes, str]]) -> list[str]:
+    """The figures, embedded as PNG."""
+    parts: list[str] = []
     parts.append("<h2>Figures</h2>")
     for title, (png, caption) in figures.items():
         data = base64.b64encode(png).decode("ascii")
         parts.append(f"<figure><img alt='{html.escape(title)}' src='data:image/png;base64,"
                      f"{data}'><figcaption><b>{html.escape(title)}.</b> "
                      f"{html.escape(caption)}</figcaption></figure>")
+    return parts
 
+
+def _footer(result: RegistrationResult, files: Sequence[str]) -> list[str]:
+    """The configuration and the files written."""
+    parts: list[str] = []
     parts.append("<h2>Parameters</h2><details><summary>full configuration (run.json)"
                  "</summary><pre>" + html.escape(json.dumps(result.config.to_dict(), indent=2))
                  + "</pre></details>")
     if files:
         parts.append("<h2>Files</h2><ul>" + "".join(f"<li><code>{html.escape(f)}</code></li>"
                                                     for f in files) + "</ul>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    return parts
 
 
 def _other(polarity: str) -> str:
