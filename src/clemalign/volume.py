@@ -241,7 +241,7 @@ class Volume:
     def with_data(self, data: np.ndarray, channel_names: tuple[str, ...] | None = None) -> Volume:
         """Same geometry, other voxel values (same spatial shape)."""
         if tuple(data.shape[-3:]) != self.shape_zyx:
-            raise ValueError(f"spatial shape {data.shape[-3:]} differs from {self.shape_zyx}")
+            raise InputError(f"data: spatial shape {data.shape[-3:]} differs from {self.shape_zyx}")
         names = channel_names if channel_names is not None else (
             self.channel_names if data.ndim == self.data.ndim else None)
         return Volume(data, self.voxel_size_um, self.origin_xyz_um, names, self.source)
@@ -261,7 +261,7 @@ def to_sitk(volume: Volume):
     import SimpleITK as sitk
 
     if volume.data.ndim != 3:
-        raise ValueError("to_sitk needs a single-channel volume; use volume.channel(c) first")
+        raise InputError("to_sitk needs a single-channel volume; use volume.channel(c) first")
     image = sitk.GetImageFromArray(np.ascontiguousarray(volume.data))
     image.SetSpacing(tuple(float(s) for s in volume.spacing_xyz_um))
     image.SetOrigin(tuple(float(o) for o in volume.origin_xyz_um))
@@ -273,10 +273,10 @@ def from_sitk(image, *, source: str | None = None) -> Volume:
     import SimpleITK as sitk
 
     if image.GetDimension() != 3:
-        raise ValueError(f"from_sitk needs a 3D image, got {image.GetDimension()}D")
+        raise InputError(f"from_sitk needs a 3D image, got {image.GetDimension()}D")
     direction = np.asarray(image.GetDirection()).reshape(3, 3)
     if not np.allclose(direction, np.eye(3)):
-        raise ValueError("from_sitk: only images with identity direction are supported; "
+        raise InputError("from_sitk: only images with identity direction are supported; "
                          "resample onto an axis-aligned grid first")
     data = sitk.GetArrayFromImage(image)
     spacing_xyz = image.GetSpacing()

@@ -86,7 +86,7 @@ def default_polarity(modality: str) -> Polarity:
         return "dark"
     if key in ("lm", "fm", "fluorescence", "confocal", "widefield"):
         return "bright"
-    raise ValueError(f"unknown modality {modality!r}; expected 'em' or 'lm'")
+    raise InputError(f"modality: unknown {modality!r}; expected 'em' or 'lm'")
 
 
 # ----------------------------------------------------------------- validation
