@@ -196,6 +196,30 @@ def test_register_bad_flags_exit_2(pair_files, seen_config, capsys, flags, messa
 
 
 # ------------------------------------------------------------------ end to end
+def _main_keeping_result(argv):
+    """``main(argv)`` with its stdout and stderr captured and the result of its
+    registration kept: (status, result, stdout, stderr)."""
+    import contextlib
+    import io
+
+    import clemalign.pipeline
+
+    results = []
+    real_register = clemalign.pipeline.register
+
+    def keep(*args, **kwargs):
+        results.append(real_register(*args, **kwargs))
+        return results[-1]
+
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out), \
+            contextlib.redirect_stderr(err):
+        mp.setattr(clemalign.pipeline, "register", keep)
+        status = main(argv)
+    assert len(results) == 1
+    return status, results[0], out.getvalue(), err.getvalue()
+
+
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory):
     """One ``clemalign register`` run on a simulated pair (seed 3, scale 0.3), with its
@@ -206,8 +230,9 @@ def registered(tmp_path_factory):
     out = root / "out"
     args = ["register", str(data / "em.ome.tif"), str(data / "lm.ome.tif"), "-o", str(out),
             "--lm-channel", "mito", "--landmarks", str(data / "landmarks.csv")]
-    assert main(args) == 0
-    return {"data": data, "out": out, "args": args,
+    status, result, _, _ = _main_keeping_result(args)
+    assert status == 0
+    return {"data": data, "out": out, "args": args, "result": result,
             "truth": json.loads((data / "truth.json").read_text()),
             "record": json.loads((out / "transform.json").read_text())}
 
@@ -275,11 +300,6 @@ def test_register_refuses_to_overwrite(registered, seen_config, capsys):
 def failed_run(tmp_path_factory):
     """``register --strict`` of a tiny simulated EM (scale 0.15) against Poisson noise,
     with a restricted search; the result of the registration is kept."""
-    import contextlib
-    import io
-
-    import clemalign.pipeline
-
     root = tmp_path_factory.mktemp("failed")
     data = root / "pair"
     assert main(["simulate", str(data), "--seed", "3", "--scale", "0.15"]) == 0
@@ -289,20 +309,9 @@ def failed_run(tmp_path_factory):
     write_ome_tiff(root / "noise.ome.tif", noise)
     args = ["register", str(data / "em.ome.tif"), str(root / "noise.ome.tif"),
             "--max-rotation-deg", "30", "--no-mirror"]
-    results = []
-    real_register = clemalign.pipeline.register
-
-    def keep(*a, **k):
-        results.append(real_register(*a, **k))
-        return results[-1]
-
-    out, err = io.StringIO(), io.StringIO()
-    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out), \
-            contextlib.redirect_stderr(err):
-        mp.setattr(clemalign.pipeline, "register", keep)
-        status = main(args + ["-o", str(root / "b"), "--strict"])
-    return {"root": root, "args": args, "status": status, "out": out.getvalue(),
-            "err": err.getvalue(), "result": results[0]}
+    status, result, out, err = _main_keeping_result(args + ["-o", str(root / "b"), "--strict"])
+    return {"root": root, "args": args, "status": status, "out": out, "err": err,
+            "result": result}
 
 
 @pytest.mark.slow
@@ -333,13 +342,23 @@ def test_register_failure_without_strict_is_a_warning(failed_run, monkeypatch, c
 
 
 @pytest.mark.slow
-def test_demo_prints_error(tmp_path, capsys):
-    assert main(["demo", "-o", str(tmp_path / "d"), "--scale", "0.3"]) == 0
+def test_demo_prints_error(registered, tmp_path, monkeypatch, capsys):
+    """``demo --seed 3 --scale 0.3`` simulates the pair the ``registered`` run registered:
+    its registration is that run's result, the demo's own TRE against its truth is printed."""
+    import clemalign.pipeline
+
+    monkeypatch.setattr(clemalign.pipeline, "register", lambda *a, **k: registered["result"])
+    assert main(["demo", "-o", str(tmp_path / "d"), "--seed", "3", "--scale", "0.3"]) == 0
     out = capsys.readouterr().out
     assert "landmark error vs truth" in out
     mean_um = float(out.split("mean ")[1].split(" µm")[0])
     assert mean_um < 0.5
     assert (tmp_path / "d" / "data" / "truth.json").exists()
+    # the demo simulated the very pair the register run read
+    demo_data = tmp_path / "d" / "data"
+    assert (demo_data / "truth.json").read_text() == (registered["data"] / "truth.json").read_text()
+    assert np.array_equal(read_volume(demo_data / "em.ome.tif").data,
+                          read_volume(registered["data"] / "em.ome.tif").data)
 
 
 def test_evaluate_and_apply(tmp_path, capsys):
@@ -373,6 +392,7 @@ def test_evaluate_and_apply(tmp_path, capsys):
     assert "line 2" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # simulates a whole (small) tissue pair: several seconds
 def test_simulate_tissue_scene_gives_the_roi_to_register(tmp_path, capsys):
     out = tmp_path / "tissue"
     assert main(["simulate", str(out), "--scene", "tissue", "--seed", "2", "--mirror",
