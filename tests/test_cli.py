@@ -137,102 +137,228 @@ def test_check_pair_voxel_size_override(pair_files, capsys):
     assert "0.14×0.14×0.05 µm" in capsys.readouterr().out
 
 
-def test_register_writes_outputs(tmp_path, capsys):
-    data = tmp_path / "pair"
+class _Stop(Exception):
+    """Raised by the stand-in for ``register``: the configuration has been seen."""
+
+
+@pytest.fixture()
+def seen_config(monkeypatch):
+    """``clemalign.pipeline.register`` replaced by a stand-in that records the
+    configuration the CLI built and stops: flag wiring without a registration."""
+    import clemalign.pipeline
+
+    seen = []
+
+    def stand_in(em, lm, *, config=None, progress=None, **kwargs):
+        seen.append(config)
+        raise _Stop
+
+    monkeypatch.setattr(clemalign.pipeline, "register", stand_in)
+    return seen
+
+
+def test_register_flags_reach_the_configuration(pair_files, seen_config):
+    em, lm = str(pair_files / "em.ome.tif"), str(pair_files / "lm.ome.tif")
+    with pytest.raises(_Stop):
+        main(["--debug", "register", em, lm, "-o", str(pair_files / "r"), "--model", "rigid",
+              "--em-slices", "1,3,5", "--max-rotation-deg", "30", "--no-mirror",
+              "--lm-channel", "auto", "--roi", "1:5,0:8,0:9", "--no-flip-z"])
+    config = seen_config[-1]
+    assert config.fine.model == "rigid"
+    assert config.prealign.slices.em_slices == (1, 3, 5)
+    assert config.prealign.orientation.max_rotation_deg == 30.0
+    assert config.prealign.orientation.mirror is False
+    assert config.prealign3d.max_rotation_deg == 30.0 and config.prealign3d.mirror is False
+    assert config.lm_channel == "auto" and config.roi == "1:5,0:8,0:9"
+    assert config.flip_z is False
+    # the defaults: affine, every slice choice and orientation left to the method
+    with pytest.raises(_Stop):
+        main(["--debug", "register", em, lm, "-o", str(pair_files / "d")])
+    config = seen_config[-1]
+    assert config.fine.model == "affine" and config.prealign.slices.em_slices is None
+    assert config.prealign.orientation.max_rotation_deg == 180.0
+    assert config.prealign.orientation.mirror is True and config.flip_z is True
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--roi", "0:10,0:10"], "--roi"),
+    (["--em-slices", "a,b"], "--em-slices"),
+    (["--em-slices", ","], "--em-slices"),
+    (["--lm-channel", "7"], "channel"),
+    (["--max-rotation-deg", "200"], "--max-rotation-deg"),
+])
+def test_register_bad_flags_exit_2(pair_files, seen_config, capsys, flags, message):
+    em, lm = str(pair_files / "em.ome.tif"), str(pair_files / "lm.ome.tif")
+    assert main(["register", em, lm, "-o", str(pair_files / "x")] + flags) == 2
+    assert message in capsys.readouterr().err
+    assert not seen_config  # refused before any registration
+    assert not (pair_files / "x").exists()
+
+
+# ------------------------------------------------------------------ end to end
+def _main_keeping_result(argv):
+    """``main(argv)`` with its stdout and stderr captured and the result of its
+    registration kept: (status, result, stdout, stderr)."""
+    import contextlib
+    import io
+
+    import clemalign.pipeline
+
+    results = []
+    real_register = clemalign.pipeline.register
+
+    def keep(*args, **kwargs):
+        results.append(real_register(*args, **kwargs))
+        return results[-1]
+
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out), \
+            contextlib.redirect_stderr(err):
+        mp.setattr(clemalign.pipeline, "register", keep)
+        status = main(argv)
+    assert len(results) == 1
+    return status, results[0], out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory):
+    """One ``clemalign register`` run on a simulated pair (seed 3, scale 0.3), with its
+    landmarks: the tests below read its outputs."""
+    root = tmp_path_factory.mktemp("registered")
+    data = root / "pair"
     assert main(["simulate", str(data), "--seed", "3", "--scale", "0.3"]) == 0
-    truth = json.loads((data / "truth.json").read_text())
-    out = tmp_path / "out"
+    out = root / "out"
     args = ["register", str(data / "em.ome.tif"), str(data / "lm.ome.tif"), "-o", str(out),
             "--lm-channel", "mito", "--landmarks", str(data / "landmarks.csv")]
-    assert main(args) == 0
+    status, result, _, _ = _main_keeping_result(args)
+    assert status == 0
+    return {"data": data, "out": out, "args": args, "result": result,
+            "truth": json.loads((data / "truth.json").read_text()),
+            "record": json.loads((out / "transform.json").read_text())}
+
+
+@pytest.mark.slow
+def test_register_writes_outputs(registered):
     from clemalign.outputs import OUTPUT_FILES
 
+    out, record = registered["out"], registered["record"]
     assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES)
-    record = json.loads((out / "transform.json").read_text())
     em_to_lm, lm_to_em = np.array(record["em_to_lm"]), np.array(record["lm_to_em"])
     np.testing.assert_allclose(em_to_lm @ lm_to_em, np.eye(4), atol=1e-9)
     assert record["em_voxel_size_um"] == [0.05, 0.14, 0.14]
     assert set(record["stages"]) == {"rigid", "affine"}
     assert {"shift_xy_um", "confidence", "angle_deg"} <= set(record["prealign"])
+    overlay = read_volume(out / "lm_in_em.ome.tif")
+    assert overlay.data.shape[0] == 2 and overlay.voxel_size_um == (0.05, 0.14, 0.14)
+    run = json.loads((out / "run.json").read_text())
+    assert run["config"]["lm_channel"] == "mito" and run["config"]["fine"]["model"] == "affine"
+
+
+@pytest.mark.slow
+def test_register_lands_on_the_truth(registered):
+    data, record = registered["data"], registered["record"]
+    em_to_lm = np.array(record["em_to_lm"])
     # landmark error of the written transform against the simulation's truth
     lines = (data / "landmarks.csv").read_text().splitlines()[1:]
     pts = np.array([line.split(",")[1:] for line in lines], float)
     mapped = pts[:, :3] @ em_to_lm[:3, :3].T + em_to_lm[:3, 3]
     assert np.linalg.norm(mapped - pts[:, 3:], axis=1).mean() < 0.5
-    overlay = read_volume(out / "lm_in_em.ome.tif")
-    assert overlay.data.shape[0] == 2 and overlay.voxel_size_um == (0.05, 0.14, 0.14)
-    run = json.loads((out / "run.json").read_text())
-    assert run["config"]["lm_channel"] == "mito" and run["config"]["fine"]["model"] == "affine"
-    assert np.allclose(truth["em_to_lm"], em_to_lm, atol=0.5)
-    # the evaluation went into transform.json and the report, with every figure embedded
+    assert np.allclose(registered["truth"]["em_to_lm"], em_to_lm, atol=0.5)
+    # the evaluation went into transform.json
     assert record["evaluation"]["summary"]["mean_um"] < 0.5
-    page = (out / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 7 and "Landmark evaluation" in page
-    assert "Confidence evidence" in page and "Orientation" in page
     assert record["confidence"]["verdict"] == "ok"
     assert record["confidence"]["thresholds"]["ok_above"] > 0
-    # the exported ITK transform maps points as em_to_lm does
+
+
+@pytest.mark.slow
+def test_register_report_embeds_every_figure(registered):
+    page = (registered["out"] / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 7 and "Landmark evaluation" in page
+    assert "Confidence evidence" in page and "Orientation" in page
+
+
+@pytest.mark.slow
+def test_register_exports_the_itk_transform(registered):
     import SimpleITK as sitk
 
-    tx = sitk.ReadTransform(str(out / "transform.tfm"))
+    em_to_lm = np.array(registered["record"]["em_to_lm"])
+    tx = sitk.ReadTransform(str(registered["out"] / "transform.tfm"))
     np.testing.assert_allclose(tx.TransformPoint((10.0, 20.0, 3.0)),
                                em_to_lm[:3, :3] @ [10, 20, 3] + em_to_lm[:3, 3], atol=1e-9)
-    # a second run refuses to overwrite, and says which file
-    capsys.readouterr()
-    assert main(args) == 2
+
+
+@pytest.mark.slow
+def test_register_refuses_to_overwrite(registered, seen_config, capsys):
+    before = (registered["out"] / "transform.json").read_text()
+    assert main(registered["args"]) == 2
     assert "exists" in capsys.readouterr().err
+    assert not seen_config  # refused before the expensive work
+    assert (registered["out"] / "transform.json").read_text() == before
 
 
-def test_register_rigid_and_bad_flags(tmp_path, capsys):
-    data = tmp_path / "pair"
-    assert main(["simulate", str(data), "--seed", "3", "--scale", "0.3"]) == 0
-    em, lm = str(data / "em.ome.tif"), str(data / "lm.ome.tif")
-    assert main(["register", em, lm, "-o", str(tmp_path / "r"), "--model", "rigid",
-                 "--em-slices", "100,120,140"]) == 0
-    record = json.loads((tmp_path / "r" / "transform.json").read_text())
-    assert set(record["stages"]) == {"rigid"}
-    assert record["prealign"]["em_slices"] == [100, 120, 140]
-    capsys.readouterr()
-    assert main(["register", em, lm, "-o", str(tmp_path / "x"), "--roi", "0:10,0:10"]) == 2
-    assert "--roi" in capsys.readouterr().err
-    assert main(["register", em, lm, "-o", str(tmp_path / "x"), "--em-slices", "a,b"]) == 2
-    assert "--em-slices" in capsys.readouterr().err
-    assert main(["register", em, lm, "-o", str(tmp_path / "x"), "--lm-channel", "7"]) == 2
-    assert "channel" in capsys.readouterr().err
-    assert main(["register", em, lm, "-o", str(tmp_path / "x"), "--max-rotation-deg",
-                 "200"]) == 2
-    assert "--max-rotation-deg" in capsys.readouterr().err
-
-
-def test_register_strict_exit_status_on_failure(tmp_path, capsys):
-    data = tmp_path / "pair"
-    assert main(["simulate", str(data), "--seed", "3", "--scale", "0.3"]) == 0
+@pytest.fixture(scope="module")
+def failed_run(tmp_path_factory):
+    """``register --strict`` of a tiny simulated EM (scale 0.15) against Poisson noise,
+    with a restricted search; the result of the registration is kept."""
+    root = tmp_path_factory.mktemp("failed")
+    data = root / "pair"
+    assert main(["simulate", str(data), "--seed", "3", "--scale", "0.15"]) == 0
     lm = read_volume(data / "lm.ome.tif")
     rng = np.random.default_rng(1)
     noise = Volume(rng.poisson(20, lm.data.shape).astype(np.uint16), lm.voxel_size_um)
-    write_ome_tiff(tmp_path / "noise.ome.tif", noise)
-    em = str(data / "em.ome.tif")
-    args = ["register", em, str(tmp_path / "noise.ome.tif"), "--max-rotation-deg", "30",
-            "--no-mirror"]
-    capsys.readouterr()
-    assert main(args + ["-o", str(tmp_path / "a")]) == 0  # a warning, not an error
-    captured = capsys.readouterr()
-    assert "failed" in captured.out and "warning" in captured.err
-    assert main(args + ["-o", str(tmp_path / "b"), "--strict"]) == 3
+    write_ome_tiff(root / "noise.ome.tif", noise)
+    args = ["register", str(data / "em.ome.tif"), str(root / "noise.ome.tif"),
+            "--max-rotation-deg", "30", "--no-mirror"]
+    status, result, out, err = _main_keeping_result(args + ["-o", str(root / "b"), "--strict"])
+    return {"root": root, "args": args, "status": status, "out": out, "err": err,
+            "result": result}
+
+
+@pytest.mark.slow
+def test_register_strict_exit_status_on_failure(failed_run):
+    assert failed_run["result"].confidence["verdict"] == "failed"
+    assert failed_run["status"] == 3
+    assert "failed" in failed_run["out"] and "warning" in failed_run["err"]
     # the outputs are still written for inspection, with the restriction recorded
-    run = json.loads((tmp_path / "b" / "run.json").read_text())
+    b = failed_run["root"] / "b"
+    run = json.loads((b / "run.json").read_text())
     assert run["config"]["prealign"]["orientation"]["max_rotation_deg"] == 30.0
     assert run["config"]["prealign"]["orientation"]["mirror"] is False
-    assert (tmp_path / "b" / "report.html").exists()
+    assert (b / "report.html").exists()
 
 
-def test_demo_prints_error(tmp_path, capsys):
-    assert main(["demo", "-o", str(tmp_path / "d"), "--scale", "0.3"]) == 0
+@pytest.mark.slow
+def test_register_failure_without_strict_is_a_warning(failed_run, monkeypatch, capsys):
+    """The same failed result, without --strict: exit 0 and a warning, not an error."""
+    import clemalign.pipeline
+
+    monkeypatch.setattr(clemalign.pipeline, "register",
+                        lambda *a, **k: failed_run["result"])
+    a = failed_run["root"] / "a"
+    assert main(failed_run["args"] + ["-o", str(a)]) == 0
+    captured = capsys.readouterr()
+    assert "failed" in captured.out and "warning" in captured.err
+    assert (a / "transform.json").exists()
+
+
+@pytest.mark.slow
+def test_demo_prints_error(registered, tmp_path, monkeypatch, capsys):
+    """``demo --seed 3 --scale 0.3`` simulates the pair the ``registered`` run registered:
+    its registration is that run's result, the demo's own TRE against its truth is printed."""
+    import clemalign.pipeline
+
+    monkeypatch.setattr(clemalign.pipeline, "register", lambda *a, **k: registered["result"])
+    assert main(["demo", "-o", str(tmp_path / "d"), "--seed", "3", "--scale", "0.3"]) == 0
     out = capsys.readouterr().out
     assert "landmark error vs truth" in out
     mean_um = float(out.split("mean ")[1].split(" µm")[0])
     assert mean_um < 0.5
     assert (tmp_path / "d" / "data" / "truth.json").exists()
+    # the demo simulated the very pair the register run read
+    demo_data = tmp_path / "d" / "data"
+    assert (demo_data / "truth.json").read_text() == (registered["data"] / "truth.json").read_text()
+    assert np.array_equal(read_volume(demo_data / "em.ome.tif").data,
+                          read_volume(registered["data"] / "em.ome.tif").data)
 
 
 def test_evaluate_and_apply(tmp_path, capsys):
@@ -266,6 +392,7 @@ def test_evaluate_and_apply(tmp_path, capsys):
     assert "line 2" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # simulates a whole (small) tissue pair: several seconds
 def test_simulate_tissue_scene_gives_the_roi_to_register(tmp_path, capsys):
     out = tmp_path / "tissue"
     assert main(["simulate", str(out), "--scene", "tissue", "--seed", "2", "--mirror",

@@ -37,12 +37,14 @@ def test_point_map_fit_recovers_an_affine():
     np.testing.assert_allclose(fit.matrix, a.matrix, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_sitk_peer_direction(small_pair, peer_case):
     em, lm, start = peer_case
     assert _tre(small_pair, start) > 1.0
     assert _tre(small_pair, peers.sitk_mi_affine(em, lm, start)) < 0.8
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["elastix", "ants"])
 def test_optional_peer_direction(small_pair, peer_case, name):
     pytest.importorskip("itk" if name == "elastix" else "ants")

@@ -7,11 +7,11 @@ Small grids (a 100×100×50 µm microCT block with an 80×80×40 µm ROI inside 
 import numpy as np
 import pytest
 
-from clemalign import InputError, Volume, simulate_pair
+from clemalign import InputError, Volume
 from clemalign.evaluation import target_registration_error
 from clemalign.pipeline import RegistrationConfig, choose_prealignment, register
 from clemalign.prealign3d import Prealign3DConfig, prealign_3d
-from clemalign.synthetic_tissue import TissueConfig, simulate_tissue_pair
+from clemalign.synthetic import TissueConfig, simulate_tissue_pair
 from clemalign.volume import parse_roi
 
 TINY = TissueConfig(em_shape_zyx=(50, 100, 100), roi_shape_zyx=(40, 80, 80),
@@ -84,6 +84,7 @@ def test_prealign_3d_finds_a_block_seen_from_the_other_side(turned_pair):
                                          "mirrored_reversed_z"}
 
 
+@pytest.mark.slow
 def test_register_thick_pair_auto_chooses_3d(mirrored_pair):
     pair = mirrored_pair
     result = register(pair.em, pair.lm,
@@ -93,7 +94,11 @@ def test_register_thick_pair_auto_chooses_3d(mirrored_pair):
     assert _tre(result.em_to_lm, pair) < 0.6  # measured 0.21 µm (issue 14: < 2 µm)
     assert result.confidence["verdict"] == "ok"
     assert np.linalg.det(result.em_to_lm.linear) < 0
-    # an LM of another block: not trusted
+
+
+@pytest.mark.slow
+def test_thick_pair_with_the_lm_of_another_block_is_not_ok(mirrored_pair):
+    pair = mirrored_pair
     other = simulate_tissue_pair(TINY, seed=11)
     wrong = register(pair.em, other.lm,
                      config=RegistrationConfig(roi=pair.roi, lm_channel="nuclei"))
@@ -116,10 +121,9 @@ def test_prealign_3d_config_and_input_errors(small_pair):
         Prealign3DConfig(max_tilt_deg=60)
     with pytest.raises(InputError, match="prealign_mode"):
         RegistrationConfig(prealign_mode="2d")  # type: ignore[arg-type]
-    big = simulate_pair(seed=0, scale=0.3)
-    tiny_lm = Volume(big.lm.data[0][:, :40, :40], big.lm.voxel_size_um)
+    tiny_lm = Volume(small_pair.lm.data[0][:, :40, :40], small_pair.lm.voxel_size_um)
     with pytest.raises(InputError, match="much larger than the LM field"):
-        prealign_3d(big.em, tiny_lm)
+        prealign_3d(small_pair.em, tiny_lm)
 
 
 def test_auto_keeps_the_xy_path_on_real_sections():

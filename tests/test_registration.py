@@ -46,6 +46,7 @@ def test_working_volume_keeps_positions():
     np.testing.assert_allclose(centroid(cropped), centroid(vol), atol=0.03)
 
 
+@pytest.mark.slow
 def test_affine_registration_tre(affine_result, stretched_pair):
     result = affine_result
     # measured 0.13 µm (0.9 EM px); rigid only: 0.71 µm
@@ -58,6 +59,7 @@ def test_affine_registration_tre(affine_result, stretched_pair):
                                atol=1e-9)
 
 
+@pytest.mark.slow
 def test_rigid_only_and_affine_gain(affine_result, stretched_pair):
     config = RegistrationConfig(fine=Registration3DConfig(model="rigid"))
     rigid = register(stretched_pair.em, stretched_pair.lm, config=config)
@@ -69,7 +71,8 @@ def test_rigid_only_and_affine_gain(affine_result, stretched_pair):
     assert tre_affine < 0.8 * tre_rigid  # the truth has anisotropic scale
 
 
-def test_unrelated_images_are_not_ok(small_pair):
+@pytest.mark.slow
+def test_noise_lm_is_a_failure(small_pair):
     other = simulate_pair(seed=11, scale=0.3)
     rng = np.random.default_rng(0)
     noise = Volume(rng.poisson(50, other.lm.data[0].shape).astype(np.uint16),
@@ -78,7 +81,12 @@ def test_unrelated_images_are_not_ok(small_pair):
     assert result.confidence["verdict"] == "failed"
     assert result.confidence["reasons"]
     assert np.all(np.isfinite(result.em_to_lm.matrix))
+
+
+@pytest.mark.slow
+def test_lm_of_another_sample_is_not_ok(small_pair):
     # EM of one simulated sample, LM of another
+    other = simulate_pair(seed=11, scale=0.3)
     swapped = register(small_pair.em, other.lm)
     assert swapped.confidence["verdict"] != "ok"
     assert swapped.confidence["evidence"]["mi_contrast"] < 0.15
@@ -123,6 +131,7 @@ def test_stage_that_loses_the_overlap_reports_it():
     np.testing.assert_allclose(stage.em_to_lm.matrix, far.matrix, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_resampled_lm_lands_on_em_landmarks(affine_result, stretched_pair):
     pair = stretched_pair
     overlay = resample_lm_to_em(pair.lm, pair.em, affine_result.em_to_lm)
@@ -135,6 +144,7 @@ def test_resampled_lm_lands_on_em_landmarks(affine_result, stretched_pair):
     assert np.median(at_landmarks) > np.percentile(mito, 95)
 
 
+@pytest.mark.slow
 def test_same_input_same_output(affine_result, stretched_pair):
     again = register(stretched_pair.em, stretched_pair.lm)
     # fixed sampling seed; only multi-threaded summation order may differ
@@ -159,6 +169,7 @@ def mirrored_pair():
     return simulate_pair(seed=7, scale=0.3, rotation_deg=110.0, mirror=True)
 
 
+@pytest.mark.slow
 def test_any_rotation_and_mirror_found(mirrored_pair):
     result = register(mirrored_pair.em, mirrored_pair.lm)
     assert result.prealign.mirrored and result.fine.mirrored
@@ -169,6 +180,7 @@ def test_any_rotation_and_mirror_found(mirrored_pair):
     assert result.prealign.orientation["hypotheses"]  # the scan ran and proposed
 
 
+@pytest.mark.slow
 def test_restricted_search_cannot_fit_a_mirror_and_says_so(mirrored_pair):
     from dataclasses import replace
 
@@ -202,6 +214,7 @@ def test_3d_stage_registers_from_a_mirrored_start(mirrored_pair):
     assert tre.mean() < 0.5
 
 
+@pytest.mark.slow
 def test_monolayer_seen_from_the_other_side_gets_z_reversed():
     """x mirror + reversed z (a 180° turn about y): the XY search sees a mirror, the 3D
     stage must find that z runs the other way (measured 0.05 µm)."""
@@ -217,6 +230,7 @@ def test_monolayer_seen_from_the_other_side_gets_z_reversed():
     assert result.confidence["verdict"] == "ok"
 
 
+@pytest.mark.slow
 def test_tilted_monolayer_block_is_found_by_the_tilt_search():
     """An EM block cut 8° off the coverslip plane (measured 0.10 µm)."""
     pair = simulate_pair(seed=7, scale=0.3, tilt_deg=(0.0, 8.1))
