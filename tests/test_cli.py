@@ -141,20 +141,35 @@ class _Stop(Exception):
     """Raised by the stand-in for ``register``: the configuration has been seen."""
 
 
+class _Seen(list):
+    """The configurations the stand-in saw, and the ``workers`` of each call."""
+
+    def __init__(self, configs: list, workers: list):
+        super().__init__()
+        self._configs, self.workers = configs, workers
+
+    def __len__(self):
+        return len(self._configs)
+
+    def __getitem__(self, k):
+        return self._configs[k]
+
+
 @pytest.fixture()
 def seen_config(monkeypatch):
     """``clemalign.pipeline.register`` replaced by a stand-in that records the
     configuration the CLI built and stops: flag wiring without a registration."""
     import clemalign.pipeline
 
-    seen = []
+    seen, seen_workers = [], []
 
-    def stand_in(em, lm, *, config=None, progress=None, **kwargs):
+    def stand_in(em, lm, *, config=None, progress=None, workers=None):
         seen.append(config)
+        seen_workers.append(workers)
         raise _Stop
 
     monkeypatch.setattr(clemalign.pipeline, "register", stand_in)
-    return seen
+    return _Seen(seen, seen_workers)
 
 
 def test_register_flags_reach_the_configuration(pair_files, seen_config):
@@ -162,7 +177,8 @@ def test_register_flags_reach_the_configuration(pair_files, seen_config):
     with pytest.raises(_Stop):
         main(["--debug", "register", em, lm, "-o", str(pair_files / "r"), "--model", "rigid",
               "--em-slices", "1,3,5", "--max-rotation-deg", "30", "--no-mirror",
-              "--lm-channel", "auto", "--roi", "1:5,0:8,0:9", "--no-flip-z"])
+              "--lm-channel", "auto", "--roi", "1:5,0:8,0:9", "--no-flip-z",
+              "--em-polarity", "bright", "--lm-polarity", "dark", "--workers", "1"])
     config = seen_config[-1]
     assert config.fine.model == "rigid"
     assert config.prealign.slices.em_slices == (1, 3, 5)
@@ -171,6 +187,8 @@ def test_register_flags_reach_the_configuration(pair_files, seen_config):
     assert config.prealign3d.max_rotation_deg == 30.0 and config.prealign3d.mirror is False
     assert config.lm_channel == "auto" and config.roi == "1:5,0:8,0:9"
     assert config.flip_z is False
+    assert config.prealign.em_polarity == "bright" and config.prealign.lm_polarity == "dark"
+    assert seen_config.workers[-1] == 1
     # the defaults: affine, every slice choice and orientation left to the method
     with pytest.raises(_Stop):
         main(["--debug", "register", em, lm, "-o", str(pair_files / "d")])
@@ -178,6 +196,9 @@ def test_register_flags_reach_the_configuration(pair_files, seen_config):
     assert config.fine.model == "affine" and config.prealign.slices.em_slices is None
     assert config.prealign.orientation.max_rotation_deg == 180.0
     assert config.prealign.orientation.mirror is True and config.flip_z is True
+    # channel, polarities and threads found, not assumed
+    assert config.lm_channel is None and seen_config.workers[-1] is None
+    assert config.prealign.em_polarity == "auto" and config.prealign.lm_polarity == "auto"
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -186,6 +207,8 @@ def test_register_flags_reach_the_configuration(pair_files, seen_config):
     (["--em-slices", ","], "--em-slices"),
     (["--lm-channel", "7"], "channel"),
     (["--max-rotation-deg", "200"], "--max-rotation-deg"),
+    (["--em-polarity", "grey"], "--em-polarity"),
+    (["--workers", "0"], "--workers"),
 ])
 def test_register_bad_flags_exit_2(pair_files, seen_config, capsys, flags, message):
     em, lm = str(pair_files / "em.ome.tif"), str(pair_files / "lm.ome.tif")

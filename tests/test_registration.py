@@ -10,6 +10,9 @@ from clemalign.pipeline import RegistrationConfig, register
 from clemalign.registration import Registration3DConfig, mirror_x, register_3d, working_volume
 from clemalign.transforms import Affine
 
+# the label channel: these tests measure the registration, not the channel choice
+LABEL = RegistrationConfig(lm_channel="mito")
+
 
 def _tre(result, pair):
     return target_registration_error(result.em_to_lm, pair.landmarks_em_um,
@@ -24,7 +27,7 @@ def stretched_pair():
 
 @pytest.fixture(scope="module")
 def affine_result(stretched_pair):
-    return register(stretched_pair.em, stretched_pair.lm)
+    return register(stretched_pair.em, stretched_pair.lm, config=LABEL)
 
 
 def test_working_volume_keeps_positions():
@@ -61,7 +64,7 @@ def test_affine_registration_tre(affine_result, stretched_pair):
 
 @pytest.mark.slow
 def test_rigid_only_and_affine_gain(affine_result, stretched_pair):
-    config = RegistrationConfig(fine=Registration3DConfig(model="rigid"))
+    config = RegistrationConfig(lm_channel="mito", fine=Registration3DConfig(model="rigid"))
     rigid = register(stretched_pair.em, stretched_pair.lm, config=config)
     assert [s.name for s in rigid.fine.stages] == ["rigid"]
     linear = rigid.em_to_lm.linear
@@ -146,9 +149,34 @@ def test_resampled_lm_lands_on_em_landmarks(affine_result, stretched_pair):
 
 @pytest.mark.slow
 def test_same_input_same_output(affine_result, stretched_pair):
-    again = register(stretched_pair.em, stretched_pair.lm)
+    again = register(stretched_pair.em, stretched_pair.lm, config=LABEL)
     # fixed sampling seed; only multi-threaded summation order may differ
     np.testing.assert_allclose(again.em_to_lm.matrix, affine_result.em_to_lm.matrix, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_inverted_em_registers_as_the_original(affine_result, stretched_pair):
+    # bright membranes and organelles (raw backscatter): found by the match, not told
+    data = stretched_pair.em.data
+    inverted = stretched_pair.em.with_data((255 - data).astype(data.dtype))
+    result = register(inverted, stretched_pair.lm, config=LABEL)
+    assert result.prealign.polarity.em == "bright"
+    assert result.prealign.polarity.em_how == "found"
+    assert abs(_tre(result, stretched_pair) - _tre(affine_result, stretched_pair)) < 0.05
+
+
+@pytest.mark.slow
+def test_label_in_channel_1_found_without_being_told(affine_result, stretched_pair):
+    other = simulate_pair(seed=11, scale=0.3).lm.data[0]
+    label = stretched_pair.lm.data[0]
+    z, y, x = (min(a, b) for a, b in zip(other.shape, label.shape, strict=True))
+    lm = Volume(np.stack([np.resize(other[:z, :y, :x], label.shape), label]),
+                stretched_pair.lm.voxel_size_um, stretched_pair.lm.origin_xyz_um,
+                ("other sample", "mito"))
+    result = register(stretched_pair.em, lm)
+    assert result.lm_channel == 1
+    assert [c.matches for c in result.channel_scores] == [True, False]
+    assert abs(_tre(result, stretched_pair) - _tre(affine_result, stretched_pair)) < 0.05
 
 
 def test_mirror_map_is_an_involution():
@@ -171,7 +199,7 @@ def mirrored_pair():
 
 @pytest.mark.slow
 def test_any_rotation_and_mirror_found(mirrored_pair):
-    result = register(mirrored_pair.em, mirrored_pair.lm)
+    result = register(mirrored_pair.em, mirrored_pair.lm, config=LABEL)
     assert result.prealign.mirrored and result.fine.mirrored
     assert np.linalg.det(result.em_to_lm.linear) < 0
     assert abs(result.prealign.angle_deg - 110.0) < 5.0
@@ -184,7 +212,7 @@ def test_any_rotation_and_mirror_found(mirrored_pair):
 def test_restricted_search_cannot_fit_a_mirror_and_says_so(mirrored_pair):
     from dataclasses import replace
 
-    base = RegistrationConfig()
+    base = LABEL
     config = replace(base, prealign=replace(base.prealign, orientation=replace(
         base.prealign.orientation, max_rotation_deg=30.0, mirror=False)))
     result = register(mirrored_pair.em, mirrored_pair.lm, config=config)
@@ -219,7 +247,7 @@ def test_monolayer_seen_from_the_other_side_gets_z_reversed():
     """x mirror + reversed z (a 180° turn about y): the XY search sees a mirror, the 3D
     stage must find that z runs the other way (measured 0.05 µm)."""
     pair = simulate_pair(seed=7, scale=0.3, rotation_deg=120.0, mirror=True, flip_z=True)
-    result = register(pair.em, pair.lm)
+    result = register(pair.em, pair.lm, config=LABEL)
     assert result.prealign.mirrored
     assert np.linalg.det(result.em_to_lm.linear) > 0  # a turn, no mirror left
     assert result.em_to_lm.linear[2, 2] < -0.8  # z reversed
@@ -234,7 +262,7 @@ def test_monolayer_seen_from_the_other_side_gets_z_reversed():
 def test_tilted_monolayer_block_is_found_by_the_tilt_search():
     """An EM block cut 8° off the coverslip plane (measured 0.10 µm)."""
     pair = simulate_pair(seed=7, scale=0.3, tilt_deg=(0.0, 8.1))
-    result = register(pair.em, pair.lm)
+    result = register(pair.em, pair.lm, config=LABEL)
     tilt = result.fine.z_search["tilt_deg"]
     assert abs(tilt[1] - 8.1) < 3.0 and abs(tilt[0]) < 3.0
     assert _tre(result, pair) < 0.4

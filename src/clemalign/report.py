@@ -326,8 +326,8 @@ def _prealign_xy_sections(pre: PrealignResult) -> list[str]:
                                            f"({_fmt(ncc.get('margins', []), 2)}), "
                                            f"{ncc.get('chosen_sigma_um', '-')} µm"),
             ("polarity EM / LM", f"{pol.em} ({pol.em_how}"
-                                 + (f", {pol.em_margin:.1f} z clearer than {_other(pol.em)}"
-                                    if np.isfinite(pol.em_margin) else "")
+                                 + (f", peak margin {pol.em_margin:+.1f} z over "
+                                    f"{_other(pol.em)}" if np.isfinite(pol.em_margin) else "")
                                  + f") / {pol.lm} ({pol.lm_how})"),
             ("pre-alignment confidence", json.dumps(
                 {k: round(v, 3) if isinstance(v, float) else v

@@ -30,6 +30,13 @@ DEFAULT_WINDOW_DEG = (-30.0, 30.0, 5.0)  # unmirrored angles always searched (st
 CELL_SCALES_UM = (1.0, 2.0, 3.0)  # coarse scales (nuclei, cells), up to a tenth of the ROI
 WIDE_SCAN_SCALE_UM = 5.0   # extra orientation-scan scale where the ROI is ≥ 10× larger
 NCC_MAX_MAP_PX = 512       # the working pixel is at least the LM field over this many pixels
+# the EM's contrast is taken as reversed only when that sign's peak margin beats the
+# assumed one's by this much (robust z): measured, an inverted small pair 0.78, a weak
+# real-appearance case where the reversed sign wins wrongly 0.17, an unrelated pair 0.24
+SIGN_SWITCH_MARGIN = 0.5
+# ... and a sign whose orientation scan peaks this far (robust z) below the other's
+# proposes no orientations of its own (saves its search)
+SIGN_SCAN_GAP = 3.0
 N_NCC_PEAKS = 5            # separate Part B peaks kept as candidates
 WEIGHT_BY_OVERLAP = True   # NCC × √overlap: small overlaps (noisier) do not win by chance
 SCORE_TOLERANCE = 0.05     # candidates within 5 % of the best spatial score are fused

@@ -125,12 +125,13 @@ def orientation_scan(responses: Sequence[tuple[np.ndarray, np.ndarray, np.ndarra
     -------
     dict
         ``angles_deg``; ``scores`` per handedness (mean over scales) and
-        ``scores_per_scale``, for each sign under ``"+1"`` / ``"-1"`` in ``by_sign``
-        (``scores`` itself is sign +1's); ``hypotheses``: at each scale the best
-        ``n_hypotheses`` local maxima over both handednesses and signs (outside the
-        window), pooled (a repeat keeps its higher score).  Scales disagree on hard pairs
-        (cells seen from the top match at 5 µm, nuclei and membranes at 3 µm), so no
-        single curve, nor their mean, ranks the truth first on all of them.
+        ``scores_per_scale``, ``best`` (the highest score) and ``hypotheses`` for each
+        sign under ``"+1"`` / ``"-1"`` in ``by_sign`` (the first sign's also at the top
+        level); ``hypotheses``: at each scale the best ``n_hypotheses`` local maxima over
+        both handednesses (outside the window), pooled (a repeat keeps its higher score).
+        Scales disagree on hard pairs (cells seen from the top match at 5 µm, nuclei and
+        membranes at 3 µm), so no single curve, nor their mean, ranks the truth first on
+        all of them.
     """
     step = config.step_deg
     half = config.max_rotation_deg
@@ -142,36 +143,39 @@ def orientation_scan(responses: Sequence[tuple[np.ndarray, np.ndarray, np.ndarra
     w_lo = min(a for a, _ in window) - 0.5 * step
     w_hi = max(a for a, _ in window) + 0.5 * step
     curves: dict[int, list[np.ndarray]] = {s: [] for s in signs}
-    pooled: dict[Orientation, float] = {}
+    pooled: dict[int, dict[Orientation, float]] = {s: {} for s in signs}
     for lm_resp, em_resp, centre_rc in responses:
         templates, masks, _ = oriented_templates(em_resp, centre_rc, orientations)
         z = robust_z(masked_ncc(lm_resp, templates, masks,
                                 min_overlap_fraction=min_overlap_fraction,
                                 weight_by_overlap=WEIGHT_BY_OVERLAP, workers=workers)
                      ).reshape(len(orientations), -1)
-        found = []
         for sign in signs:
             best = (z.max(axis=1) if sign > 0 else -z.min(axis=1)).reshape(len(hands), len(angles))
             curves[sign].append(best)
+            found = []
             for h, mirrored in enumerate(hands):
                 for k in _local_maxima(best[h], angles, full):
                     if not mirrored and w_lo <= angles[k] <= w_hi:
                         continue  # the default window searches it at every scale
                     found.append((float(best[h, k]), float(angles[k]), mirrored))
-        for score, angle, mirrored in sorted(found, reverse=True)[:config.n_hypotheses]:
-            key = (angle, mirrored)
-            pooled[key] = max(pooled.get(key, -np.inf), score)
+            for score, angle, mirrored in sorted(found, reverse=True)[:config.n_hypotheses]:
+                key = (angle, mirrored)
+                pooled[sign][key] = max(pooled[sign].get(key, -np.inf), score)
 
     def named(curve: np.ndarray) -> dict:
         return {("mirrored" if m else "direct"): [float(v) for v in curve[h]]
                 for h, m in enumerate(hands)}
 
-    by_sign = {f"{s:+d}": {"scores": named(np.mean(curves[s], axis=0)),
-                           "scores_per_scale": [named(c) for c in curves[s]]} for s in signs}
+    by_sign = {f"{s:+d}": {
+        "scores": named(np.mean(curves[s], axis=0)),
+        "scores_per_scale": [named(c) for c in curves[s]],
+        "best": float(max(c.max() for c in curves[s])),
+        "hypotheses": [{"angle_deg": a, "mirrored": m, "score": v}
+                       for (a, m), v in sorted(pooled[s].items(), key=lambda kv: -kv[1])]}
+        for s in signs}
     return {"angles_deg": [float(a) for a in angles], **by_sign[f"{signs[0]:+d}"],
-            "by_sign": by_sign,
-            "hypotheses": [{"angle_deg": a, "mirrored": m, "score": v}
-                           for (a, m), v in sorted(pooled.items(), key=lambda kv: -kv[1])]}
+            "by_sign": by_sign}
 
 
 def search_orientations(window: list[Orientation], scan: dict, step_deg: float

@@ -102,9 +102,10 @@ class PolarityFinding:
     """The blob polarity used for each modality and how it was decided.
 
     ``em_how`` / ``lm_how``: ``"given"``, ``"found"`` (from the data) or ``"assumed"``
-    (the modality default, when nothing could decide); ``em_margin``: how much clearer
-    the kept sign's best spatial peak stands than the other sign's (robust z; NaN when
-    only one sign was scored).
+    (the modality default, when nothing could decide); ``em_margin``: the kept sign's
+    peak margin minus the other sign's (robust z; NaN when only one sign was scored;
+    negative when the assumed sign was kept because the other was not clearer by
+    :data:`~clemalign.prealign.config.SIGN_SWITCH_MARGIN`).
     """
 
     em: str
