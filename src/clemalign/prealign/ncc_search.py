@@ -255,16 +255,17 @@ def ncc_search(mip: np.ndarray, lm_spacing_yx: Sequence[float], em_image: np.nda
     # each sign searches the window plus its own scan's hypotheses, so that with the
     # sign +1 kept the search is exactly that of a given polarity (pooling both signs'
     # hypotheses gave an unrelated pair extra chances: peak margin 1.1 → 2.3 on one)
-    # a sign whose scan stays far below the other's proposes no orientations of its own
-    # (it is still scored, on the other's): normal and inverted pairs cost one sign's
-    # search, only ambiguous ones (unrelated, weak) both
+    # the assumed sign (+1) always searches its own hypotheses; the reversed sign
+    # proposes its own only when its scan comes within SIGN_SCAN_GAP of the assumed
+    # one's (else it is scored on the assumed sign's orientations): normal pairs cost
+    # one sign's search, inverted and ambiguous ones both
     by_sign = scan.get("by_sign", {})
-    top = max(signs, key=lambda s: by_sign[f"{s:+d}"]["best"]) if by_sign else signs[0]
-    proposing = [s for s in signs if not by_sign or
-                 by_sign[f"{s:+d}"]["best"] >= by_sign[f"{top:+d}"]["best"] - SIGN_SCAN_GAP]
+    first = signs[0]
+    proposing = [s for s in signs if s == first or not by_sign or
+                 by_sign[f"{s:+d}"]["best"] >= by_sign[f"{first:+d}"]["best"] - SIGN_SCAN_GAP]
     own = {s: search_orientations(window, by_sign.get(f"{s:+d}", {}), DEFAULT_WINDOW_DEG[2])
            for s in proposing}
-    per_sign = {s: own.get(s, own[top]) for s in signs}
+    per_sign = {s: own.get(s, own[first]) for s in signs}
     union = list(dict.fromkeys(o for s in signs for o in per_sign[s][0]))
     index = {s: np.array([union.index(o) for o in per_sign[s][0]]) for s in signs}
 
@@ -285,9 +286,10 @@ def ncc_search(mip: np.ndarray, lm_spacing_yx: Sequence[float], em_image: np.nda
         for s in signs:
             m = peak_margin(z[s].max(axis=0) if s > 0 else -z[s].min(axis=0), dist)
             margins[s].append(m)
-            # the assumed sign (+1) is kept unless the other is clearly better
+            # the assumed sign (+1) is kept unless the other is clearly better, here and
+            # in the scan (a sign the scan left far behind does not win on one peak)
             handicap = 0.0 if s > 0 else SIGN_SWITCH_MARGIN
-            if best is None or m - handicap > best[0]:
+            if s in proposing and (best is None or m - handicap > best[0]):
                 best = (m - handicap, len(maps), s)
         maps.append((shift_px, z))
         images.append(im)
