@@ -142,17 +142,11 @@ class _Stop(Exception):
 
 
 class _Seen(list):
-    """The configurations the stand-in saw, and the ``workers`` of each call."""
+    """The configurations the stand-in saw; ``workers``: the ``workers`` of each call."""
 
-    def __init__(self, configs: list, workers: list):
+    def __init__(self):
         super().__init__()
-        self._configs, self.workers = configs, workers
-
-    def __len__(self):
-        return len(self._configs)
-
-    def __getitem__(self, k):
-        return self._configs[k]
+        self.workers: list = []
 
 
 @pytest.fixture()
@@ -161,15 +155,15 @@ def seen_config(monkeypatch):
     configuration the CLI built and stops: flag wiring without a registration."""
     import clemalign.pipeline
 
-    seen, seen_workers = [], []
+    seen = _Seen()
 
     def stand_in(em, lm, *, config=None, progress=None, workers=None):
         seen.append(config)
-        seen_workers.append(workers)
+        seen.workers.append(workers)
         raise _Stop
 
     monkeypatch.setattr(clemalign.pipeline, "register", stand_in)
-    return _Seen(seen, seen_workers)
+    return seen
 
 
 def test_register_flags_reach_the_configuration(pair_files, seen_config):

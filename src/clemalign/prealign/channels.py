@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..errors import InputError
-from ..scales import intensity_polarity
+from ..scales import lm_polarity
 from ..volume import Roi, Volume, check_image_values
 from .config import CELL_SCALES_UM, PrealignConfig
 from .ncc_search import ncc_search
@@ -89,7 +89,7 @@ def rank_channels(em: Volume, lm: Volume, roi: Roi, config: PrealignConfig, *,
         except InputError as err:
             scores.append(ChannelScore(c, name, float("nan"), float("nan"), False, str(err)))
             continue
-        lm_pol = intensity_polarity(mip) if config.lm_polarity == "auto" else config.lm_polarity
+        lm_pol = lm_polarity(config.lm_polarity, mip)[0]
         found = ncc_search(mip, lm.voxel_size_um[1:], em_image, (em_sy, em_sx),
                            roi_size_um=roi_size, origin_xy_um=np.zeros(2), fine_sigma_um=sigmas[0],
                            search=search, orientation=orientation, polarity=(em_pol, lm_pol),

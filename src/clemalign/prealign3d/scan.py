@@ -11,7 +11,7 @@ import numpy as np
 from ..correlation import shared_support_ncc
 from ..errors import InputError
 from ..transforms import angle_distance
-from ..volume import Volume
+from ..volume import Volume, regular_sample
 from .config import Hypothesis3D, Prealign3DConfig
 from .geometry import Cylinder, Hand, canvas_centre_xyz, cylinder, hands, orientation, template
 
@@ -109,7 +109,7 @@ def scan_orientations(em_resp: Volume, lm_resp: Volume, em_centre: np.ndarray,
                 best[sign, h, a] = ncc.flat[flat] * (1 if sign == 0 else -1)
                 where[sign, h, a] = np.unravel_index(flat, ncc.shape)
             # a copy: a view would keep the whole map alive
-            pooled.append(ncc.ravel()[::max(1, ncc.size // 20_000)].copy())
+            pooled.append(regular_sample(ncc, 20_000).copy())
     med, spread = _robust_stats(np.concatenate(pooled))
     z_pos = (best[0] - med) / spread
     z_neg = (best[1] + med) / spread  # best[1] = −min: the low tail, mirrored
