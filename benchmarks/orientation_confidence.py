@@ -11,7 +11,8 @@
   behaviour (``max_rotation_deg=30, mirror=False``); the ratio of the times is the cost of
   the orientation search.
 
-Run:  python benchmarks/orientation_confidence.py [--seeds 40] [--scale 1.0] [--workers 2]
+Run:  python benchmarks/orientation_confidence.py [--seeds 40] [--first-seed 0] [--scale 1.0]
+      [--workers 2]
 """
 
 from __future__ import annotations
@@ -102,12 +103,15 @@ def run_seed(task: tuple[int, float, int]) -> list[dict]:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=40)
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="run seeds first-seed … first-seed + seeds − 1 (to split a run)")
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--timing-pairs", type=int, default=6)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--name", default="orientation_confidence")
     args = parser.parse_args(argv)
-    tasks = [(s, args.scale, args.timing_pairs) for s in range(args.seeds)]
+    tasks = [(s, args.scale, args.timing_pairs)
+             for s in range(args.first_seed, args.first_seed + args.seeds)]
     t0 = time.perf_counter()
     rows = run_tasks(run_seed, tasks, args.workers)
     total = time.perf_counter() - t0

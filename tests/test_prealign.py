@@ -168,6 +168,9 @@ def test_inverted_em_found_by_its_contrast(small_pair):
     assert normal.polarity.em == "dark" and inverted.polarity.em == "bright"
     # measured on this small pair: kept sign's margin 1.83 z, the other sign's 1.05
     assert inverted.polarity.em_how == "found" and inverted.polarity.em_margin > 0.5
+    # the EM scale is selected again on the found polarity: the same as the original's
+    assert inverted.scales.em_polarity == "bright"
+    assert inverted.scales.em_sigma_um == pytest.approx(normal.scales.em_sigma_um, rel=1e-4)
     assert _error_um(inverted, small_pair.em_to_lm) < _error_um(normal, small_pair.em_to_lm) + 0.05
     # forced to the wrong polarity, the clear match is gone
     forced = prealign_xy(_inverted(small_pair.em), small_pair.lm,

@@ -251,13 +251,14 @@ def register(em: Volume, lm: Volume, *, config: RegistrationConfig = Registratio
     else:
         pre = prealign_xy(em, lm_chan, roi=roi, config=config.prealign, scales=scales,
                           images=images, progress=stage("prealign"), workers=workers)
+        scales = pre.scales  # with the EM's polarity (and its scale) as the match found it
         fine_kwargs = {"lm_sigma_um": scales.lm_sigma_um,
                        "alternatives": _alternative_starts(pre, config),
                        "try_reversed_z": config.flip_z}
     t1 = time.perf_counter()
     # 3. 3D fine registration
     # the EM's polarity as the pre-alignment's match found it
-    polarity = (pre.polarity.em if isinstance(pre, PrealignResult)
+    polarity = (scales.em_polarity if isinstance(pre, PrealignResult)
                 else pre.scan.get("em_polarity", scales.em_polarity), scales.lm_polarity)
     fine = register_3d(em, lm_chan, pre.initial_em_to_lm, roi_kji=roi.slices,
                        config=config.fine, progress=stage("fine"), polarity=polarity,

@@ -20,14 +20,15 @@ only the starting assumption); either can be given.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .representation import Polarity, PolarityChoice, select_log_scale
+from .representation import Polarity, PolarityChoice, ScaleSelection, select_log_scale
 from .volume import regular_sample
 
-__all__ = ["Scales", "intensity_polarity", "lm_polarity", "select_scales_xy"]
+__all__ = ["Scales", "intensity_polarity", "lm_polarity", "select_scales_xy",
+           "with_found_em_polarity"]
 
 # the EM slices (evenly spread among the used ones) on which the EM scale is selected:
 # the blob-count curve is stable across slices, a few suffice
@@ -122,13 +123,47 @@ def select_scales_xy(em_planes: np.ndarray, lm_plane: np.ndarray, pixel_um: floa
     Scales
     """
     em_pol: Polarity = "dark" if em_polarity == "auto" else em_polarity
-    pick = _spread(em_planes.shape[0], SCALE_SLICES)
     lm_sel = select_log_scale(lm_plane, pixel_um, polarity=lm_polarity, workers=workers)
-    em_sel = select_log_scale(em_planes[pick], (1.0, pixel_um, pixel_um), polarity=em_pol,
-                              per_slice=True, workers=workers)
+    em_sel = _em_selection(em_planes, pixel_um, em_pol, workers)
     return Scales(em_pol, lm_polarity, "assumed" if em_polarity == "auto" else "given",
                   lm_polarity_how, em_sel.sigma_um, lm_sel.sigma_um,
                   selections={"em": em_sel.to_dict(), "lm": lm_sel.to_dict()})
+
+
+def with_found_em_polarity(scales: Scales, em_planes: np.ndarray, pixel_um: float,
+                           workers: int | None = None) -> Scales:
+    """The scales once the pre-alignment found the EM's polarity opposite to the one
+    assumed: the EM scale is selected again on the structures of that polarity (the
+    blob count of the other sign peaks elsewhere, e.g. on the gaps between organelles).
+
+    Parameters
+    ----------
+    scales : Scales
+        Stage 1's scales, selected with the assumed EM polarity.
+    em_planes : ndarray (n, y, x)
+        The same EM slices as :func:`select_scales_xy` was given.
+    pixel_um : float
+        Their pixel.
+    workers : int, optional
+
+    Returns
+    -------
+    Scales
+        The EM polarity reversed and ``"found"``, its scale and selection replaced.
+    """
+    found: Polarity = "bright" if scales.em_polarity == "dark" else "dark"
+    em_sel = _em_selection(em_planes, pixel_um, found, workers)
+    return replace(scales, em_polarity=found, em_polarity_how="found",
+                   em_sigma_um=em_sel.sigma_um,
+                   selections={**scales.selections, "em": em_sel.to_dict()})
+
+
+def _em_selection(em_planes: np.ndarray, pixel_um: float, polarity: Polarity,
+                  workers: int | None) -> ScaleSelection:
+    """The EM scale, selected per slice on :data:`SCALE_SLICES` of the slices."""
+    pick = _spread(em_planes.shape[0], SCALE_SLICES)
+    return select_log_scale(em_planes[pick], (1.0, pixel_um, pixel_um), polarity=polarity,
+                            per_slice=True, workers=workers)
 
 
 def _spread(n: int, k: int) -> Sequence[int]:

@@ -7,6 +7,7 @@ from typing import Literal
 
 import numpy as np
 
+from ..scales import Scales
 from ..transforms import Affine
 from ..volume import Roi
 
@@ -168,6 +169,9 @@ class PrealignResult:
     scale_selections : dict
         ``em`` and ``lm``: :meth:`ScaleSelection.to_dict` of the two automatic scale
         selections (blob count per sigma), for the report.
+    scales : Scales
+        Stage 1's scales and polarities as used, the EM's polarity (and its scale) as
+        the match found it.
     """
 
     shift_xy_um: tuple[float, float]
@@ -192,6 +196,7 @@ class PrealignResult:
     hypotheses: tuple[Placement, ...] = ()
     orientation: dict = field(default_factory=dict)
     ncc: NccSummary | None = None
+    scales: Scales | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready summary (without the image)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -13,7 +13,7 @@ from .._threads import resolve_workers
 from .._timing import StepTimer
 from ..errors import InputError
 from ..representation import blob_response
-from ..scales import Scales, lm_polarity, select_scales_xy
+from ..scales import Scales, lm_polarity, select_scales_xy, with_found_em_polarity
 from ..volume import Roi, Volume, check_image_values, parse_roi
 from .config import PrealignConfig
 from .fusion import Fusion, fuse, snap
@@ -154,6 +154,9 @@ def prealign_xy(em: Volume, lm: Volume, *, lm_channel: int | str = 0,
 
     sign = part_b.sign if part_b else 1
     candidates = list(part_a.get(sign, []))
+    if sign < 0:  # the EM's contrast is the other one: its scale is selected on it
+        scales, candidates = _reversed_em(im, config, scales, mip_resp, candidates,
+                                          timer.timings, threads)
     if part_b is not None:  # 10: Part A's candidates re-scored by the spatial score
         snap_um = 0.5 * max(patch_stride(im.em_common.shape[1:], config.search)) * pixel
         candidates = [snap(c, part_b.score_map, snap_um) for c in candidates]
@@ -226,6 +229,23 @@ def _run_parts(im: XYImages, config: PrealignConfig, mip_resp: np.ndarray, em_re
     return a, b
 
 
+def _reversed_em(im: XYImages, config: PrealignConfig, scales: Scales, mip_resp: np.ndarray,
+                 candidates: list, timings: dict, workers: int) -> tuple[Scales, list]:
+    """Stage 1's EM scale selected again on the polarity Part B found, and Part A's
+    candidates searched again at it when it differs (only then: both signs were
+    searched at the assumed polarity's scale)."""
+    found = with_found_em_polarity(scales, im.em_common, im.pixel_um, workers)
+    if np.isclose(found.em_sigma_um, scales.em_sigma_um, rtol=1e-3) or config.method == "ncc":
+        return found, candidates
+    t = time.perf_counter()
+    em_resp = blob_response(im.em_common, found.em_sigma_um, im.pixel_um, found.em_polarity,
+                            axes=(1, 2), workers=workers)
+    part_a = histogram_candidates(mip_resp, em_resp, im.z_list, config.search, im.pixel_um,
+                                  im.lm_origin_xy_um, im.patch_offset_px)
+    timings["histogram_search_s"] += time.perf_counter() - t
+    return found, part_a[1]
+
+
 def _result(im: XYImages, config: PrealignConfig, scales: Scales, part_b: NccSearch | None,
             mip_resp: np.ndarray, fused: Fusion, centre: np.ndarray, angle: float,
             confidence: dict, timings: dict) -> PrealignResult:
@@ -237,12 +257,11 @@ def _result(im: XYImages, config: PrealignConfig, scales: Scales, part_b: NccSea
                   placement_transform(em_centre, np.asarray(c.snapped_xy_um), c.angle_deg,
                                       c.mirrored))
         for c in (part_b.group_best if part_b else ()))
-    flipped = part_b is not None and part_b.sign < 0
-    em_polarity = ({"dark": "bright", "bright": "dark"}[scales.em_polarity] if flipped
-                   else scales.em_polarity)
     em_how = scales.em_polarity_how if scales.em_polarity_how == "given" or part_b is None \
         else "found"
-    polarity = PolarityFinding(em_polarity, scales.lm_polarity, em_how, scales.lm_polarity_how,
+    scales = replace(scales, em_polarity_how=em_how)
+    polarity = PolarityFinding(scales.em_polarity, scales.lm_polarity, em_how,
+                               scales.lm_polarity_how,
                                part_b.sign_margin if part_b else float("nan"))
     return PrealignResult(
         shift_xy_um=(float(shift[0]), float(shift[1])),
@@ -257,4 +276,4 @@ def _result(im: XYImages, config: PrealignConfig, scales: Scales, part_b: NccSea
         mip_origin_xy_um=(float(im.lm_origin_xy_um[0]), float(im.lm_origin_xy_um[1])),
         patch_size_um=im.roi_size_um, polarity=polarity, scale_selections=scales.selections,
         mirrored=fused.mirrored, hypotheses=hypotheses, orientation=part_b.scan if part_b else {},
-        ncc=part_b.summary if part_b else None)
+        ncc=part_b.summary if part_b else None, scales=scales)

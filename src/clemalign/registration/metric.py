@@ -130,10 +130,14 @@ def mi_profile(samples: Samples, fixed_arr: np.ndarray, moving_vol: Volume,
     n = len(samples.flat)
     # one binning for every placement: MI values of different placements compare
     range_fixed, range_moving = _robust_range(values_fixed), _robust_range(moving_arr)
+    points_t = np.ascontiguousarray(samples.points.T)
+    to_index = np.linalg.inv(moving_vol.index_to_physical_matrix())[[2, 1, 0]]  # rows k, j, i
     inside = []
     for placement in placements:
-        idx = moving_vol.physical_to_index(placement.apply(samples.points))
-        inside.append((idx, inside_grid(idx, moving_arr.shape)))
+        # fixed µm → moving voxel (k, j, i) as rows: one product, the layout map_coordinates reads
+        m = to_index @ placement.matrix
+        idx = m[:, :3] @ points_t + m[:, 3:]
+        inside.append((idx, inside_grid(idx.T, moving_arr.shape)))
     counts = np.array([m.sum() for _, m in inside])
     valid = counts >= max(0.2 * n, 0.5 * counts.max(), 2)
     out = np.zeros(len(placements))
@@ -143,7 +147,7 @@ def mi_profile(samples: Samples, fixed_arr: np.ndarray, moving_vol: Volume,
     for k in np.flatnonzero(valid):
         idx, mask = inside[k]
         take = np.flatnonzero(mask)[:n_equal]
-        sampled = ndi.map_coordinates(moving_arr, idx[take].T, order=1)
+        sampled = ndi.map_coordinates(moving_arr, idx[:, take], order=1)
         mi = mutual_information(values_fixed[take], sampled, bins, range_fixed, range_moving)
         out[k] = -mi * counts[k] / counts.max()
     return out

@@ -35,11 +35,13 @@ def tilted(start: Affine, centre_fixed: np.ndarray, tilt_deg: Sequence[float], d
            ) -> Affine:
     """``start`` tilted about the LM x and y axes (degrees) through the image of the ROI
     centre ``centre_fixed`` (fixed frame, µm), then moved by ``dz_um`` along z."""
-    c = start.apply(centre_fixed[None])[0]
-    turn = Affine.from_linear_translation(rotation_matrix_xyz([tilt_deg[0], tilt_deg[1], 0.0]),
-                                          [0.0, 0.0, 0.0])
-    return Affine.from_translation(c + [0.0, 0.0, dz_um]) @ turn @ Affine.from_translation(-c) \
-        @ start
+    c = start.apply(centre_fixed)
+    turn = rotation_matrix_xyz([tilt_deg[0], tilt_deg[1], 0.0])
+    # translate(c + dz) · turn · translate(−c), as one matrix (this runs ~1,000× per start)
+    m = np.eye(4)
+    m[:3, :3] = turn
+    m[:3, 3] = c + [0.0, 0.0, dz_um] - turn @ c
+    return Affine(m @ start.matrix)
 
 
 @dataclass(frozen=True, eq=False)
