@@ -12,7 +12,7 @@ angles and positions around the fused result.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -252,54 +252,16 @@ def ncc_search(mip: np.ndarray, lm_spacing_yx: Sequence[float], em_image: np.nda
                                 min_overlap_fraction=search.min_overlap_fraction, signs=signs,
                                 workers=workers)
         scan["sigmas_um"] = [float(v) for v in scan_sigmas]
-    # each sign searches the window plus its own scan's hypotheses, so that with the
-    # sign +1 kept the search is exactly that of a given polarity (pooling both signs'
-    # hypotheses gave an unrelated pair extra chances: peak margin 1.1 → 2.3 on one)
-    # the assumed sign (+1) always searches its own hypotheses; the reversed sign
-    # proposes its own only when its scan comes within SIGN_SCAN_GAP of the assumed
-    # one's (else it is scored on the assumed sign's orientations): normal pairs cost
-    # one sign's search, inverted and ambiguous ones both
-    by_sign = scan.get("by_sign", {})
-    first = signs[0]
-    proposing = [s for s in signs if s == first or not by_sign or
-                 by_sign[f"{s:+d}"]["best"] >= by_sign[f"{first:+d}"]["best"] - SIGN_SCAN_GAP]
-    own = {s: search_orientations(window, by_sign.get(f"{s:+d}", {}), DEFAULT_WINDOW_DEG[2])
-           for s in proposing}
-    per_sign = {s: own.get(s, own[first]) for s in signs}
-    union = list(dict.fromkeys(o for s in signs for o in per_sign[s][0]))
-    index = {s: np.array([union.index(o) for o in per_sign[s][0]]) for s in signs}
-
-    # each scale's robust z-maps and, per sign, its peak margin; keep the clearest
-    best: tuple[float, int, int] | None = None  # (margin, scale index, sign)
-    maps, images, margins = [], [], {s: [] for s in signs}
-    for sigma in sigmas:
-        im = cache.get(sigma) or images_at(sigma)
-        shift_px, ncc = _ncc_maps(im, union, search.min_overlap_fraction, workers)
-        dist = max(1, int(0.25 * min(roi_size_um) / im.pixel_um))
-        # robust z over each sign's own orientations (its statistics, as if searched alone)
-        z: dict[int, np.ndarray] = {}
-        for s in signs:  # signs searching the same orientations share one z-map
-            same = next((t for t in z if np.array_equal(index[t], index[s])), None)
-            z[s] = z[same] if same is not None else robust_z(
-                ncc if len(index[s]) == len(union) else ncc[index[s]])
-        del ncc
-        for s in signs:
-            m = peak_margin(z[s].max(axis=0) if s > 0 else -z[s].min(axis=0), dist)
-            margins[s].append(m)
-            # the assumed sign (+1) is kept unless the other is clearly better, here and
-            # in the scan (a sign the scan left far behind does not win on one peak)
-            handicap = 0.0 if s > 0 else SIGN_SWITCH_MARGIN
-            if s in proposing and (best is None or m - handicap > best[0]):
-                best = (m - handicap, len(maps), s)
-        maps.append((shift_px, z))
-        images.append(im)
+    plan = _sign_plan(signs, scan, window)
+    maps, images, margins, best = _score_scales(sigmas, cache, images_at, plan, search,
+                                                roi_size_um, workers)
     cache.clear()
     _, k, sign = best
     other = [max(v) for s, v in margins.items() if s != sign]
     sign_margin = max(margins[sign]) - other[0] if other else float("nan")
     shift_px, total = maps[k][0], maps[k][1][sign]
     del maps
-    orientations, groups = per_sign[sign]
+    orientations, groups = plan.per_sign[sign]
     if sign < 0:
         np.negative(total, out=total)
     kept = images[k]
@@ -315,6 +277,70 @@ def ncc_search(mip: np.ndarray, lm_spacing_yx: Sequence[float], em_image: np.nda
                          float(sigmas[k]), len(orientations),
                          _orientation_margin(per_template, orientations))
     return NccSearch(smap, candidates, group_best, summary, kept, scan, sign, sign_margin)
+
+
+@dataclass(frozen=True)
+class _SignPlan:
+    """The orientations each EM sign searches.
+
+    Each sign searches the window plus its own scan's hypotheses, so that with the sign
+    +1 kept the search is exactly that of a given polarity (pooling both signs'
+    hypotheses gave an unrelated pair extra chances: peak margin 1.1 → 2.3 on one).  The
+    assumed sign (+1) always proposes its own hypotheses; the reversed sign only when
+    its scan comes within :data:`SIGN_SCAN_GAP` of the assumed one's (else it is scored
+    on the assumed sign's orientations): normal pairs cost one sign's search, inverted
+    and ambiguous ones both.
+    """
+
+    proposing: tuple[int, ...]
+    per_sign: dict  # sign → (orientations, groups)
+    union: list     # every orientation correlated, once
+    index: dict     # sign → indices of its orientations in ``union``
+
+
+def _sign_plan(signs: Sequence[int], scan: dict, window) -> _SignPlan:
+    by_sign = scan.get("by_sign", {})
+    first = signs[0]
+    proposing = tuple(s for s in signs if s == first or not by_sign or by_sign[f"{s:+d}"]["best"]
+                      >= by_sign[f"{first:+d}"]["best"] - SIGN_SCAN_GAP)
+    own = {s: search_orientations(window, by_sign.get(f"{s:+d}", {}), DEFAULT_WINDOW_DEG[2])
+           for s in proposing}
+    per_sign = {s: own.get(s, own[first]) for s in signs}
+    union = list(dict.fromkeys(o for s in signs for o in per_sign[s][0]))
+    index = {s: np.array([union.index(o) for o in per_sign[s][0]]) for s in signs}
+    return _SignPlan(proposing, per_sign, union, index)
+
+
+def _score_scales(sigmas: Sequence[float], cache: dict, images_at: Callable, plan: _SignPlan,
+                  search: SearchConfig, roi_size_um: tuple[float, float], workers: int | None
+                  ) -> tuple[list, list, dict, tuple[float, int, int]]:
+    """Each scale's robust z-maps and, per sign, its peak margin; the clearest
+    ``(margin, scale index, sign)``.  The assumed sign (+1) is kept unless the other is
+    clearly better (:data:`SIGN_SWITCH_MARGIN`), here and in the scan (a sign the scan
+    left far behind does not propose, so does not win on one peak)."""
+    signs = list(plan.per_sign)
+    best: tuple[float, int, int] | None = None
+    maps, images, margins = [], [], {s: [] for s in signs}
+    for sigma in sigmas:
+        im = cache.get(sigma) or images_at(sigma)
+        shift_px, ncc = _ncc_maps(im, plan.union, search.min_overlap_fraction, workers)
+        dist = max(1, int(0.25 * min(roi_size_um) / im.pixel_um))
+        # robust z over each sign's own orientations (its statistics, as if searched alone)
+        z: dict[int, np.ndarray] = {}
+        for s in signs:  # signs searching the same orientations share one z-map
+            same = next((t for t in z if np.array_equal(plan.index[t], plan.index[s])), None)
+            z[s] = z[same] if same is not None else robust_z(
+                ncc if len(plan.index[s]) == len(plan.union) else ncc[plan.index[s]])
+        del ncc
+        for s in signs:
+            m = peak_margin(z[s].max(axis=0) if s > 0 else -z[s].min(axis=0), dist)
+            margins[s].append(m)
+            handicap = 0.0 if s > 0 else SIGN_SWITCH_MARGIN
+            if s in plan.proposing and (best is None or m - handicap > best[0]):
+                best = (m - handicap, len(maps), s)
+        maps.append((shift_px, z))
+        images.append(im)
+    return maps, images, margins, best
 
 
 def refine(centre_xy_um: np.ndarray, angle_deg: float, kept: ScaleImages,
