@@ -262,7 +262,7 @@ def register(em: Volume, lm: Volume, *, config: RegistrationConfig = Registratio
                 else pre.scan.get("em_polarity", scales.em_polarity), scales.lm_polarity)
     fine = register_3d(em, lm_chan, pre.initial_em_to_lm, roi_kji=roi.slices,
                        config=config.fine, progress=stage("fine"), polarity=polarity,
-                       **fine_kwargs)
+                       workers=workers, **fine_kwargs)
     t2 = time.perf_counter()
     # 4. confidence
     confidence = assess(pre, fine, config.confidence)

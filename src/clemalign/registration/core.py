@@ -8,11 +8,14 @@ stage, which is kept only when it raises the mutual information.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from .._threads import resolve_workers
 from .._timing import StepTimer
 from ..errors import InputError
 from ..representation import Polarity
@@ -51,9 +54,14 @@ class _Workspace:
     centre: np.ndarray  # ROI centre, EM physical µm
     metric: MetricContext
     frames: dict[bool, _Frame] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # starts run in threads
 
     def frame(self, mirrored: bool) -> _Frame:
         """The (cached) fixed frame, x-reversed when ``mirrored``."""
+        with self.lock:
+            return self._frame(mirrored)
+
+    def _frame(self, mirrored: bool) -> _Frame:
         if mirrored not in self.frames:
             pre = mirror_x(self.em_w) if mirrored else Affine.identity()
             arr = np.ascontiguousarray(self.fixed_arr[:, :, ::-1] if mirrored
@@ -163,8 +171,8 @@ def register_3d(em: Volume, lm: Volume, initial_em_to_lm: Affine, *,
                 try_reversed_z: bool = False,
                 config: Registration3DConfig = _DEFAULT_CONFIG,
                 progress: Callable[[str, float], None] | None = None,
-                polarity: tuple[Polarity, Polarity] = ("dark", "bright")
-                ) -> Registration3DResult:
+                polarity: tuple[Polarity, Polarity] = ("dark", "bright"),
+                workers: int | None = None) -> Registration3DResult:
     """Estimate ``em_to_lm`` by mutual information, rigid then affine (SimpleITK).
 
     Parameters
@@ -200,6 +208,9 @@ def register_3d(em: Volume, lm: Volume, initial_em_to_lm: Affine, *,
         Called with (step name, fraction done).
     polarity : (EM polarity, LM polarity)
         Blob polarities found by stage 1 (the metric does not depend on them).
+    workers : int, optional
+        Starts registered side by side, one ITK thread each (ITK's multi-threaded
+        Mattes MI is not reproducible); default: the machine's cores, at most 4.
 
     Returns
     -------
@@ -222,7 +233,10 @@ def register_3d(em: Volume, lm: Volume, initial_em_to_lm: Affine, *,
         lm, ws.em_w.extent_um[0], z_range_um, float(config.z_step_um or lm.voxel_size_um[0] / 2),
         try_reversed_z, config.max_tilt_deg if z_range_um is None else 0.0)
     tried = []
-    for k, start in enumerate(starts):
-        tried.append(_try_start(k, start, ws, plan, config))
-        timer.tick("rigid", 0.2 + 0.4 * (k + 1) / len(starts))
+    n_threads = min(resolve_workers(workers), len(starts))
+    with ThreadPoolExecutor(n_threads) as pool:  # SimpleITK releases the GIL
+        trials = pool.map(lambda ks: _try_start(*ks, ws, plan, config), enumerate(starts))
+        for k, trial in enumerate(trials):
+            tried.append(trial)
+            timer.tick("rigid", 0.2 + 0.4 * (k + 1) / len(starts))
     return _finish(ws, tried, starts, grid, z_range_um is not None, config, timer)

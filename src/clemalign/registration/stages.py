@@ -8,8 +8,10 @@ exactly ``em_to_lm`` in the frame the fixed image is given in.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +22,7 @@ from ..transforms import Affine
 from ..volume import Volume, inside_grid, to_sitk
 from .config import Model, Registration3DConfig, StageResult
 
-__all__ = ["StageImages", "overlap_mask", "run_stage"]
+__all__ = ["StageImages", "one_itk_thread", "overlap_mask", "run_stage"]
 
 LOST_OVERLAP = "lost the overlap with the LM; kept the start"
 
@@ -98,11 +100,45 @@ def _method(config: Registration3DConfig, n_fixed: int, iterations: int) -> Any:
     return reg
 
 
-def _execute(reg: Any, fixed: Any, moving: Any, initial: Any) -> tuple[Any, bool]:
-    """Run the optimiser: its transform and False, or, when it lost all overlap with the
-    moving image (ITK raises), ``initial`` and True — reported by the stage, not hidden."""
+_ITK_THREADS_LOCK = threading.Lock()
+_itk_threads_users = 0
+_itk_threads_before = 0
+
+
+@contextmanager
+def one_itk_thread() -> Iterator[None]:
+    """ITK's default thread count set to 1 while any caller is inside, then restored.
+
+    ITK's Mattes MI adds its threads' derivative terms in the order they finish, so with
+    two threads one input gave TREs 0.13–0.20 µm in different processes.  The metric
+    takes its threads from the global default (``ImageRegistrationMethod``'s own setting
+    does not reach it), hence the global switch; it is counted so that stages running
+    side by side in threads (SimpleITK releases the GIL) share it safely.
+    """
+    import SimpleITK as sitk
+
+    global _itk_threads_users, _itk_threads_before
+    with _ITK_THREADS_LOCK:
+        if _itk_threads_users == 0:
+            _itk_threads_before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+            sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+        _itk_threads_users += 1
     try:
-        return reg.Execute(fixed, moving), False
+        yield
+    finally:
+        with _ITK_THREADS_LOCK:
+            _itk_threads_users -= 1
+            if _itk_threads_users == 0:
+                sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(_itk_threads_before)
+
+
+def _execute(reg: Any, fixed: Any, moving: Any, initial: Any) -> tuple[Any, bool]:
+    """Run the optimiser on one ITK thread (deterministic): its transform and False, or,
+    when it lost all overlap with the moving image (ITK raises), ``initial`` and True —
+    reported by the stage, not hidden."""
+    try:
+        with one_itk_thread():
+            return reg.Execute(fixed, moving), False
     except RuntimeError as exc:
         if "outside moving image buffer" not in str(exc):
             raise
