@@ -210,6 +210,14 @@ def _starts_section(fine: Registration3DResult) -> list[str]:
     return parts
 
 
+def _stop_text(stage) -> str:
+    """The stop condition, and the parameters the stage held (affine z terms)."""
+    if not stage.held:
+        return stage.stop_condition
+    return (f"{stage.stop_condition} (held at the rigid result: {', '.join(stage.held)} — "
+            "a monolayer does not fix the z scale)")
+
+
 def _stages_section(result: RegistrationResult) -> list[str]:
     """SimpleITK stages and the timings of every step."""
     parts: list[str] = []
@@ -217,7 +225,7 @@ def _stages_section(result: RegistrationResult) -> list[str]:
     stage_rows = "".join(
         f"<tr><td class='l'>{s.name}</td><td>{s.metric:.4f}</td><td>{s.iterations}</td>"
         f"<td class='l'>{'yes' if s.kept else 'no'}</td>"
-        f"<td class='l'>{html.escape(s.stop_condition)}</td><td>{s.seconds:.2f}</td></tr>"
+        f"<td class='l'>{html.escape(_stop_text(s))}</td><td>{s.seconds:.2f}</td></tr>"
         for s in result.fine.stages)
     parts.append("<table><tr><th class='l'>stage</th><th>Mattes metric</th><th>iterations</th>"
                  "<th class='l'>kept</th><th class='l'>stop condition</th><th>s</th></tr>"

@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import InputError
 from ..transforms import Affine
 from ..volume import Volume, inside_grid, to_sitk
-from .config import Model, Registration3DConfig, StageResult
+from .config import AFFINE_PARAMETERS, AFFINE_Z_TERMS, Model, Registration3DConfig, StageResult
 
 __all__ = ["StageImages", "one_itk_thread", "overlap_mask", "run_stage"]
 
@@ -195,6 +195,9 @@ def _optimise(model: Model, images: StageImages, start: Affine,
     reg = _method(config, n_fixed, iterations)
     if fixed_mask is not None:
         reg.SetMetricFixedMask(fixed_mask)
+    held = AFFINE_Z_TERMS if model == "affine" and config.affine_z == "rigid" else ()
+    if held:  # a zero weight keeps a parameter at its start
+        reg.SetOptimizerWeights([0.0 if p in held else 1.0 for p in AFFINE_PARAMETERS])
     reg.SetInitialTransform(initial, inPlace=False)
     out, lost = _execute(reg, images.fixed, images.moving, initial)
     if out.GetName() == "CompositeTransform":  # Execute wraps the result
@@ -203,7 +206,7 @@ def _optimise(model: Model, images: StageImages, start: Affine,
     return StageResult(model, _affine_from_sitk(out), tuple(out.GetParameters()),
                        0.0 if lost else float(reg.GetMetricValue()),
                        int(reg.GetOptimizerIteration()), stop, time.perf_counter() - t0,
-                       lost_overlap=lost)
+                       lost_overlap=lost, held=held)
 
 
 def run_stage(model: Model, images: StageImages, start: Affine,
@@ -212,7 +215,10 @@ def run_stage(model: Model, images: StageImages, start: Affine,
 
     The rigid stage samples the whole fixed image; the affine stage only the fixed voxels
     that ``start`` maps inside the LM (see :func:`overlap_mask`), and does not run where
-    they are fewer than ``config.min_overlap_fraction`` of the fixed image.
+    they are fewer than ``config.min_overlap_fraction`` of the fixed image.  With
+    ``config.affine_z == "rigid"`` the affine stage holds its z terms at ``start``
+    (``"auto"`` is resolved by :func:`~clemalign.registration.register_3d`; here it
+    means ``"free"``).
 
     Parameters
     ----------
