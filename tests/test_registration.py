@@ -72,6 +72,11 @@ def test_affine_gain_over_its_rigid_stage(affine_result, stretched_pair):
                                           stretched_pair.landmarks_lm_um).mean()
     assert tre_rigid < 1.5
     assert _tre(affine_result, stretched_pair) < 0.8 * tre_rigid  # the truth has anisotropic scale
+    # an XY pre-alignment: the z terms stay at the rigid result (see affine_z)
+    affine = affine_result.fine.stages[1]
+    assert affine.held == ("xz", "yz", "zx", "zy", "zz")
+    np.testing.assert_allclose(affine.em_to_lm.linear[2], linear[2], atol=1e-12)
+    np.testing.assert_allclose(affine.em_to_lm.linear[:, 2], linear[:, 2], atol=1e-12)
 
 
 @pytest.mark.slow
@@ -195,3 +200,36 @@ def test_3d_stage_gives_the_same_result_in_another_process():
     matrices = [np.array(json.loads(out.strip().splitlines()[-1])) for out in runs]
     for other in matrices[1:]:
         np.testing.assert_array_equal(other, matrices[0])
+
+
+def test_affine_stage_holds_its_z_terms_when_asked():
+    """``affine_z="rigid"``: the z row and column stay at the start (a monolayer does not
+    fix the z scale); ``"free"`` fits them (here a 10 % z stretch)."""
+    from scipy import ndimage
+
+    from clemalign.registration.config import AFFINE_Z_TERMS
+    from clemalign.registration.stages import StageImages, run_stage
+    from clemalign.volume import to_sitk
+
+    rng = np.random.default_rng(1)
+    data = ndimage.gaussian_filter(rng.random((40, 40, 40)), 2.0).astype(np.float32)
+    fixed = Volume(data, (0.5, 0.5, 0.5))
+    # moving = fixed stretched 10 % along z about the centre
+    zz = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1.1]])
+    centre = np.array([9.75, 9.75, 9.75])
+    stretch = Affine.from_linear_translation(zz, centre - zz @ centre)
+    moving = Volume(ndimage.affine_transform(
+        data, np.diag([1 / 1.1, 1, 1]), offset=(19.5 - 19.5 / 1.1, 0, 0), order=1
+    ).astype(np.float32), (0.5, 0.5, 0.5))
+    images = StageImages(to_sitk(fixed), to_sitk(moving), fixed, moving, centre)
+    start = Affine.identity()
+    base = dict(samples=20_000, shrink_factors=(1,), smoothing_sigmas_um=(0.0,))
+    held = run_stage("affine", images, start, Registration3DConfig(affine_z="rigid", **base))
+    free = run_stage("affine", images, start, Registration3DConfig(affine_z="free", **base))
+    assert held.held == AFFINE_Z_TERMS and free.held == ()
+    lin = held.em_to_lm.linear
+    np.testing.assert_array_equal(lin[2, :], [0, 0, 1])
+    np.testing.assert_array_equal(lin[:, 2], [0, 0, 1])
+    assert free.em_to_lm.linear[2, 2] == pytest.approx(stretch.linear[2, 2], abs=0.01)
+    with pytest.raises(Exception, match="affine_z"):
+        Registration3DConfig(affine_z="z")
