@@ -215,7 +215,7 @@ def _stop_text(stage) -> str:
     if not stage.held:
         return stage.stop_condition
     return (f"{stage.stop_condition} (held at the rigid result: {', '.join(stage.held)} — "
-            "a monolayer does not fix the z scale)")
+            "an XY pre-alignment does not fix how EM z maps)")
 
 
 def _stages_section(result: RegistrationResult) -> list[str]:

@@ -225,7 +225,7 @@ def register_3d(em: Volume, lm: Volume, initial_em_to_lm: Affine, *,
     if em.data.ndim != 3 or lm.data.ndim != 3:
         raise InputError("register_3d: em and lm must be single-channel 3D volumes")
     if config.affine_z == "auto":  # z terms fixed by the data only after a 3D pre-alignment
-        config = replace(config, affine_z="rigid" if z_range_um is None else "free")
+        config = replace(config, affine_z="em_z" if z_range_um is None else "free")
     roi = roi_kji or tuple(slice(0, n) for n in em.shape_zyx)
     starts = [initial_em_to_lm, *alternatives]
     grid = WorkingGrid.choose(em, lm, roi, lm_sigma_um, config)

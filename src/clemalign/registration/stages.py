@@ -20,7 +20,14 @@ import numpy as np
 from ..errors import InputError
 from ..transforms import Affine
 from ..volume import Volume, inside_grid, to_sitk
-from .config import AFFINE_PARAMETERS, AFFINE_Z_TERMS, Model, Registration3DConfig, StageResult
+from .config import (
+    AFFINE_EM_Z_TERMS,
+    AFFINE_PARAMETERS,
+    AFFINE_Z_TERMS,
+    Model,
+    Registration3DConfig,
+    StageResult,
+)
 
 __all__ = ["StageImages", "one_itk_thread", "overlap_mask", "run_stage"]
 
@@ -195,7 +202,8 @@ def _optimise(model: Model, images: StageImages, start: Affine,
     reg = _method(config, n_fixed, iterations)
     if fixed_mask is not None:
         reg.SetMetricFixedMask(fixed_mask)
-    held = AFFINE_Z_TERMS if model == "affine" and config.affine_z == "rigid" else ()
+    held = {"rigid": AFFINE_Z_TERMS, "em_z": AFFINE_EM_Z_TERMS}.get(
+        config.affine_z, ()) if model == "affine" else ()
     if held:  # a zero weight keeps a parameter at its start
         reg.SetOptimizerWeights([0.0 if p in held else 1.0 for p in AFFINE_PARAMETERS])
     reg.SetInitialTransform(initial, inPlace=False)
