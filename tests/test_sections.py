@@ -157,3 +157,15 @@ def test_deepclem_section_through_the_cli(tmp_path):
         [[0, sl[1].start, sl[2].start], [0, sl[1].stop - 1, sl[2].stop - 1]], float))
     assert _xy_error_um(Affine(np.asarray(record["em_to_lm"])), truth, pts) < 0.2
     assert record["confidence"]["verdict"] == "ok"
+
+
+def test_3d_prealignment_of_a_section_is_refused_in_one_line(small_pair, section):
+    from clemalign.errors import InputError
+
+    sec, plane, _ = section
+    with pytest.raises(InputError, match=r"prealign_mode='3d': the EM ROI has 1 plane"):
+        register(sec, small_pair.lm, config=RegistrationConfig(lm_channel="mito",
+                                                               prealign_mode="3d"))
+    with pytest.raises(InputError, match=r"the LM has 2 plane"):
+        register(small_pair.em, _lm_planes(small_pair.lm, plane, 2),
+                 config=RegistrationConfig(lm_channel="mito", prealign_mode="3d"))

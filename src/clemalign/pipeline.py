@@ -179,6 +179,11 @@ def choose_prealignment(em: Volume, lm: Volume, roi: Roi, mode: PrealignMode = "
     lm_depth = float(lm.extent_um[0])
     em_depth = float((roi.z1 - roi.z0) * em.voxel_size_um[0])
     out = {"requested": mode, "lm_depth_um": lm_depth, "em_roi_depth_um": em_depth}
+    if mode == "3d" and min(lm.shape_zyx[0], roi.z1 - roi.z0) < 3:
+        which = "LM" if lm.shape_zyx[0] < 3 else "EM ROI"
+        n = lm.shape_zyx[0] if which == "LM" else roi.z1 - roi.z0
+        raise InputError(f"prealign_mode='3d': the {which} has {n} plane(s); a 3D search "
+                         "needs at least 3 — use 'auto' or 'xy' for sections and thin stacks")
     if mode != "auto":
         return {**out, "mode": mode, "reason": f"prealign_mode={mode!r} was given"}
     if lm.shape_zyx[0] == 1 or roi.z1 - roi.z0 == 1:
