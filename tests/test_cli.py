@@ -67,7 +67,7 @@ def test_info_without_voxel_size(tmp_path, capsys):
 
 @pytest.mark.parametrize("make, message", [
     (lambda p: None, "no such file"),
-    (lambda p: np.save(p, np.zeros((4, 5), np.float32)), "3D stack is needed"),
+    (lambda p: np.save(p, np.zeros(5, np.float32)), "expected a (y, x), (z, y, x)"),
     (lambda p: np.save(p, np.full((2, 4, 5), np.nan, np.float32)), "NaN/Inf"),
     (lambda p: np.save(p, np.ones((2, 4, 5), np.float32)), "constant"),
 ])

@@ -178,12 +178,40 @@ def test_corrupt_file(tmp_path):
         read_volume(path, voxel_size_um=(1, 1, 1))
 
 
-def test_2d_image_is_refused(tmp_path):
-    path = tmp_path / "flat.ome.tif"
-    tifffile.imwrite(path, _data((5, 6)), ome=True,
-                     metadata={"axes": "YX", "PhysicalSizeX": 0.1, "PhysicalSizeY": 0.1})
-    with pytest.raises(InputError, match=r"flat.ome.tif: a 3D stack is needed.*2D image"):
-        read_volume(path)
+def test_2d_images_are_read_as_one_plane(tmp_path):
+    """A 2D image is a stack of one plane; with no z size its nominal thickness is the x
+    pixel (a single plane needs none).  A stack without a z size still needs one."""
+    import imageio.v3 as iio
+
+    ome = tmp_path / "flat.ome.tif"
+    tifffile.imwrite(ome, _data((5, 6)), ome=True,
+                     metadata={"axes": "YX", "PhysicalSizeX": 0.1, "PhysicalSizeY": 0.2})
+    vol = read_volume(ome)
+    assert vol.shape_zyx == (1, 5, 6)
+    assert vol.voxel_size_um == pytest.approx((0.1, 0.2, 0.1))
+    ij = tmp_path / "flat_ij.tif"
+    tifffile.imwrite(ij, _data((5, 6)), imagej=True, resolution=(1 / 0.05, 1 / 0.05),
+                     metadata={"unit": "um"})
+    assert read_volume(ij).voxel_size_um == pytest.approx((0.05, 0.05, 0.05))
+    png = tmp_path / "section.png"
+    iio.imwrite(png, _data((5, 6)).astype(np.uint8))
+    with pytest.raises(InputError, match=r"section.png: the file does not record a voxel "
+                                         r"size; pass --em-voxel-size"):
+        read_volume(png, voxel_size_flag="--em-voxel-size")
+    vol = read_volume(png, voxel_size_um=(0.03, 0.03, 0.03))
+    assert vol.shape_zyx == (1, 5, 6)
+    np.testing.assert_array_equal(vol.data[0], _data((5, 6)).astype(np.uint8))
+    colour = tmp_path / "colour.png"
+    rgb = np.zeros((5, 6, 3), np.uint8)
+    rgb[..., 0] = 200
+    iio.imwrite(colour, rgb)
+    with pytest.raises(InputError, match=r"colour.png: a colour PNG"):
+        read_volume(colour, voxel_size_um=(0.03, 0.03, 0.03))
+    stack = tmp_path / "stack_ij.tif"
+    tifffile.imwrite(stack, _data((3, 5, 6)), imagej=True, resolution=(20.0, 20.0),
+                     metadata={"unit": "um", "axes": "ZYX"})
+    with pytest.raises(InputError, match=r"does not record a voxel size"):
+        read_volume(stack)
 
 
 def test_time_series_is_refused(tmp_path):

@@ -60,6 +60,13 @@ class ConfidenceConfig:
         Largest allowed shear (see :func:`clemalign.transforms.decompose`).
     ok_above, failed_below : float
         Verdict thresholds on the score.
+    mi_contrast_fail_plane, mi_contrast_sure_plane : float
+        The MI-contrast levels of an in-plane refinement (a section or a few planes:
+        :func:`clemalign.registration.register_plane`).  One plane holds far fewer
+        samples and structures than a volume: on DeepCLEM sections (real SEM and
+        chromatin fluorescence) registered right the contrast was 0.03–0.09 nats, with an
+        unrelated LM (another sample's nuclei, noise, no label) at most 0.003.  See
+        ``benchmarks/results/sections_2d.md``.
     mi_contrast_fail_3d, mi_contrast_sure_3d, margin_fail_3d, margin_sure_3d : float
         The MI-contrast and peak-margin levels after a 3D pre-alignment (thick tissue):
         sparse nuclei in a textured volume share less information than a monolayer's
@@ -82,6 +89,8 @@ class ConfidenceConfig:
     mi_contrast_sure_3d: float = 0.1
     margin_fail_3d: float = 2.5
     margin_sure_3d: float = 5.0
+    mi_contrast_fail_plane: float = 0.01
+    mi_contrast_sure_plane: float = 0.04
 
 
 def _ramp(value: float, fail: float, sure: float) -> float:
@@ -129,7 +138,9 @@ def assess(prealign: PrealignResult | Prealign3DResult, fine: Registration3DResu
     lo, hi = config.scale_range
     plausible = bool(np.all((scales >= lo) & (scales <= hi)) and parts["shear"] <= config.max_shear)
     thick = isinstance(prealign, Prealign3DResult)
+    plane = fine.z_search.get("mode") == "in-plane"
     mi_levels = ((config.mi_contrast_fail_3d, config.mi_contrast_sure_3d) if thick
+                 else (config.mi_contrast_fail_plane, config.mi_contrast_sure_plane) if plane
                  else (config.mi_contrast_fail, config.mi_contrast_sure))
     margin_levels = ((config.margin_fail_3d, config.margin_sure_3d) if thick
                      else (config.margin_fail, config.margin_sure))

@@ -26,7 +26,13 @@ from .prealign import (
 )
 from .prealign.channels import ChannelScore, rank_channels
 from .prealign3d import Prealign3DConfig, Prealign3DResult, lm_structure_scale, prealign_3d
-from .registration import Registration3DConfig, Registration3DResult, register_3d
+from .registration import (
+    Registration3DConfig,
+    Registration3DResult,
+    register_3d,
+    register_plane,
+    too_thin_for_3d,
+)
 from .scales import Scales, lm_polarity, select_scales_xy
 from .transforms import Affine, angle_distance
 from .volume import Roi, Volume, parse_roi
@@ -173,8 +179,17 @@ def choose_prealignment(em: Volume, lm: Volume, roi: Roi, mode: PrealignMode = "
     lm_depth = float(lm.extent_um[0])
     em_depth = float((roi.z1 - roi.z0) * em.voxel_size_um[0])
     out = {"requested": mode, "lm_depth_um": lm_depth, "em_roi_depth_um": em_depth}
+    if mode == "3d" and min(lm.shape_zyx[0], roi.z1 - roi.z0) < 3:
+        which = "LM" if lm.shape_zyx[0] < 3 else "EM ROI"
+        n = lm.shape_zyx[0] if which == "LM" else roi.z1 - roi.z0
+        raise InputError(f"prealign_mode='3d': the {which} has {n} plane(s); a 3D search "
+                         "needs at least 3 — use 'auto' or 'xy' for sections and thin stacks")
     if mode != "auto":
         return {**out, "mode": mode, "reason": f"prealign_mode={mode!r} was given"}
+    if lm.shape_zyx[0] == 1 or roi.z1 - roi.z0 == 1:
+        which = "the LM" if lm.shape_zyx[0] == 1 else "the EM ROI"
+        return {**out, "mode": "xy", "reason": f"{which} is a single plane (a section)",
+                "structure_sigma_um": float("nan")}
     sigma = (structure_sigma_um if structure_sigma_um is not None
              else lm_structure_scale(lm)[0] if lm.shape_zyx[0] > 1 else float("nan"))
     diameter = 2.0 * np.sqrt(3.0) * sigma if np.isfinite(sigma) else 0.0
@@ -260,9 +275,15 @@ def register(em: Volume, lm: Volume, *, config: RegistrationConfig = Registratio
     # the EM's polarity as the pre-alignment's match found it
     polarity = (scales.em_polarity if isinstance(pre, PrealignResult)
                 else pre.scan.get("em_polarity", scales.em_polarity), scales.lm_polarity)
-    fine = register_3d(em, lm_chan, pre.initial_em_to_lm, roi_kji=roi.slices,
-                       config=config.fine, progress=stage("fine"), polarity=polarity,
-                       workers=workers, **fine_kwargs)
+    thin = too_thin_for_3d(em, lm_chan, roi.slices, fine_kwargs["lm_sigma_um"], config.fine)
+    if thin:  # a section or a few planes: refined in the plane, z kept
+        fine = register_plane(em, lm_chan, pre.initial_em_to_lm, roi_kji=roi.slices,
+                              lm_sigma_um=fine_kwargs["lm_sigma_um"], config=config.fine,
+                              polarity=polarity, reason=thin, progress=stage("fine"))
+    else:
+        fine = register_3d(em, lm_chan, pre.initial_em_to_lm, roi_kji=roi.slices,
+                           config=config.fine, progress=stage("fine"), polarity=polarity,
+                           workers=workers, **fine_kwargs)
     t2 = time.perf_counter()
     # 4. confidence
     confidence = assess(pre, fine, config.confidence)

@@ -63,11 +63,12 @@ def info(file: Path, voxel_size: tuple[float, float, float] | None) -> None:
 
 
 SCENE_OPTION = click.option(
-    "--scene", type=click.Choice(["monolayer", "tissue"]), default="monolayer",
+    "--scene", type=click.Choice(["monolayer", "tissue", "section"]), default="monolayer",
     show_default=True,
     help="monolayer: adherent cells, SBF-SEM + confocal (0.14/0.14/0.05 and 0.22/0.22/0.6 "
          "µm); tissue: packed nuclei and vessels, microCT at 1 µm + two-photon "
-         "(0.59/0.59/3 µm), with an --roi inside the LM field.")
+         "(0.59/0.59/3 µm), with an --roi inside the LM field; section: a 1 µm EM "
+         "section of the monolayer and the one LM plane it lies in.")
 
 
 def simulate_scene(scene: str, *, seed: int, scale: float = 1.0, size: str = "small",
@@ -79,10 +80,11 @@ def simulate_scene(scene: str, *, seed: int, scale: float = 1.0, size: str = "sm
 
         base = TissueConfig.publication() if size == "publication" else TissueConfig()
         return simulate_tissue_pair(base, seed=seed, progress=progress, **overrides)
-    from ..synthetic import SimulationConfig, simulate_pair
+    from ..synthetic import SimulationConfig, section_of, simulate_pair
 
-    return simulate_pair(SimulationConfig(seed=seed, scale=scale, **overrides),
+    pair = simulate_pair(SimulationConfig(seed=seed, scale=scale, **overrides),
                          progress=progress)
+    return section_of(pair) if scene == "section" else pair
 
 
 @app.command()

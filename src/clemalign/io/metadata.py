@@ -49,7 +49,8 @@ def file_format(path: str | os.PathLike) -> str:
     """Name of the format :func:`read_volume` / :func:`write_volume` uses for ``path``.
 
     One of ``"ome-tiff"``, ``"tiff"`` (ImageJ or plain; decided by content when
-    reading), ``"mrc"``, ``"ome-zarr"``, ``"npy"``.
+    reading), ``"mrc"``, ``"ome-zarr"``, ``"npy"``, ``"png"`` (a single 2D image, no
+    metadata; read only).
     """
     name = Path(path).name.lower().rstrip("/")
     if name.endswith((".ome.tif", ".ome.tiff", ".ome.btf")):
@@ -62,13 +63,16 @@ def file_format(path: str | os.PathLike) -> str:
         return "ome-zarr"
     if name.endswith(".npy"):
         return "npy"
+    if name.endswith(".png"):
+        return "png"
     raise InputError(f"{path}: unsupported file type; use OME-TIFF, ImageJ TIFF, MRC/REC, "
-                     "OME-Zarr or .npy")
+                     "OME-Zarr, .npy or (2D) PNG")
 
 
 def ome_sizes(xml: str, path: Path) -> tuple[tuple[float, float, float] | None, list[str]]:
-    """Voxel size ``(z, y, x)`` in µm (``None`` unless all three are given) and channel
-    names from OME-XML; ``path`` only names the file in errors."""
+    """Voxel size ``(z, y, x)`` in µm and channel names from OME-XML; ``path`` only names
+    the file in errors.  The size is ``None`` unless y and x are given; a missing z is NaN
+    (a single plane needs none)."""
     root = ET.fromstring(xml)
     pixels = next((el for el in root.iter() if el.tag.endswith("}Pixels") or el.tag == "Pixels"),
                   None)
@@ -77,6 +81,9 @@ def ome_sizes(xml: str, path: Path) -> tuple[tuple[float, float, float] | None, 
     sizes = []
     for ax in "ZYX":
         value = pixels.get(f"PhysicalSize{ax}")
+        if value is None and ax == "Z":
+            sizes.append(float("nan"))
+            continue
         if value is None:
             return None, _ome_channel_names(pixels)
         unit = pixels.get(f"PhysicalSize{ax}Unit", "µm")  # OME's default unit is µm
@@ -94,7 +101,8 @@ def imagej_sizes(tif: tifffile.TiffFile, path: Path) -> tuple[float, float, floa
     """Voxel size ``(z, y, x)`` in µm of an ImageJ TIFF, or ``None`` if uncalibrated.
 
     x and y come from ``XResolution``/``YResolution`` (pixels per unit) and ``unit``, z
-    from ``spacing`` (in ``zunit`` if given, else ``unit``).
+    from ``spacing`` (in ``zunit`` if given, else ``unit``; NaN when absent — a single
+    plane needs none).
     """
     meta = tif.imagej_metadata or {}
     page = tif.pages[0]
@@ -119,7 +127,7 @@ def imagej_sizes(tif: tifffile.TiffFile, path: Path) -> tuple[float, float, floa
         sizes.append(den / num * scale)
     spacing = meta.get("spacing")
     if spacing is None:
-        return None
+        return (float("nan"), sizes[0], sizes[1])
     zscale = unit_to_um(str(meta["zunit"]), what=f"{path}: ImageJ zunit") if "zunit" in meta \
         else scale
     return (float(spacing) * zscale, sizes[0], sizes[1])

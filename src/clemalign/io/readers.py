@@ -31,7 +31,7 @@ _Read: TypeAlias = tuple[np.ndarray, str, tuple[float, float, float] | None,
 
 def read_volume(path: str | os.PathLike, *, voxel_size_um: Sequence[float] | None = None,
                 voxel_size_flag: str = "--voxel-size") -> Volume:
-    """Read a 3D (optionally multi-channel) image with its voxel size in µm.
+    """Read a 3D or 2D (optionally multi-channel) image with its voxel size in µm.
 
     Parameters
     ----------
@@ -51,8 +51,9 @@ def read_volume(path: str | os.PathLike, *, voxel_size_um: Sequence[float] | Non
     Raises
     ------
     InputError
-        Missing or unreadable file, unsupported layout (2D, time series, RGB),
-        missing voxel size (never silently 1), invalid override.
+        Missing or unreadable file, unsupported layout (time series, RGB), missing
+        voxel size (never silently 1), invalid override.  A 2D image is read as a
+        stack of one plane (its z size, when the file has none, is its x pixel).
     """
     path = Path(path)
     if voxel_size_um is not None:  # a bad flag is reported before the file is read
@@ -99,7 +100,7 @@ def read_raw(path: str | os.PathLike) -> RawImage:
         raise InputError(f"{path}: no such file")
     fmt = file_format(path)
     readers = {"ome-tiff": _read_tiff, "tiff": _read_tiff, "mrc": _read_mrc,
-               "ome-zarr": _read_ome_zarr, "npy": _read_npy}
+               "ome-zarr": _read_ome_zarr, "npy": _read_npy, "png": _read_png}
     try:
         data, axes, size_zyx, origin_xyz, names = readers[fmt](path)
     except InputError:
@@ -109,6 +110,9 @@ def read_raw(path: str | os.PathLike) -> RawImage:
     data = _to_czyx(data, axes, path)
     if names is not None and len(names) != data.shape[0]:
         names = None
+    if size_zyx is not None and not np.isfinite(size_zyx[0]):
+        # a single plane: its nominal thickness is the x pixel; a stack needs its z
+        size_zyx = (size_zyx[2], *size_zyx[1:]) if data.shape[1] == 1 else None
     return RawImage(data, tuple(size_zyx) if size_zyx is not None else None,
                     tuple(float(v) for v in origin_xyz), tuple(names) if names else None, fmt)
 
@@ -131,13 +135,27 @@ def _to_czyx(data: np.ndarray, axes: str, path: Path) -> np.ndarray:
     keep = [i for i, ax in enumerate(axes) if ax not in "TS"]
     data = data.reshape([data.shape[i] for i in keep])
     axes = "".join(axes[i] for i in keep)
-    if "Z" not in axes or data.shape[axes.index("Z")] < 2:
-        shape = tuple(n for a, n in zip(axes, data.shape, strict=True) if a != "C")
-        raise InputError(f"{path}: a 3D stack is needed (z, y, x), got a 2D image of shape "
-                         f"{shape}")
+    if "Y" not in axes or "X" not in axes:
+        raise InputError(f"{path}: an image with y and x axes is needed, got axes {axes!r}")
+    if "Z" not in axes:  # a 2D image: a stack of one plane
+        data, axes = data[..., np.newaxis, :, :], axes[:-2] + "Z" + axes[-2:]
     if "C" not in axes:
         data, axes = data[np.newaxis], "C" + axes
     return np.transpose(data, [axes.index(a) for a in "CZYX"])
+
+
+def _read_png(path: Path) -> _Read:
+    import imageio.v3 as iio
+
+    data = np.asarray(iio.imread(path))
+    if data.ndim == 3:  # RGB(A): grey if the colour channels agree, else ambiguous
+        rgb = data[..., :3]
+        if not (np.array_equal(rgb[..., 0], rgb[..., 1])
+                and np.array_equal(rgb[..., 0], rgb[..., 2])):
+            raise InputError(f"{path}: a colour PNG; save the channel to register as a "
+                             "grey image (or a multi-channel TIFF)")
+        data = rgb[..., 0]
+    return data, "YX", None, (0.0, 0.0, 0.0), None
 
 
 def _read_tiff(path: Path) -> _Read:
@@ -239,8 +257,8 @@ def _read_npy(path: Path) -> _Read:
     data = np.load(path, allow_pickle=False, mmap_mode="r")
     axes = {2: "YX", 3: "ZYX", 4: "CZYX"}.get(data.ndim)
     if axes is None:
-        raise InputError(f"{path}: expected a (z, y, x) or (c, z, y, x) array, got shape "
-                         f"{data.shape}")
+        raise InputError(f"{path}: expected a (y, x), (z, y, x) or (c, z, y, x) array, got "
+                         f"shape {data.shape}")
     return data, axes, None, (0.0, 0.0, 0.0), None
 
 
@@ -286,7 +304,9 @@ def read_clem_pair(em_path: str | os.PathLike, lm_path: str | os.PathLike, *,
     if em.n_channels > 1:
         em = em.channel(0)
     # no channel given: all are kept (the registration tries each)
-    lm_aligned = lm.channel(lm_channel) if lm_channel is not None or lm.n_channels == 1 else lm
+    if lm_channel is None and lm.n_channels == 1:
+        lm_channel = 0  # the only one
+    lm_aligned = lm.channel(lm_channel) if lm_channel is not None else lm
     roi = parse_roi(em_roi, em.shape_zyx)
     check_image_values(em.data[roi.slices], what=str(em_path) + (f" (ROI {em_roi})"
                                                                  if em_roi else ""))

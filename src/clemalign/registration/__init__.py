@@ -19,11 +19,14 @@ starts
     z search (direction, tilt), start trials, perturbations of the result.
 core
     :func:`register_3d`, which puts them together.
+plane
+    :func:`register_plane`: sections and stacks too thin for a 3D fit, refined in-plane.
 """
 
 from .config import Registration3DConfig, Registration3DResult, StageResult
 from .core import register_3d
+from .plane import register_plane, too_thin_for_3d
 from .working import mirror_x, working_volume
 
 __all__ = ["Registration3DConfig", "Registration3DResult", "StageResult", "mirror_x",
-           "register_3d", "working_volume"]
+           "register_3d", "register_plane", "too_thin_for_3d", "working_volume"]

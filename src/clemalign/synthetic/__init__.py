@@ -13,7 +13,9 @@ Two simulators, one result type (:class:`SimulatedPair`) and one file layout
 Their parameters are :class:`SimulationConfig` and :class:`TissueConfig`
 (:mod:`~clemalign.synthetic.config`).  :func:`real_appearance_cases`
 (:mod:`~clemalign.synthetic.real_appearance`) makes known-answer 2D cases from real,
-expert-aligned EM/fluorescence images instead.
+expert-aligned EM/fluorescence images instead; :func:`section_of`
+(:mod:`~clemalign.synthetic.section`) cuts a section pair (one EM plane, a few LM planes)
+from a monolayer pair.
 """
 
 from .config import SimulationConfig, TissueConfig
@@ -26,9 +28,10 @@ from .pair import (
     write_simulated_pair,
 )
 from .real_appearance import DegradedCase, degrade_fluorescence, real_appearance_cases
+from .section import section_of
 from .tissue import simulate_tissue_pair
 
 __all__ = ["SimulationConfig", "SimulatedPair", "simulate_pair", "write_simulated_pair",
            "DegradedCase", "degrade_fluorescence", "real_appearance_cases",
            "LANDMARK_COLUMNS", "SIMULATED_FILES", "landmarks_csv_text",
-           "TissueConfig", "simulate_tissue_pair"]
+           "TissueConfig", "simulate_tissue_pair", "section_of"]
