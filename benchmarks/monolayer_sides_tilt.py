@@ -109,8 +109,10 @@ def main(argv=None) -> None:
                      f"{sum(r['em_to_lm_zz'] < 0 for r in sel)}/{len(sel)} | "
                      f"{sum(r['verdict'] == 'ok' for r in sel)}/{len(sel)} | "
                      f"{np.median([r['wall_s'] for r in sel]):.1f} |")
-    diff = med["tilted"] - med["untilted"]
-    lines += ["", f"Tilted median minus untilted median: {diff:+.3f} µm.", "",
+    if "tilted" in med and "untilted" in med:
+        lines += ["", f"Tilted median minus untilted median: "
+                      f"{med['tilted'] - med['untilted']:+.3f} µm."]
+    lines += ["",
               "| kind | seed | truth tilt x, y ° | tilt found ° | truth zz | found zz | det | "
               "TRE µm | verdict | s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
