@@ -106,29 +106,23 @@ def _to_sitk_2d(plane: Volume):
 
 
 def _in_plane(start: Affine, centre_xy: np.ndarray, model: str):
-    """SimpleITK 2D transform about ``centre_xy`` at ``start``'s in-plane part (the rigid
-    one at its nearest rotation)."""
+    """SimpleITK 2D transform about ``centre_xy`` at ``start``'s in-plane part (rigid and
+    similarity at its nearest rotation, similarity with its mean scale)."""
     import SimpleITK as sitk
 
     linear = start.linear[:2, :2]
-    if model == "rigid":
-        u, _, vt = np.linalg.svd(linear)
-        rot = u @ vt
-        transform = sitk.Euler2DTransform()
-        transform.SetCenter(tuple(float(v) for v in centre_xy))
-        transform.SetAngle(float(np.arctan2(rot[1, 0], rot[0, 0])))
-    elif model == "similarity":
-        u, sv, vt = np.linalg.svd(linear)
-        rot = u @ vt
-        transform = sitk.Similarity2DTransform()
-        transform.SetCenter(tuple(float(v) for v in centre_xy))
-        transform.SetAngle(float(np.arctan2(rot[1, 0], rot[0, 0])))
-        transform.SetScale(float(np.sqrt(abs(np.linalg.det(linear)))))
-    else:
+    u, _, vt = np.linalg.svd(linear)
+    rot = u @ vt
+    if model == "affine":
         transform = sitk.AffineTransform(2)
-        transform.SetCenter(tuple(float(v) for v in centre_xy))
         transform.SetMatrix(tuple(float(v) for v in linear.ravel()))
-    mapped = start.linear[:2, :2] @ centre_xy + start.translation_um[:2]
+    else:
+        transform = sitk.Euler2DTransform() if model == "rigid" else sitk.Similarity2DTransform()
+        transform.SetAngle(float(np.arctan2(rot[1, 0], rot[0, 0])))
+        if model == "similarity":
+            transform.SetScale(float(np.sqrt(abs(np.linalg.det(linear)))))
+    transform.SetCenter(tuple(float(v) for v in centre_xy))
+    mapped = linear @ centre_xy + start.translation_um[:2]
     transform.SetTranslation(tuple(float(v) for v in mapped - centre_xy))
     return transform
 
