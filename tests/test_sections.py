@@ -91,7 +91,7 @@ def test_too_thin_for_3d_names_the_thin_input(small_pair, section):
 
 @pytest.mark.parametrize("em_kind, lm_planes", [("png", 1), ("tiff", 1), ("tiff", 2),
                                                 ("tiff", 3)])
-def test_cli_writes_every_output_for_sections(small_pair, section, tmp_path, em_kind,
+def test_cli_writes_every_output_for_sections(small_pair, section, tmp_path, capsys, em_kind,
                                               lm_planes):
     """A 2D image (PNG, or a TIFF without z) for the EM and a 1-, 2- or 3-plane LM stack:
     ``clemalign register`` exits 0 and writes the whole output folder."""
@@ -115,6 +115,8 @@ def test_cli_writes_every_output_for_sections(small_pair, section, tmp_path, em_
     if em_kind == "png":
         args += ["--em-voxel-size", "1.0", str(sec.voxel_size_um[1]), str(sec.voxel_size_um[2])]
     assert main(args) == 0
+    assert "in-plane refinement (the EM ROI has 1 plane(s)" in capsys.readouterr().out
+    assert "The 3D stage did not run" in (tmp_path / "out" / "report.html").read_text()
     for name in OUTPUTS:
         assert (out / name).is_file(), name
     overlay = tifffile.imread(out / "lm_in_em.ome.tif")

@@ -183,8 +183,23 @@ def _confidence_section(conf: dict) -> list[str]:
 
 
 def _starts_section(fine: Registration3DResult) -> list[str]:
-    """The 3D stage's starts and its search results."""
+    """The 3D stage's starts and its search results (or the in-plane refinement's)."""
     parts: list[str] = []
+    if fine.z_search.get("mode") == "in-plane":
+        search = fine.z_search
+        parts.append("<p>The 3D stage did not run: " + html.escape(search["reason"])
+                     + ". The pre-alignment was refined in the plane (rigid, then "
+                     "similarity or affine), each step kept only if it raised the mutual "
+                     "information; EM z maps one to one onto the LM plane below.</p>")
+        parts.append(_kv_table([
+            ("LM plane", f"{search['lm_plane']} (z {search['lm_plane_z_um']:.2f} µm)"),
+            ("kept", search["kept"]),
+            ("blob-response scale", f"{fine.log_sigma_um:.2f} µm"),
+            ("working pixel", f"{fine.working_spacing_um[2]:.3f} µm"),
+            ("mutual information start → end", f"{-fine.metric_initial:.3f} → "
+                                                f"{-fine.metric_final:.3f} nats"),
+        ]))
+        return parts
     start_rows = "".join(
         f"<tr><td>{k}</td><td class='l'>{'yes' if st['mirrored'] else 'no'}</td>"
         f"<td class='l'>{'yes' if st.get('reversed_z') else 'no'}</td>"

@@ -41,7 +41,7 @@ def _run_registration(em_vol, lm_vol, config, outdir: Path, overwrite: bool, lan
     columns = (TextColumn("{task.description:<22}"), BarColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=False) as bar:
         tasks = {"prealign": bar.add_task("pre-alignment", total=1.0),
-                 "fine": bar.add_task("3D registration", total=1.0),
+                 "fine": bar.add_task("fine registration", total=1.0),
                  "write": bar.add_task("writing outputs", total=1.0)}
 
         def progress(stage: str, fraction: float) -> None:
@@ -87,11 +87,16 @@ def _print_result(result, paths) -> None:
                    f"{', EM mirrored' if pre.mirrored else ''}, "
                    f"{pre.timings_s['total']:.1f} s")
     start = next((st for st in result.fine.starts if st["chosen"]), {})
-    out.print(f"3D stage start: z offset {result.fine.z_offset_um:.2f} µm"
-               f"{', z reversed' if start.get('reversed_z') else ''}"
-               + (f", tilt ({result.fine.z_search['tilt_deg'][0]:.1f}, "
-                  f"{result.fine.z_search['tilt_deg'][1]:.1f})°"
-                  if result.fine.z_search.get("tilt_deg") else ""))
+    search = result.fine.z_search
+    if search.get("mode") == "in-plane":
+        out.print(f"in-plane refinement ({search['reason']}): EM on LM plane "
+                  f"{search['lm_plane']} (z {search['lm_plane_z_um']:.2f} µm), kept: "
+                  f"{search['kept']}")
+    else:
+        out.print(f"3D stage start: z offset {result.fine.z_offset_um:.2f} µm"
+                  f"{', z reversed' if start.get('reversed_z') else ''}"
+                  + (f", tilt ({search['tilt_deg'][0]:.1f}, {search['tilt_deg'][1]:.1f})°"
+                     if search.get("tilt_deg") else ""))
     for stage in result.fine.stages:
         out.print(f"{stage.name}: metric {stage.metric:.4f} after {stage.iterations} "
                    f"iterations ({stage.seconds:.1f} s)"

@@ -56,8 +56,11 @@ def too_thin_for_3d(em: Volume, lm: Volume, roi_kji: tuple[slice, slice, slice],
     str or None
         A sentence naming the thin input and its planes on the working grid.
     """
+    own = roi_kji[0].stop - roi_kji[0].start
+    if own < MIN_WORKING_PLANES:
+        return f"the EM ROI has {own} plane(s), fewer than {MIN_WORKING_PLANES}"
     grid = WorkingGrid.choose(em, lm, roi_kji, lm_sigma_um, config)
-    em_depth_um = (roi_kji[0].stop - roi_kji[0].start) * em.voxel_size_um[0]
+    em_depth_um = own * em.voxel_size_um[0]
     em_planes = int(em_depth_um / grid.z_um + 1e-9)
     if em_planes < MIN_WORKING_PLANES:
         return (f"the EM ROI is {em_depth_um:.2f} µm deep: {em_planes} plane(s) at the "
