@@ -113,7 +113,8 @@ def test_cli_writes_every_output_for_sections(small_pair, section, tmp_path, cap
     out = tmp_path / "out"
     args = ["register", str(em_path), str(lm_path), "-o", str(out)]
     if em_kind == "png":
-        args += ["--em-voxel-size", "1.0", str(sec.voxel_size_um[1]), str(sec.voxel_size_um[2])]
+        # two numbers: a 2D image's pixel (y, x)
+        args += ["--em-voxel-size", str(sec.voxel_size_um[1]), str(sec.voxel_size_um[2])]
     assert main(args) == 0
     assert "in-plane refinement (the EM ROI has 1 plane(s)" in capsys.readouterr().out
     assert "The 3D stage did not run" in (tmp_path / "out" / "report.html").read_text()
@@ -199,3 +200,22 @@ def test_section_of_keeps_the_truth_on_the_plane(small_pair):
     np.testing.assert_allclose(sec.landmarks_lm_um[:, :2], xy)
     with pytest.raises(Exception, match="lm_planes"):
         section_of(small_pair, lm_planes=100)
+
+
+def test_two_number_pixel_size_for_2d_images(tmp_path, capsys):
+    """``--em-voxel-size Y X`` for a 2D image: its x pixel is the plane's thickness; the
+    same two numbers for a stack are refused in one line naming the flag."""
+    import imageio.v3 as iio
+
+    rng = np.random.default_rng(0)
+    png = tmp_path / "section.png"
+    iio.imwrite(png, rng.integers(0, 255, (20, 30)).astype(np.uint8))
+    assert main(["info", str(png), "--voxel-size", "0.02", "0.03"]) == 0
+    assert "0.03 × 0.02 × 0.03 µm" in capsys.readouterr().out
+    stack = tmp_path / "stack.npy"
+    np.save(stack, rng.random((3, 20, 30)).astype(np.float32))
+    assert main(["check", str(stack), str(stack), "--em-voxel-size", "0.02", "0.03",
+                 "--lm-voxel-size", "1", "1", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--em-voxel-size: two numbers (Y X) are for a 2D image" in err
+    assert err.count("\n") == 1

@@ -21,9 +21,35 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def voxel_size_option(name: str, help_text: str):
-    """A ``Z Y X`` voxel-size option in µm."""
+    """A ``Z Y X`` voxel-size option in µm (``Y X`` for a 2D image: see
+    :func:`_two_number_sizes`)."""
     return click.option(name, type=(float, float, float), default=None, metavar="Z Y X",
-                        help=help_text)
+                        help=help_text + " Y X (two numbers) for a 2D image.")
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
+def _two_number_sizes(args: list[str]) -> list[str]:
+    """``--*voxel-size Y X`` (a 2D image's pixel) as ``nan Y X``: click options take a
+    fixed number of values; the reader then takes the x pixel as the plane's thickness,
+    or refuses the pair for a stack."""
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        out.append(args[i])
+        if args[i].endswith("voxel-size") and args[i].startswith("--"):
+            values = args[i + 1:i + 4]
+            n = next((k for k, t in enumerate(values) if not _is_number(t)), len(values))
+            if n == 2:
+                out.append("nan")
+        i += 1
+    return out
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -55,7 +81,7 @@ def markup_safe(text: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns (and, as a script, exits with) the exit status."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = _two_number_sizes(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in args
     try:
         rv = app.main(args=args, prog_name="clemalign", standalone_mode=False)

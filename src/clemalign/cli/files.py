@@ -26,7 +26,10 @@ def info(file: Path, voxel_size: tuple[float, float, float] | None) -> None:
     raw = read_raw(file)
     size = raw.voxel_size_um
     if voxel_size is not None:
-        size = check_voxel_size(voxel_size, what="--voxel-size", flag="--voxel-size")
+        given = list(voxel_size)
+        if np.isnan(given[0]):  # two numbers: a 2D image's pixel
+            given[0] = given[2]
+        size = check_voxel_size(given, what="--voxel-size", flag="--voxel-size")
     c, z, y, x = raw.data.shape
     out.print(f"[bold]{file}[/bold]  ({raw.format})")
     out.print(f"  shape (z, y, x): {z} × {y} × {x}   channels: {c}   dtype: {raw.data.dtype}")

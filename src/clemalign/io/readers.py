@@ -38,7 +38,9 @@ def read_volume(path: str | os.PathLike, *, voxel_size_um: Sequence[float] | Non
     path : path-like
         File (or OME-Zarr folder) to read.
     voxel_size_um : sequence of 3 floats, optional
-        ``(z, y, x)`` voxel size in µm; when given it replaces what the file says.
+        ``(z, y, x)`` voxel size in µm; when given it replaces what the file says.  A NaN
+        z means a 2D image's ``(y, x)`` pixel: the x pixel becomes the plane's nominal
+        thickness, and a stack is refused.
     voxel_size_flag : str
         The command-line flag that sets ``voxel_size_um``, named in the error when
         the file has no usable voxel size (e.g. ``"--em-voxel-size"``).
@@ -56,9 +58,17 @@ def read_volume(path: str | os.PathLike, *, voxel_size_um: Sequence[float] | Non
         stack of one plane (its z size, when the file has none, is its x pixel).
     """
     path = Path(path)
+    planar = False  # a 2D image's pixel: (nan, y, x)
     if voxel_size_um is not None:  # a bad flag is reported before the file is read
-        size_zyx = check_voxel_size(voxel_size_um, what=voxel_size_flag, flag=voxel_size_flag)
+        values = list(voxel_size_um)
+        planar = len(values) == 3 and _is_nan(values[0])
+        if planar:
+            values[0] = values[2]
+        size_zyx = check_voxel_size(values, what=voxel_size_flag, flag=voxel_size_flag)
     raw = read_raw(path)
+    if planar and raw.data.shape[1] > 1:
+        raise InputError(f"{voxel_size_flag}: two numbers (Y X) are for a 2D image; {path} has "
+                         f"{raw.data.shape[1]} planes: give Z Y X")
     if voxel_size_um is None:
         if raw.voxel_size_um is None:
             raise InputError(f"{path}: the file does not record a voxel size; pass "
@@ -85,6 +95,13 @@ class RawImage:
     origin_xyz_um: tuple[float, float, float]
     channel_names: tuple[str, ...] | None
     format: str
+
+
+def _is_nan(value: object) -> bool:
+    try:
+        return bool(np.isnan(float(value)))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
 
 
 def read_raw(path: str | os.PathLike) -> RawImage:
