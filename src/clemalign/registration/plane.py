@@ -4,8 +4,9 @@ A single EM section, an array-tomography ribbon of a few sections or a 3-plane L
 leaves fewer than three planes on the 3D stage's working grid, where a 3D LoG and a
 3D mutual information are undefined.  Here the EM ROI is averaged through its depth and
 the LM projected to one plane (maximum intensity), both take the 2D blob response at the
-3D stage's scale, and SimpleITK maximises Mattes MI over a 2D rigid transform, then a 2D
-affine.  z is not fitted: the EM maps to the LM plane that matches best, one to one in z.
+LM's structure scale, and SimpleITK maximises Mattes MI over a 2D rigid transform, then a
+similarity (or an affine).  z is not fitted: the EM maps one to one onto the LM plane
+whose blob response shares the most information with the EM's.
 Each stage is kept only when it raises our mutual information over what came before —
 the pre-alignment included — so the refinement never makes a result worse by that
 measure.
@@ -14,7 +15,7 @@ measure.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -163,13 +164,87 @@ def _optimise(model: str, fixed, moving, start: Affine, centre_xy: np.ndarray,
                        lost_overlap=lost)
 
 
+@dataclass(frozen=True, eq=False)
+class _PlaneImages:
+    """The fixed and moving planes of one in-plane refinement, in the fixed frame.
+
+    ``pre`` maps the (x-mirrored when the start is) fixed frame to the EM; ``lm_responses``
+    holds every LM plane's blob response, for the choice of plane.
+    """
+
+    fixed: Volume
+    moving: Volume
+    lm_responses: list[np.ndarray]
+    lm_planes_z_um: np.ndarray
+    pre: Affine
+    centre: np.ndarray
+    mirrored: bool
+    roi_spacing_um: tuple[float, float, float]
+
+
+def _plane_images(em: Volume, lm: Volume, roi: tuple[slice, slice, slice], grid: WorkingGrid,
+                  initial: Affine, polarity: tuple[Polarity, Polarity]) -> _PlaneImages:
+    """EM ROI averaged through its depth and the LM's maximum projection, as blob
+    responses on the working pixel; the EM x-mirrored when ``initial`` is."""
+    em_roi = working_volume(em, (em.voxel_size_um[0], grid.pixel_um, grid.pixel_um), roi)
+    lm_w = working_volume(lm, (lm.voxel_size_um[0], grid.pixel_um, grid.pixel_um))
+    centre = em.index_to_physical(np.array([(s.start + s.stop - 1) / 2.0 for s in roi]))
+    n = lm.shape_zyx[0]
+    planes_z = lm.index_to_physical(
+        np.stack([np.arange(n), np.zeros(n), np.zeros(n)], axis=1).astype(float))[:, 2]
+
+    def response(data2d: np.ndarray, spacing, pol: Polarity) -> np.ndarray:
+        return _clip_tails(blob_response(data2d, grid.sigma_um, spacing[1:], pol, fast=False))
+
+    fixed_plane = _plane(em_roi, em_roi.data.mean(axis=0), float(centre[2]))
+    fixed = response(fixed_plane.data[0], fixed_plane.voxel_size_um, polarity[0])
+    mirrored = bool(np.linalg.det(initial.linear[:2, :2]) < 0)
+    pre = mirror_x(fixed_plane) if mirrored else Affine.identity()
+    if mirrored:  # a rigid transform cannot flip handedness: flip the EM instead
+        fixed = np.ascontiguousarray(fixed[:, ::-1])
+    moving = response(lm_w.data.max(axis=0), lm_w.voxel_size_um, polarity[1])
+    per_plane = [response(p, lm_w.voxel_size_um, polarity[1]) for p in lm_w.data] \
+        if n > 1 else [moving]
+    return _PlaneImages(fixed_plane.with_data(fixed[None]),
+                        _plane(lm_w, moving, float(planes_z[0])), per_plane, planes_z, pre,
+                        centre, mirrored, tuple(float(v) for v in em_roi.voxel_size_um))
+
+
+def _best_plane(images: _PlaneImages, samples: Samples, placement: Affine,
+                bins: int) -> tuple[int, list[float]]:
+    """The LM plane whose blob response shares the most information with the EM under
+    ``placement`` (its z row ignored), and each plane's MI."""
+    mis = []
+    for k, resp in enumerate(images.lm_responses):
+        slab = _slab(_plane(images.moving, resp, float(images.lm_planes_z_um[k])))
+        m = placement.matrix.copy()
+        m[2] = [0.0, 0.0, 1.0, float(images.lm_planes_z_um[k] - images.centre[2])]
+        ctx = MetricContext(samples, samples.head(3), slab, slab.data, bins)
+        mis.append(float(-ctx.metric(images.fixed.data, Affine(m))))
+    return int(np.argmax(mis)), mis
+
+
+def _keep_improving(candidates: list[Affine], stages: list[StageResult],
+                    metric: MetricContext, fixed: np.ndarray) -> tuple[int, np.ndarray]:
+    """Index of the candidate kept (the start, then each stage only when it raises our MI
+    over the best before it) and every candidate's MI; stages not kept are marked."""
+    mi = -metric.profile(fixed, candidates)
+    best = 0
+    for k in range(1, len(candidates)):
+        if mi[k] > mi[best]:
+            best = k
+        else:
+            stages[k - 1] = _not_kept(stages[k - 1], mi[k], mi[best])
+    return best, mi
+
+
 def register_plane(em: Volume, lm: Volume, initial_em_to_lm: Affine, *,
                    roi_kji: tuple[slice, slice, slice] | None = None,
                    lm_sigma_um: float | None = None,
                    config: Registration3DConfig = _DEFAULT_CONFIG,
                    polarity: tuple[Polarity, Polarity] = ("dark", "bright"),
                    reason: str = "", progress=None) -> Registration3DResult:
-    """Refine an XY pre-alignment in the plane: 2D rigid, then 2D affine (Mattes MI).
+    """Refine an XY pre-alignment in the plane: 2D rigid, then ``config.plane_model``.
 
     Parameters
     ----------
@@ -180,9 +255,9 @@ def register_plane(em: Volume, lm: Volume, initial_em_to_lm: Affine, *,
     roi_kji : tuple of slices, optional
         EM ROI, voxel indices (default: all of it).
     lm_sigma_um : float, optional
-        LM structure scale, µm: the blob-response scale as in the 3D stage.
+        LM structure scale, µm (the blob-response scale, at least two LM pixels).
     config : Registration3DConfig
-        Metric, optimiser, pyramid and working-grid settings (the z ones unused;
+        Metric, optimiser and pyramid settings, ``plane_model`` (the z ones unused;
         ``model="rigid"`` stops after the rigid stage).
     polarity : (EM polarity, LM polarity)
         Blob polarities found by stage 1.
@@ -194,83 +269,58 @@ def register_plane(em: Volume, lm: Volume, initial_em_to_lm: Affine, *,
     Returns
     -------
     Registration3DResult
-        Stages named ``"rigid in-plane"`` and ``"affine in-plane"``; ``z_search`` says
-        ``mode: "in-plane"``, the reason and the LM plane chosen.  The final transform maps
-        EM z one to one (z offset to that plane).
+        Stages named ``"rigid in-plane"`` and ``"<plane_model> in-plane"``; ``z_search``
+        says ``mode: "in-plane"``, the reason, the LM plane chosen (the one whose blob
+        response shares the most information with the EM's, ``mi_by_lm_plane``) and
+        which step was kept.  The final transform maps EM z one to one onto that plane.
     """
     timer = StepTimer(progress)
     roi = roi_kji or tuple(slice(0, n) for n in em.shape_zyx)
     grid = _plane_grid(em, lm, roi, lm_sigma_um, config)
-    em_roi = working_volume(em, (em.voxel_size_um[0], grid.pixel_um, grid.pixel_um), roi)
-    lm_w = working_volume(lm, (lm.voxel_size_um[0], grid.pixel_um, grid.pixel_um))
-    centre = em.index_to_physical(np.array([(s.start + s.stop - 1) / 2.0 for s in roi]))
-    # the EM ROI averaged through its depth, at its centre plane; the LM's projection
-    fixed_plane = _plane(em_roi, em_roi.data.mean(axis=0), float(centre[2]))
-    lm_planes_z = lm.index_to_physical(
-        np.stack([np.arange(lm.shape_zyx[0]), np.zeros(lm.shape_zyx[0]),
-                  np.zeros(lm.shape_zyx[0])], axis=1).astype(float))[:, 2]
-    # start: the EM centre plane on the LM plane the pre-alignment puts it nearest to
-    start_z = initial_em_to_lm.apply(centre[None])[0, 2]
-    nearest = int(np.argmin(np.abs(lm_planes_z - start_z)))
-    moving_plane = _plane(lm_w, lm_w.data.max(axis=0), float(lm_planes_z[nearest]))
-
-    def response(plane: Volume, pol: Polarity) -> np.ndarray:
-        return _clip_tails(blob_response(plane.data, grid.sigma_um, plane.voxel_size_um, pol,
-                                         axes=(1, 2), fast=False))
-
-    fixed_arr = response(fixed_plane, polarity[0])
-    moving_resp = response(moving_plane, polarity[1])
+    images = _plane_images(em, lm, roi, grid, initial_em_to_lm, polarity)
     timer.tick("representation", 0.2)
-    mirrored = bool(np.linalg.det(initial_em_to_lm.linear[:2, :2]) < 0)
-    pre = mirror_x(fixed_plane) if mirrored else Affine.identity()
-    if mirrored:  # a rigid transform cannot flip handedness: flip the EM instead
-        fixed_arr = np.ascontiguousarray(fixed_arr[:, :, ::-1])
-    frame_plane = fixed_plane.with_data(fixed_arr)
-    centre_f = pre.apply(centre[None])[0]
-    # z: EM centre plane → the LM plane, one to one
-    z_map = Affine.from_translation([0.0, 0.0, float(lm_planes_z[nearest] - centre[2])])
+    pre, centre_f = images.pre, images.pre.apply(images.centre[None])[0]
+    # registered on the LM projection, z put on its first plane (the plane is chosen last)
     g_start = initial_em_to_lm @ pre
-    g_start = Affine(np.vstack([g_start.matrix[:2], z_map.matrix[2:]]))
-    moving_vol = _slab(moving_plane.with_data(moving_resp))
-    samples = Samples.draw(frame_plane, config.samples, config.seed)
-    metric = MetricContext(samples, samples.head(3), moving_vol, moving_vol.data,
+    g_start = Affine(np.vstack([g_start.matrix[:2], [
+        [0.0, 0.0, 1.0, float(images.lm_planes_z_um[0] - images.centre[2])], [0, 0, 0, 1]]]))
+    moving_slab = _slab(images.moving)
+    samples = Samples.draw(images.fixed, config.samples, config.seed)
+    metric = MetricContext(samples, samples.head(3), moving_slab, moving_slab.data,
                            config.histogram_bins)
-    fixed_sitk = _to_sitk_2d(frame_plane)
-    moving_sitk = _to_sitk_2d(moving_plane.with_data(moving_resp))
-    n_fixed = int(np.prod(fixed_arr.shape))
+    fixed_sitk, moving_sitk = _to_sitk_2d(images.fixed), _to_sitk_2d(images.moving)
+    n_fixed = int(np.prod(images.fixed.shape_zyx))
     stages = [_optimise("rigid", fixed_sitk, moving_sitk, g_start, centre_f[:2], n_fixed,
                         config)]
     timer.tick("rigid", 0.6)
     if config.model == "affine":
-        stages.append(_optimise(config.plane_model, fixed_sitk, moving_sitk, stages[0].em_to_lm,
-                                centre_f[:2], n_fixed, config))
+        stages.append(_optimise(config.plane_model, fixed_sitk, moving_sitk,
+                                stages[0].em_to_lm, centre_f[:2], n_fixed, config))
         timer.tick("affine", 0.9)
-    # keep each stage only when it raises our MI over what came before (same samples)
     candidates = [g_start] + [s.em_to_lm for s in stages]
-    mi = -metric.profile(fixed_arr, candidates)
-    best = 0
-    for k in range(1, len(candidates)):
-        if mi[k] > mi[best]:
-            best = k
-        else:
-            stages[k - 1] = _not_kept(stages[k - 1], mi[k], mi[best])
+    best, mi = _keep_improving(candidates, stages, metric, images.fixed.data)
     g_final = candidates[best]
-    perturbed = tuple(-metric.metric(fixed_arr, g_final @ p)
-                      for p in perturbations(centre_f, fixed_plane.extent_um, False))
-    z_search = {"mode": "in-plane", "reason": reason,
-                "lm_plane": nearest, "lm_plane_z_um": float(lm_planes_z[nearest]),
+    perturbed = tuple(-metric.metric(images.fixed.data, g_final @ p)
+                      for p in perturbations(centre_f, images.fixed.extent_um, False))
+    plane, mi_planes = _best_plane(images, samples, g_final, config.histogram_bins)
+    to_plane = Affine.from_translation(
+        [0.0, 0.0, float(images.lm_planes_z_um[plane] - images.lm_planes_z_um[0])])
+    z_search = {"mode": "in-plane", "reason": reason, "lm_plane": plane,
+                "lm_plane_z_um": float(images.lm_planes_z_um[plane]),
+                "mi_by_lm_plane": mi_planes,
                 "kept": ("pre-alignment", *(s.name for s in stages))[best]}
     return Registration3DResult(
-        em_to_lm=g_final @ pre, initial_em_to_lm=g_start @ pre, z_offset_um=0.0,
-        z_search=z_search, stages=tuple(_in_em_frame(s, pre) for s in stages),
+        em_to_lm=to_plane @ g_final @ pre, initial_em_to_lm=g_start @ pre, z_offset_um=0.0,
+        z_search=z_search,
+        stages=tuple(_in_em_frame(s, to_plane, pre) for s in stages),
         metric_initial=float(-mi[0]), metric_final=float(-mi[best]),
         log_sigma_um=grid.sigma_um,
-        working_spacing_um=(float(em_roi.voxel_size_um[0]), grid.pixel_um, grid.pixel_um),
+        working_spacing_um=(images.roi_spacing_um[0], grid.pixel_um, grid.pixel_um),
         timings_s=timer.total(),
-        starts=({"start_em_to_lm": initial_em_to_lm.to_list(), "mirrored": mirrored,
+        starts=({"start_em_to_lm": initial_em_to_lm.to_list(), "mirrored": images.mirrored,
                  "reversed_z": False, "z_offset_um": 0.0,
                  "mutual_information_rigid": float(mi[1]), "chosen": True},),
-        mirrored=mirrored, mutual_information_perturbed=perturbed)
+        mirrored=images.mirrored, mutual_information_perturbed=perturbed)
 
 
 def _not_kept(stage: StageResult, mi: float, mi_before: float) -> StageResult:
@@ -278,6 +328,6 @@ def _not_kept(stage: StageResult, mi: float, mi_before: float) -> StageResult:
         f"not kept: MI {mi:.4f} ≤ {mi_before:.4f} before it; " + stage.stop_condition))
 
 
-def _in_em_frame(stage: StageResult, pre: Affine) -> StageResult:
-    return replace(stage, em_to_lm=stage.em_to_lm @ pre)
+def _in_em_frame(stage: StageResult, to_plane: Affine, pre: Affine) -> StageResult:
+    return replace(stage, em_to_lm=to_plane @ stage.em_to_lm @ pre)
 
