@@ -232,3 +232,11 @@ def test_two_number_pixel_size_for_2d_images(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--em-voxel-size: two numbers (Y X) are for a 2D image" in err
     assert err.count("\n") == 1
+
+
+def test_info_refuses_two_numbers_for_a_stack(tmp_path, capsys):
+    """``info`` reads the two-number form as ``register`` and ``check`` do."""
+    stack = tmp_path / "stack.npy"
+    np.save(stack, np.random.default_rng(0).random((3, 20, 30)).astype(np.float32))
+    assert main(["info", str(stack), "--voxel-size", "0.02", "0.03"]) == 2
+    assert "--voxel-size: two numbers (Y X) are for a 2D image" in capsys.readouterr().err

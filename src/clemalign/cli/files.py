@@ -20,16 +20,13 @@ def info(file: Path, voxel_size: tuple[float, float, float] | None) -> None:
 
     FILE may be OME-TIFF, ImageJ TIFF, MRC/REC, OME-Zarr or .npy.
     """
-    from ..io import read_raw
-    from ..volume import check_voxel_size
+    from ..io import override_voxel_size, read_raw
 
     raw = read_raw(file)
     size = raw.voxel_size_um
     if voxel_size is not None:
-        given = list(voxel_size)
-        if np.isnan(given[0]):  # two numbers: a 2D image's pixel
-            given[0] = given[2]
-        size = check_voxel_size(given, what="--voxel-size", flag="--voxel-size")
+        size = override_voxel_size(voxel_size, flag="--voxel-size",
+                                   n_planes=raw.data.shape[1], path=file)
     c, z, y, x = raw.data.shape
     out.print(f"[bold]{file}[/bold]  ({raw.format})")
     out.print(f"  shape (z, y, x): {z} × {y} × {x}   channels: {c}   dtype: {raw.data.dtype}")

@@ -25,7 +25,7 @@ text and JSON writers, :func:`ensure_writable`).
 """
 
 from .metadata import file_format, unit_to_um
-from .readers import RawImage, read_clem_pair, read_raw, read_volume
+from .readers import RawImage, override_voxel_size, read_clem_pair, read_raw, read_volume
 from .writers import (
     atomic_write,
     atomic_write_text,
@@ -35,6 +35,6 @@ from .writers import (
     write_volume,
 )
 
-__all__ = ["read_volume", "read_raw", "RawImage", "read_clem_pair", "write_volume",
-           "write_ome_tiff", "file_format", "unit_to_um", "ensure_writable",
+__all__ = ["read_volume", "read_raw", "RawImage", "read_clem_pair", "override_voxel_size",
+           "write_volume", "write_ome_tiff", "file_format", "unit_to_um", "ensure_writable",
            "atomic_write", "atomic_write_text", "write_json"]

@@ -21,7 +21,7 @@ from ..errors import InputError
 from ..volume import Volume, check_voxel_size
 from .metadata import file_format, imagej_names, imagej_sizes, ome_sizes, unit_to_um
 
-__all__ = ["read_volume", "read_raw", "RawImage", "read_clem_pair"]
+__all__ = ["read_volume", "read_raw", "RawImage", "read_clem_pair", "override_voxel_size"]
 
 # what a format reader returns: pixels, their axis letters (e.g. "ZCYX"), voxel size
 # (z, y, x) µm or None, origin (x, y, z) µm, channel names or None
@@ -58,21 +58,16 @@ def read_volume(path: str | os.PathLike, *, voxel_size_um: Sequence[float] | Non
         stack of one plane (its z size, when the file has none, is its x pixel).
     """
     path = Path(path)
-    planar = False  # a 2D image's pixel: (nan, y, x)
     if voxel_size_um is not None:  # a bad flag is reported before the file is read
-        values = list(voxel_size_um)
-        planar = len(values) == 3 and _is_nan(values[0])
-        if planar:
-            values[0] = values[2]
-        size_zyx = check_voxel_size(values, what=voxel_size_flag, flag=voxel_size_flag)
+        size_zyx = override_voxel_size(voxel_size_um, flag=voxel_size_flag)
     raw = read_raw(path)
-    if planar and raw.data.shape[1] > 1:
-        raise InputError(f"{voxel_size_flag}: two numbers (Y X) are for a 2D image; {path} has "
-                         f"{raw.data.shape[1]} planes: give Z Y X")
-    if voxel_size_um is None:
-        if raw.voxel_size_um is None:
-            raise InputError(f"{path}: the file does not record a voxel size; pass "
-                             f"{voxel_size_flag} Z Y X (in µm)")
+    if voxel_size_um is not None:  # now that the planes are known
+        size_zyx = override_voxel_size(voxel_size_um, flag=voxel_size_flag,
+                                       n_planes=raw.data.shape[1], path=path)
+    elif raw.voxel_size_um is None:
+        raise InputError(f"{path}: the file does not record a voxel size; pass "
+                         f"{voxel_size_flag} Z Y X (in µm)")
+    else:
         size_zyx = check_voxel_size(raw.voxel_size_um, what=f"{path}: voxel size",
                                     flag=voxel_size_flag)
     data, names = raw.data, raw.channel_names
@@ -97,11 +92,40 @@ class RawImage:
     format: str
 
 
-def _is_nan(value: object) -> bool:
+def _plane_thickness(size_zyx: Sequence[float]) -> tuple[float, ...]:
+    """A NaN z (a 2D image's pixel, no thickness given) as the x pixel."""
+    size = tuple(float(v) for v in size_zyx)
+    return (size[2], *size[1:]) if np.isnan(size[0]) else size
+
+
+def override_voxel_size(voxel_size_um: Sequence[float], *, flag: str,
+                        n_planes: int | None = None,
+                        path: str | os.PathLike | None = None) -> tuple[float, float, float]:
+    """A voxel size given on the command line, checked.
+
+    Parameters
+    ----------
+    voxel_size_um : sequence of 3 floats
+        ``(z, y, x)`` µm; a NaN z means a 2D image's ``(y, x)`` pixel (the CLI's two-number
+        form), whose plane thickness is taken as the x pixel.
+    flag : str
+        The flag named in errors.
+    n_planes, path : optional
+        The image's planes and file, once read: a NaN z for a stack is refused.
+
+    Raises
+    ------
+    InputError
+        Not three finite positive values (after the NaN z), or two numbers for a stack.
+    """
     try:
-        return bool(np.isnan(float(value)))  # type: ignore[arg-type]
+        values = _plane_thickness(voxel_size_um) if len(voxel_size_um) == 3 else voxel_size_um
     except (TypeError, ValueError):
-        return False
+        values = voxel_size_um  # check_voxel_size names what is wrong
+    if n_planes is not None and n_planes > 1 and np.isnan(float(voxel_size_um[0])):
+        raise InputError(f"{flag}: two numbers (Y X) are for a 2D image; {path} has "
+                         f"{n_planes} planes: give Z Y X")
+    return check_voxel_size(values, what=flag, flag=flag)
 
 
 def read_raw(path: str | os.PathLike) -> RawImage:
@@ -127,9 +151,9 @@ def read_raw(path: str | os.PathLike) -> RawImage:
     data = _to_czyx(data, axes, path)
     if names is not None and len(names) != data.shape[0]:
         names = None
-    if size_zyx is not None and not np.isfinite(size_zyx[0]):
+    if size_zyx is not None and np.isnan(size_zyx[0]):
         # a single plane: its nominal thickness is the x pixel; a stack needs its z
-        size_zyx = (size_zyx[2], *size_zyx[1:]) if data.shape[1] == 1 else None
+        size_zyx = _plane_thickness(size_zyx) if data.shape[1] == 1 else None
     return RawImage(data, tuple(size_zyx) if size_zyx is not None else None,
                     tuple(float(v) for v in origin_xyz), tuple(names) if names else None, fmt)
 

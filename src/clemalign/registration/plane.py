@@ -25,9 +25,9 @@ from ..transforms import Affine
 from ..volume import Volume
 from .config import Registration3DConfig, Registration3DResult, StageResult
 from .metric import MetricContext, Samples
-from .stages import _execute, _method
+from .stages import execute, registration_method
 from .starts import perturbations
-from .working import WorkingGrid, _clip_tails, mirror_x, working_volume
+from .working import WorkingGrid, clip_tails, mirror_x, working_volume
 
 __all__ = ["register_plane", "too_thin_for_3d"]
 
@@ -146,22 +146,16 @@ def _embed(transform, z_shift_um: float) -> Affine:
 def _optimise(model: str, fixed, moving, start: Affine, centre_xy: np.ndarray,
               n_fixed: int, config: Registration3DConfig) -> StageResult:
     """One SimpleITK stage in the plane, from ``start`` (its z row is kept)."""
-    import SimpleITK as sitk
-
     initial = _in_plane(start, centre_xy, model)
     iterations = config.rigid_iterations if model == "rigid" else config.affine_iterations
     t0 = time.perf_counter()
-    reg = _method(config, n_fixed, iterations)
+    reg = registration_method(config, n_fixed, iterations)
     reg.SetInitialTransform(initial, inPlace=False)
-    out, lost = _execute(reg, fixed, moving, initial)
-    if out.GetName() == "CompositeTransform":
-        out = sitk.CompositeTransform(out).GetBackTransform()
-    stop = "lost the overlap with the LM; kept the start" if lost else \
-        reg.GetOptimizerStopConditionDescription()
-    return StageResult(f"{model} in-plane", _embed(out, float(start.matrix[2, 3])),
-                       tuple(out.GetParameters()), 0.0 if lost else float(reg.GetMetricValue()),
-                       int(reg.GetOptimizerIteration()), stop, time.perf_counter() - t0,
-                       lost_overlap=lost)
+    run = execute(reg, fixed, moving, initial)
+    return StageResult(f"{model} in-plane", _embed(run.transform, float(start.matrix[2, 3])),
+                       tuple(run.transform.GetParameters()), run.metric, run.iterations,
+                       run.stop_condition, time.perf_counter() - t0,
+                       lost_overlap=run.lost_overlap)
 
 
 @dataclass(frozen=True, eq=False)
@@ -194,7 +188,7 @@ def _plane_images(em: Volume, lm: Volume, roi: tuple[slice, slice, slice], grid:
         np.stack([np.arange(n), np.zeros(n), np.zeros(n)], axis=1).astype(float))[:, 2]
 
     def response(data2d: np.ndarray, spacing, pol: Polarity) -> np.ndarray:
-        return _clip_tails(blob_response(data2d, grid.sigma_um, spacing[1:], pol, fast=False))
+        return clip_tails(blob_response(data2d, grid.sigma_um, spacing[1:], pol, fast=False))
 
     fixed_plane = _plane(em_roi, em_roi.data.mean(axis=0), float(centre[2]))
     fixed = response(fixed_plane.data[0], fixed_plane.voxel_size_um, polarity[0])

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -29,7 +29,8 @@ from .config import (
     StageResult,
 )
 
-__all__ = ["StageImages", "one_itk_thread", "overlap_mask", "run_stage"]
+__all__ = ["Executed", "StageImages", "execute", "one_itk_thread", "overlap_mask",
+           "registration_method", "run_stage"]
 
 LOST_OVERLAP = "lost the overlap with the LM; kept the start"
 
@@ -87,7 +88,7 @@ def _initial_transform(model: Model, start: Affine, centre_xyz: np.ndarray) -> A
     return transform
 
 
-def _method(config: Registration3DConfig, n_fixed: int, iterations: int) -> Any:
+def registration_method(config: Registration3DConfig, n_fixed: int, iterations: int) -> Any:
     """The ImageRegistrationMethod: Mattes MI on ``config.samples`` of ``n_fixed`` voxels,
     regular-step gradient descent scaled by physical shift, the configured pyramid."""
     import SimpleITK as sitk
@@ -139,17 +140,36 @@ def one_itk_thread() -> Iterator[None]:
                 sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(_itk_threads_before)
 
 
-def _execute(reg: Any, fixed: Any, moving: Any, initial: Any) -> tuple[Any, bool]:
-    """Run the optimiser on one ITK thread (deterministic): its transform and False, or,
-    when it lost all overlap with the moving image (ITK raises), ``initial`` and True —
-    reported by the stage, not hidden."""
+class Executed(NamedTuple):
+    """What one SimpleITK optimisation gave (see :func:`execute`)."""
+
+    transform: Any
+    lost_overlap: bool
+    stop_condition: str
+    metric: float
+    iterations: int
+
+
+def execute(reg: Any, fixed: Any, moving: Any, initial: Any) -> Executed:
+    """Run the optimiser on one ITK thread (deterministic).
+
+    The transform it found (unwrapped from the composite ``Execute`` returns), or, when
+    it lost all overlap with the moving image (ITK raises), ``initial`` with
+    ``lost_overlap`` — reported by the stage, not hidden.
+    """
+    import SimpleITK as sitk
+
     try:
         with one_itk_thread():
-            return reg.Execute(fixed, moving), False
+            out = reg.Execute(fixed, moving)
     except RuntimeError as exc:
         if "outside moving image buffer" not in str(exc):
             raise
-        return initial, True
+        return Executed(initial, True, LOST_OVERLAP, 0.0, int(reg.GetOptimizerIteration()))
+    if out.GetName() == "CompositeTransform":  # Execute wraps the result
+        out = sitk.CompositeTransform(out).GetBackTransform()
+    return Executed(out, False, reg.GetOptimizerStopConditionDescription(),
+                    float(reg.GetMetricValue()), int(reg.GetOptimizerIteration()))
 
 
 def overlap_mask(fixed_vol: Volume, placement: Affine, moving_vol: Volume,
@@ -194,12 +214,11 @@ def _optimise(model: Model, images: StageImages, start: Affine,
               ) -> StageResult:
     """One SimpleITK optimisation from ``start``, sampling inside ``fixed_mask`` if given
     (``n_fixed``: the voxels sampled from)."""
-    import SimpleITK as sitk
 
     initial = _initial_transform(model, start, images.centre_xyz)
     iterations = config.rigid_iterations if model == "rigid" else config.affine_iterations
     t0 = time.perf_counter()
-    reg = _method(config, n_fixed, iterations)
+    reg = registration_method(config, n_fixed, iterations)
     if fixed_mask is not None:
         reg.SetMetricFixedMask(fixed_mask)
     held = {"rigid": AFFINE_Z_TERMS, "em_z": AFFINE_EM_Z_TERMS}.get(
@@ -207,14 +226,11 @@ def _optimise(model: Model, images: StageImages, start: Affine,
     if held:  # a zero weight keeps a parameter at its start
         reg.SetOptimizerWeights([0.0 if p in held else 1.0 for p in AFFINE_PARAMETERS])
     reg.SetInitialTransform(initial, inPlace=False)
-    out, lost = _execute(reg, images.fixed, images.moving, initial)
-    if out.GetName() == "CompositeTransform":  # Execute wraps the result
-        out = sitk.CompositeTransform(out).GetBackTransform()
-    stop = LOST_OVERLAP if lost else reg.GetOptimizerStopConditionDescription()
-    return StageResult(model, _affine_from_sitk(out), tuple(out.GetParameters()),
-                       0.0 if lost else float(reg.GetMetricValue()),
-                       int(reg.GetOptimizerIteration()), stop, time.perf_counter() - t0,
-                       lost_overlap=lost, held=held)
+    run = execute(reg, images.fixed, images.moving, initial)
+    return StageResult(model, _affine_from_sitk(run.transform),
+                       tuple(run.transform.GetParameters()), run.metric, run.iterations,
+                       run.stop_condition, time.perf_counter() - t0,
+                       lost_overlap=run.lost_overlap, held=held)
 
 
 def run_stage(model: Model, images: StageImages, start: Affine,

@@ -20,8 +20,8 @@ from ..transforms import Affine
 from ..volume import Volume, regular_sample, scale_axes
 from .config import Registration3DConfig
 
-__all__ = ["WorkingGrid", "lm_crop_box", "mirror_x", "working_images", "working_volume",
-           "MIN_LOG_SIGMA_UM"]
+__all__ = ["WorkingGrid", "clip_tails", "lm_crop_box", "mirror_x", "working_images",
+           "working_volume", "MIN_LOG_SIGMA_UM"]
 
 # the 3D stage's LoG scale is the LM's structure scale but never finer: at 1 µm the
 # working grid (σ/2.25 ≈ 0.44 µm, z half the LM's 0.6 µm voxel) stays cheap, and the
@@ -163,7 +163,7 @@ def lm_crop_box(em: Volume, lm: Volume, roi: Box, starts: Sequence[Affine], *,
     return box
 
 
-def _clip_tails(values: np.ndarray, percent: float = 1.0) -> np.ndarray:
+def clip_tails(values: np.ndarray, percent: float = 1.0) -> np.ndarray:
     """Clip to the [percent, 100 − percent] percentiles (from a regular subsample).
 
     LoG values are heavy-tailed: Mattes MI spreads its bins over the full range, so a few
@@ -199,9 +199,9 @@ def working_images(em_w: Volume, lm_w: Volume, sigma_um: float, representation: 
     if representation == "log":
         # sigma is a few working pixels: full-resolution filtering is cheaper than the
         # pyramid's 3D spline upsampling here
-        fixed = _clip_tails(blob_response(em_w.data, sigma_um, em_w.voxel_size_um,
+        fixed = clip_tails(blob_response(em_w.data, sigma_um, em_w.voxel_size_um,
                                           polarity[0], fast=False))
-        moving = _clip_tails(blob_response(lm_w.data, sigma_um, lm_w.voxel_size_um,
+        moving = clip_tails(blob_response(lm_w.data, sigma_um, lm_w.voxel_size_um,
                                            polarity[1], fast=False))
         return fixed, moving
     return (-em_w.data if polarity[0] == "dark" else em_w.data,
