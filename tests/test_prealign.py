@@ -13,7 +13,9 @@ from clemalign.prealign import (
     prealign_xy,
     robust_fuse,
 )
+from clemalign.prealign.fusion import fuse
 from clemalign.prealign.orientation import default_window, orientation_scan
+from clemalign.prealign.result import Candidate
 from clemalign.synthetic import real_appearance_cases
 from clemalign.volume import parse_roi
 
@@ -203,3 +205,25 @@ def test_lm_channel_found_when_not_given(small_pair):
     assert scores[0].matches and scores[0].margin > 1.5
     assert not scores[1].matches and scores[1].margin < 1.0
     assert not scores[2].matches and "constant" in scores[2].note
+
+
+def test_fusion_does_not_average_rival_orientations():
+    """Candidates within the score tolerance but at another orientation are rival
+    hypotheses: the fused position is the best orientation's, not the majority's (two
+    mirrored candidates out-voted the right one on a synthetic section before)."""
+    best = Candidate("ncc", 0, (10.0, 10.0), (10.0, 10.0), 11.5, 11.5, 6.7, mirrored=False)
+    rivals = [Candidate("histogram", 0, (40.0, 5.0), (40.0 + d, 5.0), 1.0, 11.1, -130.0,
+                        mirrored=True) for d in (0.0, 0.2)]
+    fused = fuse([best, *rivals], spatial=True, mad_c=3.0, pixel_um=0.2,
+                 roi_size_um=(20.0, 20.0))
+    assert fused.centre_xy_um == pytest.approx([10.0, 10.0])
+    assert (fused.angle_deg, fused.mirrored) == (pytest.approx(6.7), False)
+    assert [c.inlier for c in fused.candidates] == [True, False, False]
+
+
+def test_window_step_sets_the_searched_angles():
+    assert np.diff([a for a, _ in default_window(OrientationConfig())]) == pytest.approx(5.0)
+    fine = default_window(OrientationConfig(window_step_deg=2.5))
+    assert len(fine) == 25 and fine[0][0] == -30.0 and fine[-1][0] == 30.0
+    with pytest.raises(InputError, match="window_step_deg"):
+        OrientationConfig(window_step_deg=0.0)

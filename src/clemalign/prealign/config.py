@@ -26,7 +26,7 @@ LOG_CLIP_SD = 4.0          # ... over ± this many robust SDs
 LDP_K = 3                  # strongest Kirsch directions setting an LDP bit (56 codes)
 PEAKS_PER_MAP = 3          # separate peaks kept per (slice × descriptor × similarity) map
 # --- Part B (the spatial NCC score)
-DEFAULT_WINDOW_DEG = (-30.0, 30.0, 5.0)  # unmirrored angles always searched (start, stop, step)
+DEFAULT_WINDOW_DEG = (-30.0, 30.0, 5.0)  # always searched, unmirrored (start, stop, default step)
 CELL_SCALES_UM = (1.0, 2.0, 3.0)  # coarse scales (nuclei, cells), up to a tenth of the ROI
 WIDE_SCAN_SCALE_UM = 5.0   # extra orientation-scan scale where the ROI is ≥ 10× larger
 NCC_MAX_MAP_PX = 512       # the working pixel is at least the LM field over this many pixels
@@ -146,6 +146,10 @@ class OrientationConfig:
     n_hypotheses : int
         Best separate orientations of each scan scale that Part B then searches at every
         scale, ±:data:`ORIENTATION_WINDOW_DEG` around each.
+    window_step_deg : float
+        Angle step of Part B within the default window and around each hypothesis.  The
+        CLI's in-plane path halves it (:attr:`clemalign.pipeline.RegistrationConfig.
+        plane_window_step_deg`): there the pre-alignment's orientation is final.
     """
 
     max_rotation_deg: float = 180.0
@@ -153,6 +157,7 @@ class OrientationConfig:
     step_deg: float = 10.0
     scan_sigmas_um: tuple[float, ...] | None = None
     n_hypotheses: int = 2
+    window_step_deg: float = DEFAULT_WINDOW_DEG[2]
 
     def __post_init__(self) -> None:
         if not 0 <= self.max_rotation_deg <= 180:
@@ -166,6 +171,9 @@ class OrientationConfig:
                              f"got {self.scan_sigmas_um}")
         if self.n_hypotheses < 1:
             raise InputError(f"n_hypotheses: expected at least 1, got {self.n_hypotheses}")
+        if not 0 < self.window_step_deg <= ORIENTATION_WINDOW_DEG:
+            raise InputError(f"window_step_deg: expected (0, {ORIENTATION_WINDOW_DEG:g}], got "
+                             f"{self.window_step_deg}")
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 The published fusion: median, MAD outlier rejection, inverse-distance-weighted mean
 (:func:`robust_fuse`).  Beyond it, Part A's candidates are first moved to the best
 spatial score within half a search stride (:func:`snap`), and only candidates within
-5 % of the best spatial score are fused (:func:`fuse`).
+5 % of the best spatial score and at its orientation are fused (:func:`fuse`).
 """
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..errors import InputError
-from .config import SCORE_TOLERANCE
+from ..transforms import angle_distance
+from .config import ORIENTATION_WINDOW_DEG, SCORE_TOLERANCE
 from .ncc_search import ScoreMap
 from .planes import subpixel_peak
 from .result import Candidate
 
-__all__ = ["robust_fuse", "snap", "fuse", "Fusion"]
+__all__ = ["robust_fuse", "snap", "fuse", "same_orientation", "Fusion"]
 
 
 def robust_fuse(points: np.ndarray, *, mad_c: float = 3.0, min_mad: float = 1e-6
@@ -87,6 +88,12 @@ class Fusion:
     confidence: dict
 
 
+def same_orientation(a: Candidate, b: Candidate) -> bool:
+    """Same handedness and angles within :data:`ORIENTATION_WINDOW_DEG`."""
+    return a.mirrored == b.mirrored and \
+        angle_distance(a.angle_deg, b.angle_deg) <= ORIENTATION_WINDOW_DEG
+
+
 def fuse(candidates: list[Candidate], *, spatial: bool, mad_c: float, pixel_um: float,
          roi_size_um: tuple[float, float]) -> Fusion:
     """Choose the candidates to fuse, reject outliers, take the weighted mean.
@@ -96,7 +103,8 @@ def fuse(candidates: list[Candidate], *, spatial: bool, mad_c: float, pixel_um: 
     candidates : list of Candidate
     spatial : bool
         The candidates carry a spatial score (Part B ran): fuse those within
-        :data:`SCORE_TOLERANCE` of the best at their snapped positions, and take the
+        :data:`SCORE_TOLERANCE` of the best and at its orientation
+        (:func:`same_orientation`) at their snapped positions, and take the
         orientation of the best inlier.  Otherwise (Part A alone, as published) fuse
         every map's best peak at its own position.
     mad_c : float
@@ -112,8 +120,12 @@ def fuse(candidates: list[Candidate], *, spatial: bool, mad_c: float, pixel_um: 
         points = np.array([candidates[k].centre_xy_um for k in chosen])
     else:
         scores = np.array([c.spatial_score for c in candidates])
-        best = float(np.nanmax(scores))
-        chosen = [k for k, s in enumerate(scores) if s >= best - SCORE_TOLERANCE * abs(best)]
+        top = candidates[int(np.nanargmax(scores))]
+        best = float(scores[int(np.nanargmax(scores))])
+        # candidates at another orientation are rival hypotheses, not noisy copies of
+        # the best one: their positions are not averaged with it
+        chosen = [k for k, (c, s) in enumerate(zip(candidates, scores, strict=True))
+                  if s >= best - SCORE_TOLERANCE * abs(best) and same_orientation(c, top)]
         points = np.array([candidates[k].snapped_xy_um for k in chosen])
     fused, inlier = robust_fuse(points, mad_c=mad_c, min_mad=0.5 * pixel_um)
     flags = np.zeros(len(candidates), bool)

@@ -23,7 +23,6 @@ from ..representation import Polarity, blob_response
 from ..transforms import angle_distance, wrap_deg
 from .config import (
     CELL_SCALES_UM,
-    DEFAULT_WINDOW_DEG,
     N_NCC_PEAKS,
     NCC_MAX_MAP_PX,
     REFINE_RADIUS_UM,
@@ -75,6 +74,7 @@ class ScoreMap:
     shift_px: np.ndarray
     pixel_um: float
     origin_xy_um: np.ndarray
+    step_deg: float  # angle step between neighbouring orientations of a group
 
     def to_xy(self, i: float, j: float) -> np.ndarray:
         return self.origin_xy_um + (np.array([j, i]) + self.shift_px) * self.pixel_um
@@ -122,7 +122,7 @@ def peak_margin(score: np.ndarray, min_distance: int) -> float:
 def _peak_candidate(total: np.ndarray, smap: ScoreMap, groups: list[int], i: int, j: int,
                     a: int, rank: int) -> Candidate:
     """Sub-pixel position at orientation ``a``; the angle refined by a parabola."""
-    step = DEFAULT_WINDOW_DEG[2]
+    step = smap.step_deg
     si, sj = subpixel_peak(total[a], i, j)
     angle, mirrored = smap.orientations[a]
 
@@ -252,7 +252,7 @@ def ncc_search(mip: np.ndarray, lm_spacing_yx: Sequence[float], em_image: np.nda
                                 min_overlap_fraction=search.min_overlap_fraction, signs=signs,
                                 workers=workers)
         scan["sigmas_um"] = [float(v) for v in scan_sigmas]
-    plan = _sign_plan(signs, scan, window)
+    plan = _sign_plan(signs, scan, window, orientation.window_step_deg)
     maps, images, margins, best = _score_scales(sigmas, cache, images_at, plan, search,
                                                 roi_size_um, workers)
     cache.clear()
@@ -267,7 +267,8 @@ def ncc_search(mip: np.ndarray, lm_spacing_yx: Sequence[float], em_image: np.nda
     kept = images[k]
     best_index = np.argmax(total, axis=0)
     smap = ScoreMap(np.take_along_axis(total, best_index[None], 0)[0], best_index, orientations,
-                    shift_px, kept.pixel_um, np.asarray(origin_xy_um, float))
+                    shift_px, kept.pixel_um, np.asarray(origin_xy_um, float),
+                    orientation.window_step_deg)
     if scan:  # the figure shows the curves and hypotheses of the kept sign
         scan.update(scan["by_sign"][f"{sign:+d}"])
 
@@ -298,12 +299,12 @@ class _SignPlan:
     index: dict     # sign → indices of its orientations in ``union``
 
 
-def _sign_plan(signs: Sequence[int], scan: dict, window) -> _SignPlan:
+def _sign_plan(signs: Sequence[int], scan: dict, window, step_deg: float) -> _SignPlan:
     by_sign = scan.get("by_sign", {})
     first = signs[0]
     proposing = tuple(s for s in signs if s == first or not by_sign or by_sign[f"{s:+d}"]["best"]
                       >= by_sign[f"{first:+d}"]["best"] - SIGN_SCAN_GAP)
-    own = {s: search_orientations(window, by_sign.get(f"{s:+d}", {}), DEFAULT_WINDOW_DEG[2])
+    own = {s: search_orientations(window, by_sign.get(f"{s:+d}", {}), step_deg)
            for s in proposing}
     per_sign = {s: own.get(s, own[first]) for s in signs}
     union = list(dict.fromkeys(o for s in signs for o in per_sign[s][0]))

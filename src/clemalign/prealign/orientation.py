@@ -79,9 +79,9 @@ def oriented_templates(image: np.ndarray, centre_rc: np.ndarray,
 
 def default_window(config: OrientationConfig) -> list[Orientation]:
     """The always-searched unmirrored window (:data:`DEFAULT_WINDOW_DEG` within
-    ±``max_rotation_deg``)."""
-    start, stop, step = DEFAULT_WINDOW_DEG
-    angles = np.arange(start, stop + 1e-9, step)
+    ±``max_rotation_deg``, in steps of ``config.window_step_deg``)."""
+    start, stop, _ = DEFAULT_WINDOW_DEG
+    angles = np.arange(start, stop + 1e-9, config.window_step_deg)
     angles = angles[np.abs(angles) <= config.max_rotation_deg + 1e-9]
     return [(float(a), False) for a in (angles if angles.size else [0.0])]
 
