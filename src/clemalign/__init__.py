@@ -1,21 +1,41 @@
 """clemalign: automatic 3D overlay of correlative light and electron microscopy stacks."""
 
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 
 from .errors import InputError
-from .evaluation import target_registration_error
-from .io import read_clem_pair, read_volume, write_ome_tiff, write_volume
-from .pipeline import RegistrationConfig, RegistrationResult, register
-from .prealign import PrealignConfig, PrealignResult, prealign_xy
-from .registration import Registration3DConfig, Registration3DResult, register_3d
-from .synthetic import SimulatedPair, SimulationConfig, simulate_pair, write_simulated_pair
-from .transforms import Affine
-from .volume import Volume, from_sitk, to_sitk
 
 try:
     __version__ = version("clemalign")
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+unknown"
+
+# the public names load on first use (as scikit-image's do): ``import clemalign`` stays
+# quick, and the command line can catch Ctrl-C while the heavy modules load
+_WHERE = {
+    "target_registration_error": "evaluation", "read_clem_pair": "io", "read_volume": "io",
+    "write_ome_tiff": "io", "write_volume": "io", "RegistrationConfig": "pipeline",
+    "RegistrationResult": "pipeline", "register": "pipeline", "PrealignConfig": "prealign",
+    "PrealignResult": "prealign", "prealign_xy": "prealign",
+    "Registration3DConfig": "registration", "Registration3DResult": "registration",
+    "register_3d": "registration", "SimulatedPair": "synthetic",
+    "SimulationConfig": "synthetic", "simulate_pair": "synthetic",
+    "write_simulated_pair": "synthetic", "Affine": "transforms", "Volume": "volume",
+    "from_sitk": "volume", "to_sitk": "volume",
+}
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        value = getattr(import_module(f".{_WHERE[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'clemalign' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "Affine",

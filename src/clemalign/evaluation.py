@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
-from .errors import InputError
+from .errors import InputError, reading_text
 from .transforms import Affine
 from .volume import check_voxel_size
 
@@ -45,7 +45,7 @@ class Landmarks:
 def _rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     if not path.is_file():
         raise InputError(f"{path}: no such file")
-    with open(path, newline="") as fh:
+    with reading_text(path, "landmarks file"), open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
         header = None
         rows = []

@@ -1,8 +1,9 @@
 """Files a registration leaves behind: transform, LM resampled onto the EM, run record.
 
-Fixed names inside one output folder (``OUTPUT_FILES``).  Every file is written
-atomically, and nothing is replaced unless ``overwrite`` is set — checked for all files
-before any is written, so a refused run leaves the folder as it was.
+Fixed names inside one output folder (``OUTPUT_FILES``).  The files are written as a
+whole (:func:`clemalign.io.output_folder.staged_output`): into a temporary folder, moved
+into place when all are complete; nothing is replaced unless ``overwrite`` is set, and a
+refused, failed or interrupted run leaves the folder as it was.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from .evaluation import Landmarks, tre_table
-from .io import atomic_write_text, ensure_writable, write_json, write_ome_tiff
+from .io import atomic_write_text, write_json, write_ome_tiff
+from .io.output_folder import staged_output
 from .pipeline import RegistrationResult
 from .prealign3d import Prealign3DResult
+from .resources import check_memory
 from .transform_io import (
     roi_points_um,
     write_bigwarp_csv,
@@ -88,6 +91,12 @@ def resample_lm_to_em(lm: Volume, em: Volume, em_to_lm: Affine, roi: Roi | None 
     transform.SetMatrix(tuple(float(v) for v in em_to_lm.linear.ravel()))
     transform.SetTranslation(tuple(float(v) for v in em_to_lm.translation_um))
     channels = [lm.data] if lm.data.ndim == 3 else list(lm.data)
+    # the output, one channel's float copy for SimpleITK and its resampled image
+    itemsize = lm.data.dtype.itemsize
+    check_memory(float(np.prod(roi.shape)) * itemsize * (len(channels) + 1)
+                 + float(np.prod(lm.shape_zyx)) * 4,
+                 f"the LM on the EM grid ({len(channels)} channel(s) × {roi.shape} voxels of "
+                 f"{em.voxel_size_um} µm)", "choose a smaller --roi")
     out = None
     for c, data in enumerate(channels):
         image = to_sitk(Volume(np.asarray(data), lm.voxel_size_um, lm.origin_xyz_um))
@@ -196,11 +205,20 @@ def write_registration(outdir: str | os.PathLike, result: RegistrationResult, em
     dict
         File name → path written.
     """
+    outdir = Path(outdir)
+    with staged_output(outdir, OUTPUT_FILES, overwrite=overwrite) as staging:
+        _write_all(staging, result, em, lm, landmarks)
+    return {name: outdir / name for name in OUTPUT_FILES}
+
+
+def _write_all(folder: Path, result: RegistrationResult, em: Volume, lm: Volume,
+               landmarks: Landmarks | None) -> None:
+    """Every output file into an empty ``folder``."""
     from . import __version__
     from .report import build_report
 
-    outdir = Path(outdir)
-    paths = {name: ensure_writable(outdir / name, overwrite=overwrite) for name in OUTPUT_FILES}
+    overwrite = False
+    paths = {name: folder / name for name in OUTPUT_FILES}
     written = {}
     evaluation = None
     if landmarks is not None:
@@ -245,7 +263,6 @@ def write_registration(outdir: str | os.PathLike, result: RegistrationResult, em
                                  for title, (_, png, caption) in figures.items()},
                         evaluation=evaluation, files=sorted(OUTPUT_FILES))
     written["report.html"] = atomic_write_text(paths["report.html"], page, overwrite=overwrite)
-    return written
 
 
 def _write_bytes(path: Path, data: bytes, overwrite: bool) -> Path:

@@ -248,8 +248,38 @@ def register(em: Volume, lm: Volume, *, config: RegistrationConfig = Registratio
     Raises
     ------
     InputError
-        Invalid inputs (see :func:`clemalign.prealign.prealign_xy`).
+        Invalid inputs (see :func:`clemalign.prealign.prealign_xy`); a step's own
+        precondition that fails on these inputs is reported naming the inputs, not the
+        step's function.
     """
+    try:
+        return _register(em, lm, config, progress, workers)
+    except InputError as exc:
+        name, sep, rest = str(exc).partition(": ")
+        # a parameter's name stays (the CLI names its flag); a function's is replaced
+        if sep and name.isidentifier() and name not in _parameter_names(RegistrationConfig):
+            raise InputError(f"EM {em.source or '(array)'} with LM {lm.source or '(array)'}: "
+                             f"{rest}; check both voxel sizes and the --roi") from exc
+        raise
+
+
+def _parameter_names(cls) -> set[str]:
+    """Every field name of a configuration dataclass and of those nested in it."""
+    import dataclasses
+    import typing
+
+    names = set()
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        names.add(f.name)
+        if dataclasses.is_dataclass(hints.get(f.name)):
+            names |= _parameter_names(hints[f.name])
+    return names
+
+
+def _register(em: Volume, lm: Volume, config: RegistrationConfig,
+              progress: Callable[[str, float], None] | None,
+              workers: int | None) -> RegistrationResult:
     t0 = time.perf_counter()
     if em.data.ndim != 3:
         raise InputError(f"EM {em.source or ''}: expected a single-channel (z, y, x) stack, "

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, reading_text
 from .io import atomic_write_text
 from .transforms import Affine
 
@@ -83,7 +83,10 @@ def read_itk_tfm(path: str | os.PathLike) -> Affine:
             raise InputError(f"{path}: holds {composite.GetNumberOfTransforms()} transforms; "
                              "expected a single affine transform")
         tx = composite.GetNthTransform(0)
-    if tx.GetDimension() != 3 or not hasattr(tx, "GetMatrix"):
+    if tx.GetDimension() != 3:
+        raise InputError(f"{path}: a {tx.GetDimension()}D {tx.GetName()}; clemalign's "
+                         "transforms are 3D (write the 2D one as 3D with z unchanged)")
+    if not hasattr(tx, "GetMatrix"):
         try:
             tx = sitk.AffineTransform(tx)
         except RuntimeError:
@@ -140,7 +143,8 @@ def read_bigwarp_csv(path: str | os.PathLike) -> Affine:
     if not path.is_file():
         raise InputError(f"{path}: no such landmarks file")
     lm_pts, em_pts = [], []
-    with open(path, newline="") as fh:
+    with reading_text(path, "BigWarp landmarks file"), \
+            open(path, newline="", encoding="utf-8-sig") as fh:
         for line_no, row in enumerate(csv.reader(fh), start=1):
             if not row or not "".join(row).strip():
                 continue
@@ -154,11 +158,17 @@ def read_bigwarp_csv(path: str | os.PathLike) -> Affine:
             except ValueError:
                 raise InputError(f"{path}, line {line_no}: coordinates must be numbers, "
                                  f"got {row[2:]}") from None
+            if not all(np.isfinite(values)):
+                raise InputError(f"{path}, line {line_no}: coordinates must be finite "
+                                 f"numbers, got {row[2:]}")
             lm_pts.append(values[:3])
             em_pts.append(values[3:])
     if len(lm_pts) < 4:
         raise InputError(f"{path}: {len(lm_pts)} active landmark pairs; need at least 4")
-    return fit_affine(np.array(em_pts), np.array(lm_pts))
+    try:
+        return fit_affine(np.array(em_pts), np.array(lm_pts))
+    except InputError as exc:
+        raise InputError(f"{path}: {str(exc).partition(': ')[2] or exc}") from None
 
 
 def napari_affine(em_to_lm: Affine, lm_voxel_size_um: Sequence[float],
@@ -215,7 +225,8 @@ def read_ecclem_xml(path: str | os.PathLike) -> Affine:
     if not path.is_file():
         raise InputError(f"{path}: no such transform file")
     try:
-        root = ET.parse(path).getroot()
+        with reading_text(path, "eC-CLEM XML"):
+            root = ET.parse(path).getroot()
     except ET.ParseError as exc:
         raise InputError(f"{path}: not valid XML ({exc})") from None
     node = root if root.tag == "MatrixTransformation" else root.find(".//MatrixTransformation")
@@ -247,7 +258,8 @@ def read_transform(path: str | os.PathLike) -> Affine:
         if not path.is_file():
             raise InputError(f"{path}: no such transform file")
         try:
-            record = json.loads(path.read_text())
+            with reading_text(path, "transform JSON"):
+                record = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise InputError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
         if not isinstance(record, dict) or "em_to_lm" not in record:

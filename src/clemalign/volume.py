@@ -34,6 +34,10 @@ def regular_sample(values: np.ndarray, max_count: int = 500_000) -> np.ndarray:
     return values.ravel()[::max(1, values.size // max_count)]
 
 
+# 0.1 Å (below any EM pixel) to 1 cm: outside, the unit is wrong, and grids become absurd
+PLAUSIBLE_VOXEL_UM = (1e-5, 1e4)
+
+
 def check_voxel_size(voxel_size_um: Sequence[float], *, what: str = "voxel size",
                      flag: str | None = None) -> tuple[float, float, float]:
     """Validate a ``(z, y, x)`` voxel size in µm and return it as a float tuple.
@@ -50,7 +54,8 @@ def check_voxel_size(voxel_size_um: Sequence[float], *, what: str = "voxel size"
     Raises
     ------
     InputError
-        If there are not exactly three finite, positive values.
+        If there are not exactly three finite, positive values within
+        :data:`PLAUSIBLE_VOXEL_UM` (a wrong unit would otherwise make absurd grids).
     """
     hint = f" (set it with {flag} Z Y X, in µm)" if flag else ""
     try:
@@ -64,6 +69,10 @@ def check_voxel_size(voxel_size_um: Sequence[float], *, what: str = "voxel size"
     if not all(np.isfinite(v) and v > 0 for v in values):
         raise InputError(f"{what}: voxel sizes must be finite and positive, got "
                          f"{values} µm{hint}")
+    lo, hi = PLAUSIBLE_VOXEL_UM
+    if not all(lo <= v <= hi for v in values):
+        raise InputError(f"{what}: {values} µm is outside the range of microscopes "
+                         f"({lo:g}–{hi:g} µm); check the unit (µm, not nm or m){hint}")
     return values  # type: ignore[return-value]
 
 

@@ -9,7 +9,7 @@ import click
 import numpy as np
 
 from ..errors import InputError
-from .app import app, err, out, voxel_size_option
+from .app import FINITE, POSITIVE, SEED, app, err, markup_safe, out, voxel_size_option
 
 
 @app.command()
@@ -28,10 +28,11 @@ def info(file: Path, voxel_size: tuple[float, float, float] | None) -> None:
         size = override_voxel_size(voxel_size, flag="--voxel-size",
                                    n_planes=raw.data.shape[1], path=file)
     c, z, y, x = raw.data.shape
-    out.print(f"[bold]{file}[/bold]  ({raw.format})")
+    out.print(f"[bold]{markup_safe(file)}[/bold]  ({raw.format})", markup=True)
     out.print(f"  shape (z, y, x): {z} × {y} × {x}   channels: {c}   dtype: {raw.data.dtype}")
     if size is None:
-        out.print("  voxel size: [yellow]not recorded[/yellow] (pass --voxel-size Z Y X in µm)")
+        out.print("  voxel size: [yellow]not recorded[/yellow] (pass --voxel-size Z Y X in µm)",
+                  markup=True)
     else:
         extent = tuple(n * s for n, s in zip((z, y, x), size, strict=True))
         out.print("  voxel size (z, y, x): " + " × ".join(f"{s:.6g}" for s in size) + " µm")
@@ -47,17 +48,18 @@ def info(file: Path, voxel_size: tuple[float, float, float] | None) -> None:
         good = values if finite is None else values[finite]
         if good.size:
             lo, hi, mean = float(good.min()), float(good.max()), float(good.mean())
-            line = f"  channel {i} {name!r}: min {lo:.6g}  max {hi:.6g}  mean {mean:.6g}"
+            line = (f"  channel {i} {markup_safe(repr(name))}: min {lo:.6g}  max {hi:.6g}  "
+                    f"mean {mean:.6g}")
         else:
             lo = hi = float("nan")
-            line = f"  channel {i} {name!r}: no finite values"
+            line = f"  channel {i} {markup_safe(repr(name))}: no finite values"
         if n_bad:
             line += f"  [red]{n_bad} NaN/Inf voxels[/red]"
             problems.append(f"channel {i} has {n_bad} NaN/Inf voxels")
         if good.size and lo == hi:
             line += "  [yellow]constant[/yellow]"
             problems.append(f"channel {i} is constant")
-        out.print(line)
+        out.print(line, markup=True)
     if problems:
         raise InputError(f"{file}: " + "; ".join(problems) + " — it cannot be registered")
 
@@ -90,15 +92,15 @@ def simulate_scene(scene: str, *, seed: int, scale: float = 1.0, size: str = "sm
 @app.command()
 @click.argument("outdir", type=click.Path(path_type=Path, file_okay=False))
 @SCENE_OPTION
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=SEED, default=0, show_default=True,
               help="Random seed (same seed, same pair).")
-@click.option("--scale", type=float, default=1.0, show_default=True,
+@click.option("--scale", type=POSITIVE, default=1.0, show_default=True,
               help="monolayer: lateral size factor (0.3 gives a small, fast pair).")
 @click.option("--size", type=click.Choice(["small", "publication"]), default="small",
               show_default=True,
               help="tissue: small (microCT 200×200×110 µm, LM 227×227×108 µm) or the "
                    "publication's (microCT 1084×896×1094, LM 2×1024×1024×107).")
-@click.option("--rotation-deg", type=float, default=None,
+@click.option("--rotation-deg", type=FINITE, default=None,
               help="In-plane rotation of the EM field in degrees [default: random in ±15 "
                    "(monolayer), over the full circle (tissue)].")
 @click.option("--mirror", is_flag=True, help="Mirror the EM field (flip x).")
@@ -119,7 +121,7 @@ def simulate(outdir: Path, scene: str, seed: int, scale: float, size: str,
     Writes em.ome.tif, lm.ome.tif, truth.json (the em_to_lm matrix, and the --roi to give
     for a tissue pair) and landmarks.csv.
     """
-    from ..io import ensure_writable
+    from ..io.output_folder import refuse_existing
     from ..synthetic import SIMULATED_FILES, write_simulated_pair
 
     overrides = {"rotation_deg": rotation_deg, "mirror": mirror, "flip_z": flip_z,
@@ -127,8 +129,7 @@ def simulate(outdir: Path, scene: str, seed: int, scale: float, size: str,
     if scene == "monolayer":
         overrides["placement"] = placement
     # fail before the expensive rendering if outputs exist
-    for name in SIMULATED_FILES:
-        ensure_writable(outdir / name, overwrite=overwrite)
+    refuse_existing(outdir, SIMULATED_FILES, overwrite=overwrite)
     start = time.perf_counter()
     with err.status("simulating") as status:
         pair = simulate_scene(scene, seed=seed, scale=scale, size=size,
@@ -183,6 +184,6 @@ def check(em: Path, lm: Path, em_voxel_size: tuple[float, float, float] | None,
                    "chooses one)")
     else:
         out.print(f"LM channel used: {lm_chan.channel_names[0]!r} of {names}")
-    out.print("[green]inputs OK[/green]")
+    out.print("[green]inputs OK[/green]", markup=True)
 
 

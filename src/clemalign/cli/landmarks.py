@@ -7,14 +7,16 @@ from pathlib import Path
 
 import click
 
-from .app import app, out, voxel_size_option
+from ..errors import InputError
+from ..volume import check_voxel_size
+from .app import POSITIVE, app, out, voxel_size_option
 
 
 @app.command()
 @click.argument("transform", type=click.Path(path_type=Path))
 @click.argument("landmarks", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.option("--em-pixel-um", type=float, default=None,
+@click.option("--em-pixel-um", type=POSITIVE, default=None,
               help="EM pixel size (µm) to also report errors in EM pixels [default: the "
                    "x voxel size in transform.json when present].")
 @voxel_size_option("--em-voxel-size", "EM voxel size (z, y, x) µm, for voxel-index columns.")
@@ -33,8 +35,13 @@ def evaluate(transform: Path, landmarks: Path, as_json: bool, em_pixel_um: float
 
     em_to_lm = read_transform(transform)
     if em_pixel_um is None and transform.suffix.lower() == ".json":
-        sizes = json.loads(transform.read_text()).get("em_voxel_size_um")
-        em_pixel_um = float(sizes[2]) if sizes else None
+        sizes = json.loads(transform.read_text(encoding="utf-8")).get("em_voxel_size_um")
+        try:
+            em_pixel_um = check_voxel_size(sizes, what=f"{transform}: em_voxel_size_um")[2] \
+                if sizes else None
+        except InputError:
+            raise InputError(f"{transform}: field em_voxel_size_um is not three positive "
+                             f"sizes in µm ({sizes!r}); fix it or pass --em-pixel-um") from None
     if em_pixel_um is None and em_voxel_size is not None:
         em_pixel_um = float(em_voxel_size[2])
     points = read_landmarks_csv(landmarks, em_voxel_size_um=em_voxel_size,

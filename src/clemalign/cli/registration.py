@@ -10,7 +10,7 @@ import click
 import numpy as np
 
 from ..errors import InputError
-from .app import app, err, markup_safe, out, voxel_size_option
+from .app import POSITIVE, SEED, app, err, markup_safe, out, voxel_size_option
 from .files import SCENE_OPTION, simulate_scene
 
 
@@ -32,14 +32,14 @@ def _run_registration(em_vol, lm_vol, config, outdir: Path, overwrite: bool, lan
     """Register with a progress display per stage and write the outputs."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ..io import ensure_writable
+    from ..io.output_folder import refuse_existing
     from ..outputs import OUTPUT_FILES, write_registration
     from ..pipeline import register
 
-    for name in OUTPUT_FILES:  # refuse before the expensive work
-        ensure_writable(outdir / name, overwrite=overwrite)
+    refuse_existing(outdir, OUTPUT_FILES, overwrite=overwrite)  # before the expensive work
     columns = (TextColumn("{task.description:<22}"), BarColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err, transient=False) as bar:
+    # bars on a terminal only: a batch log gets the summary lines, not bar frames
+    with Progress(*columns, console=err, transient=False, disable=not err.is_terminal) as bar:
         tasks = {"prealign": bar.add_task("pre-alignment", total=1.0),
                  "fine": bar.add_task("fine registration", total=1.0),
                  "write": bar.add_task("writing outputs", total=1.0)}
@@ -67,7 +67,8 @@ def _print_result(result, paths) -> None:
     for c in result.channel_scores:
         out.print(f"LM channel {c.channel} ({markup_safe(c.name)}): peak margin {c.margin:.2f}"
                    + ("" if c.matches else " — matches nothing")
-                   + (" [bold]← used[/bold]" if c.channel == result.lm_channel else ""))
+                   + (" [bold]← used[/bold]" if c.channel == result.lm_channel else ""),
+                   markup=True)
     if result.scales is not None:
         sc, pol = result.scales, getattr(pre, "polarity", None)
         em_pol = f"{pol.em} ({pol.em_how})" if pol else f"{sc.em_polarity} ({sc.em_polarity_how})"
@@ -101,11 +102,13 @@ def _print_result(result, paths) -> None:
         out.print(f"{stage.name}: metric {stage.metric:.4f} after {stage.iterations} "
                    f"iterations ({stage.seconds:.1f} s)"
                    + ("" if stage.kept else f" — {stage.stop_condition.split(';')[0]}"))
-    out.print(f"confidence: [{colour}]{conf['score']:.2f} ({conf['verdict']})[/{colour}]")
+    out.print(f"confidence: [{colour}]{conf['score']:.2f} ({conf['verdict']})[/{colour}]",
+              markup=True)
     if conf["verdict"] != "ok":
         err.print(f"[{colour}]warning:[/{colour}] the result is {conf['verdict']}: "
-                   + "; ".join(conf["reasons"]) + ". Check the overlays in report.html, or "
-                   "restrict the search (--roi, --max-rotation-deg, --no-mirror).")
+                   + markup_safe("; ".join(conf["reasons"]))
+                   + ". Check the overlays in report.html, or restrict the search (--roi, "
+                   "--max-rotation-deg, --no-mirror).", markup=True)
     out.print("em_to_lm (µm):")
     for row in result.em_to_lm.matrix:
         out.print("  " + "  ".join(f"{v:10.5f}" for v in row))
@@ -158,20 +161,29 @@ def _print_result(result, paths) -> None:
                    "does not depend on it.")
 @click.option("--strict", is_flag=True,
               help="Exit with status 3 when the verdict is 'failed' (outputs are still written).")
+@click.option("--max-memory", type=POSITIVE, default=None, metavar="GIB",
+              help="Largest array allowed, GiB [default: the memory available]; a run that "
+                   "would need more stops before allocating, naming what is too large.")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
-def register_command(em: Path, lm: Path, outdir: Path,
-                     em_voxel_size: tuple[float, float, float] | None,
-                     lm_voxel_size: tuple[float, float, float] | None, lm_channel: str,
-                     roi: str | None, model: str, em_slices: str | None,
-                     landmarks: Path | None, max_rotation_deg: float, no_mirror: bool,
-                     no_flip_z: bool, em_polarity: str, lm_polarity: str, prealign_mode: str,
-                     workers: int | None, strict: bool, overwrite: bool) -> None:
+def register_command(max_memory: float | None, **options) -> None:
     """Register EM to LM: pre-alignment (XY or 3D), then 3D mutual-information registration.
 
     EM and LM are 3D stacks (OME-TIFF, ImageJ TIFF, MRC, OME-Zarr or .npy) with voxel
     sizes in their metadata or given in µm.  Writes the transform (both directions), every
     LM channel resampled onto the EM grid, the run configuration and a figure.
     """
+    from ..resources import memory_limit
+
+    with memory_limit(max_memory):
+        _register(**options)
+
+
+def _register(em: Path, lm: Path, outdir: Path, em_voxel_size: tuple[float, float, float] | None,
+              lm_voxel_size: tuple[float, float, float] | None, lm_channel: str,
+              roi: str | None, model: str, em_slices: str | None, landmarks: Path | None,
+              max_rotation_deg: float, no_mirror: bool, no_flip_z: bool, em_polarity: str,
+              lm_polarity: str, prealign_mode: str, workers: int | None, strict: bool,
+              overwrite: bool) -> None:
     from dataclasses import replace
 
     from ..io import read_clem_pair
@@ -213,8 +225,8 @@ def register_command(em: Path, lm: Path, outdir: Path,
 @click.option("-o", "--outdir", type=click.Path(path_type=Path, file_okay=False),
               default=Path("clemalign-demo"), show_default=True, help="Output folder.")
 @SCENE_OPTION
-@click.option("--seed", type=int, default=0, show_default=True, help="Simulation seed.")
-@click.option("--scale", type=float, default=1.0, show_default=True,
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Simulation seed.")
+@click.option("--scale", type=POSITIVE, default=1.0, show_default=True,
               help="monolayer: lateral size factor of the simulated pair (0.3: small and fast).")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
 def demo(outdir: Path, scene: str, seed: int, scale: float, overwrite: bool) -> None:
@@ -226,13 +238,15 @@ def demo(outdir: Path, scene: str, seed: int, scale: float, overwrite: bool) -> 
     against the simulation's truth is printed.
     """
     from ..evaluation import target_registration_error
-    from ..io import ensure_writable, read_clem_pair
+    from ..io import read_clem_pair
+    from ..io.output_folder import refuse_existing
+    from ..outputs import OUTPUT_FILES
     from ..pipeline import RegistrationConfig
     from ..synthetic import SIMULATED_FILES, write_simulated_pair
 
     data_dir = outdir / "data"
-    for name in SIMULATED_FILES:
-        ensure_writable(data_dir / name, overwrite=overwrite)
+    refuse_existing(data_dir, SIMULATED_FILES, overwrite=overwrite)
+    refuse_existing(outdir, OUTPUT_FILES, overwrite=overwrite)
     start = time.perf_counter()
     with err.status(f"simulating a {scene} CLEM pair"):
         pair = simulate_scene(scene, seed=seed, scale=scale)
@@ -254,7 +268,7 @@ def demo(outdir: Path, scene: str, seed: int, scale: float, overwrite: bool) -> 
     em_px = float(pair.em.voxel_size_um[2])
     out.print(f"[bold]landmark error vs truth ({tre.size} landmarks):[/bold] mean "
                f"{tre.mean():.3f} µm ({tre.mean() / em_px:.1f} EM px), median "
-               f"{np.median(tre):.3f} µm, max {tre.max():.3f} µm")
+               f"{np.median(tre):.3f} µm, max {tre.max():.3f} µm", markup=True)
 
 
 

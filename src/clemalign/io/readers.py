@@ -29,6 +29,10 @@ _Read: TypeAlias = tuple[np.ndarray, str, tuple[float, float, float] | None,
                          tuple[float, float, float], list[str] | None]
 
 
+# more than any image codec achieves on real data: a file declaring more is corrupt
+MAX_COMPRESSION = 2000
+
+
 def read_volume(path: str | os.PathLike, *, voxel_size_um: Sequence[float] | None = None,
                 voxel_size_flag: str = "--voxel-size") -> Volume:
     """Read a 3D or 2D (optionally multi-channel) image with its voxel size in µm.
@@ -137,8 +141,7 @@ def read_raw(path: str | os.PathLike) -> RawImage:
         Missing or unreadable file, or a layout that is not a 3D (multi-channel) stack.
     """
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
+    _check_input_path(path)
     fmt = file_format(path)
     readers = {"ome-tiff": _read_tiff, "tiff": _read_tiff, "mrc": _read_mrc,
                "ome-zarr": _read_ome_zarr, "npy": _read_npy, "png": _read_png}
@@ -148,7 +151,7 @@ def read_raw(path: str | os.PathLike) -> RawImage:
         raise
     except Exception as exc:  # a corrupt file surfaces as many library-specific errors
         raise InputError(f"{path}: cannot read as {fmt} ({type(exc).__name__}: {exc})") from None
-    data = _to_czyx(data, axes, path)
+    data = _to_czyx(_check_dtype(data, path), axes, path)
     if names is not None and len(names) != data.shape[0]:
         names = None
     if size_zyx is not None and np.isnan(size_zyx[0]):
@@ -203,6 +206,7 @@ def _read_tiff(path: Path) -> _Read:
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
+        _check_complete_tiff(tif, path)
         series = tif.series[0]
         axes = series.axes
         data = None
@@ -212,6 +216,7 @@ def _read_tiff(path: Path) -> _Read:
             except ValueError:
                 data = None
         if data is None or data.shape != tuple(series.shape):
+            _check_declared_size(path, int(series.nbytes), tuple(series.shape), series.dtype)
             data = series.asarray()
         if tif.is_ome and tif.ome_metadata:
             size, names = ome_sizes(tif.ome_metadata, path)
@@ -220,6 +225,65 @@ def _read_tiff(path: Path) -> _Read:
             size = imagej_sizes(tif, path)
             return data, axes, size, (0.0, 0.0, 0.0), imagej_names(tif.imagej_metadata)
         return data, axes, None, (0.0, 0.0, 0.0), None
+
+
+def _check_input_path(path: Path) -> None:
+    """A regular file (or an OME-Zarr folder): a pipe or device would block or never end."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be opened ({exc.strerror})") from None
+    if stat.S_ISDIR(mode):
+        if path.suffix.lower() != ".zarr":
+            raise InputError(f"{path}: is a folder; give an image file (or an OME-Zarr .zarr "
+                             "folder)")
+    elif not stat.S_ISREG(mode):
+        raise InputError(f"{path}: not a regular file (a pipe, socket or device); save the "
+                         "image to a file first")
+
+
+def _check_dtype(data: np.ndarray, path: Path) -> np.ndarray:
+    """Real numbers only: complex, structured, text and object arrays are refused; a
+    boolean mask is read as 0/1 bytes."""
+    kind = data.dtype.kind
+    if kind == "b":
+        return data.view(np.uint8)
+    if kind == "c":
+        raise InputError(f"{path}: complex pixels ({data.dtype}); save the magnitude (or the "
+                         "real part) as a real image")
+    if kind not in "uif":
+        raise InputError(f"{path}: pixels of type {data.dtype} are not numbers; save an "
+                         "integer or floating-point image")
+    return data
+
+
+def _check_complete_tiff(tif, path: Path) -> None:
+    """Refuse a TIFF cut short (a copy or download that stopped): its first image's data,
+    or an OME-TIFF's metadata, lies beyond the end of the file."""
+    size = path.stat().st_size
+    page = tif.pages.first
+    ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts, strict=False)]
+    named_ome = path.name.lower().endswith((".ome.tif", ".ome.tiff"))
+    if (ends and max(ends) > size) or (named_ome and not tif.is_ome):
+        raise InputError(f"{path}: the TIFF is truncated or damaged (its data or OME metadata "
+                         f"lies beyond the file's {size} bytes); copy or save it again")
+
+
+def _check_declared_size(path: Path, nbytes: int, shape: tuple, dtype) -> None:
+    """Refuse, before reading, a file whose declared pixels cannot be in it or in memory."""
+    from ..resources import check_memory
+
+    size = path.stat().st_size
+    if nbytes > MAX_COMPRESSION * max(size, 1):
+        raise InputError(f"{path}: declares {shape} {dtype} pixels ({nbytes / 2**30:.1f} GiB) "
+                         f"in a {size}-byte file: it is truncated or corrupt")
+    check_memory(nbytes, f"{path}: reading this compressed file ({shape} {dtype})",
+                 "save it uncompressed (it is then read where needed) or as OME-Zarr, or "
+                 "raise --max-memory")
 
 
 def _read_mrc(path: Path) -> _Read:
@@ -303,6 +367,18 @@ def _read_npy(path: Path) -> _Read:
     return data, axes, None, (0.0, 0.0, 0.0), None
 
 
+def _same_file(a: Path, b: Path, max_bytes: int = 2**30) -> bool:
+    """The same file, or two files with the same bytes (a copy; compared up to 1 GiB)."""
+    import filecmp
+
+    if os.path.samefile(a, b):
+        return True
+    if not (a.is_file() and b.is_file()) or a.stat().st_size != b.stat().st_size \
+            or a.stat().st_size > max_bytes:
+        return False
+    return filecmp.cmp(a, b, shallow=False)
+
+
 def read_clem_pair(em_path: str | os.PathLike, lm_path: str | os.PathLike, *,
                    em_voxel_size_um: Sequence[float] | None = None,
                    lm_voxel_size_um: Sequence[float] | None = None,
@@ -342,6 +418,9 @@ def read_clem_pair(em_path: str | os.PathLike, lm_path: str | os.PathLike, *,
 
     em = read_volume(em_path, voxel_size_um=em_voxel_size_um, voxel_size_flag="--em-voxel-size")
     lm = read_volume(lm_path, voxel_size_um=lm_voxel_size_um, voxel_size_flag="--lm-voxel-size")
+    if _same_file(Path(em_path), Path(lm_path)):
+        raise InputError(f"{lm_path}: the same image as the EM ({em_path}); give the "
+                         "fluorescence stack as LM")
     if em.n_channels > 1:
         em = em.channel(0)
     # no channel given: all are kept (the registration tries each)

@@ -33,7 +33,7 @@ def ensure_writable(path: str | os.PathLike, *, overwrite: bool) -> Path:
         If ``path`` exists and ``overwrite`` is false.
     """
     path = Path(path)
-    if path.exists() and not overwrite:
+    if os.path.lexists(path) and not overwrite:  # a dangling link counts: it names a target
         raise InputError(f"{path}: already exists; pass --overwrite to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     return path

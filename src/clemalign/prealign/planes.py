@@ -13,6 +13,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..errors import InputError
+from ..resources import check_memory
 from ..transforms import Affine
 from ..volume import Roi, Volume, regular_sample, scale_axes
 from .config import SliceConfig
@@ -50,11 +51,16 @@ def resample_plane(image: np.ndarray, spacing_yx: Sequence[float], pixel_um: flo
     """
     factors = [pixel_um / s for s in spacing_yx]
     lead = image.ndim - 2
-    sigma = [0.0] * lead + [max(0.0, (f - 1.0) / 2.0) for f in factors]  # skimage's rule
+    # skimage's rule, at most the image's extent (wider is a mean; its kernel would not fit)
+    sigma = [0.0] * lead + [min(max(0.0, (f - 1.0) / 2.0), n)
+                            for f, n in zip(factors, image.shape[lead:], strict=True)]
     smooth = ndi.gaussian_filter(image.astype(np.float32), sigma, mode="reflect") \
         if any(s > 0 for s in sigma) else image.astype(np.float32)
     shape = list(image.shape[:lead]) + [int(np.floor((n - 1) / f)) + 1
                                         for n, f in zip(image.shape[lead:], factors, strict=True)]
+    check_memory(4.0 * np.prod(shape, dtype=float), f"resampling a {image.shape[-2:]} image "
+                 f"from {tuple(spacing_yx)} µm to {pixel_um:g} µm pixels",
+                 "check both voxel sizes")
     if np.allclose(factors, 1.0):
         return smooth
     return scale_axes(smooth, [1.0] * lead + factors, output_shape=shape, mode="nearest",

@@ -24,6 +24,8 @@ from .result import Placement, PolarityFinding, PrealignResult
 
 __all__ = ["prealign_xy", "XYImages", "xy_images"]
 
+MIN_ROI_LM_PIXELS = 4  # an EM ROI narrower than this many LM pixels holds nothing to match
+
 
 @dataclass(frozen=True, eq=False)
 class XYImages:
@@ -69,6 +71,10 @@ def xy_images(em: Volume, lm: Volume, roi: str | Roi | None, config: PrealignCon
     pixel = float(config.search.pixel_um or lm_sx)
     roi_w_um, roi_h_um = roi.shape[2] * em_sx, roi.shape[1] * em_sy
     lm_h_um, lm_w_um = lm.shape_zyx[1] * lm_sy, lm.shape_zyx[2] * lm_sx
+    if min(roi_w_um / lm_sx, roi_h_um / lm_sy) < MIN_ROI_LM_PIXELS:
+        raise InputError(f"the EM ROI ({roi_w_um:.3g} × {roi_h_um:.3g} µm) spans fewer than "
+                         f"{MIN_ROI_LM_PIXELS} LM pixels ({lm_sx:.3g} µm): nothing to match; "
+                         "check both voxel sizes, or choose a larger ROI")
     if roi_w_um > lm_w_um or roi_h_um > lm_h_um:
         raise InputError(f"the EM ROI ({roi_w_um:.1f} × {roi_h_um:.1f} µm) is larger than the LM "
                          f"field ({lm_w_um:.1f} × {lm_h_um:.1f} µm); check both voxel sizes, or "

@@ -115,14 +115,21 @@ def write_simulated_pair(outdir: str | os.PathLike, pair: SimulatedPair, *,
     """
     # imported here: the package imports this module while it initialises
     from .. import __version__
-    from ..io import atomic_write_text, ensure_writable, write_json, write_ome_tiff
+    from ..io.output_folder import staged_output
 
     outdir = Path(outdir)
-    paths = {name: outdir / name for name in SIMULATED_FILES}
-    for p in paths.values():  # check all before writing any
-        ensure_writable(p, overwrite=overwrite)
-    write_ome_tiff(paths["em.ome.tif"], pair.em, overwrite=overwrite)
-    write_ome_tiff(paths["lm.ome.tif"], pair.lm, overwrite=overwrite)
+    with staged_output(outdir, SIMULATED_FILES, overwrite=overwrite) as staging:
+        _write_files(staging, pair, __version__)
+    return {name: outdir / name for name in SIMULATED_FILES}
+
+
+def _write_files(folder: Path, pair: SimulatedPair, version: str) -> None:
+    from ..io import atomic_write_text, write_json, write_ome_tiff
+
+    paths = {name: folder / name for name in SIMULATED_FILES}
+    overwrite = False
+    write_ome_tiff(paths["em.ome.tif"], pair.em)
+    write_ome_tiff(paths["lm.ome.tif"], pair.lm)
     truth = {
         "em_to_lm": pair.em_to_lm.to_list(),
         "lm_to_em": pair.em_to_lm.inverse().to_list(),
@@ -134,10 +141,9 @@ def write_simulated_pair(outdir: str | os.PathLike, pair: SimulatedPair, *,
         "scene": pair.scene,
         "roi": pair.roi,
         "config": asdict(pair.config),
-        "clemalign_version": __version__,
+        "clemalign_version": version,
     }
     write_json(paths["truth.json"], truth, overwrite=overwrite)
     atomic_write_text(paths["landmarks.csv"],
                       landmarks_csv_text(pair.landmarks_em_um, pair.landmarks_lm_um),
                       overwrite=overwrite)
-    return paths

@@ -1,0 +1,294 @@
+"""Bad input and interruptions (issue 17): one clear line, the right exit status, and an
+output folder left exactly as it was."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from clemalign import Volume, write_ome_tiff
+from clemalign.cli import main
+
+RNG = np.random.default_rng(0)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> Path:
+    """Small inputs (an EM, an LM, their copies and odd files) and a results folder
+    holding an earlier run's file."""
+    root = tmp_path_factory.mktemp("bad")
+    em = Volume(RNG.integers(0, 255, (6, 40, 40)).astype(np.uint8), (0.05, 0.03, 0.03))
+    lm = Volume(RNG.integers(0, 999, (2, 4, 30, 30)).astype(np.uint16), (0.3, 0.12, 0.12),
+                channel_names=("dna", "auto"))
+    write_ome_tiff(root / "em.ome.tif", em)
+    write_ome_tiff(root / "lm.ome.tif", lm)
+    (root / "em_copy.ome.tif").write_bytes((root / "em.ome.tif").read_bytes())
+    np.save(root / "structured.npy", np.zeros((4, 5), dtype=[("a", "f4"), ("b", "i4")]))
+    np.save(root / "text.npy", np.array([["a", "b"], ["c", "d"]]))
+    np.save(root / "complex.npy", np.ones((3, 4, 5), np.complex64))
+    np.save(root / "pickled.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    os.mkfifo(root / "pipe.tif")
+    # a 200-byte TIFF that declares 2 × 100000² 16-bit pixels (compressed)
+    with tifffile.TiffWriter(root / "huge.tif") as tif:
+        tif.write(np.zeros((8, 8), np.uint16), compression="zlib")
+    data = bytearray((root / "huge.tif").read_bytes())
+    with tifffile.TiffFile(root / "huge.tif") as tif:
+        for tag in ("ImageWidth", "ImageLength", "RowsPerStrip"):
+            t = tif.pages[0].tags[tag]
+            data[t.valueoffset:t.valueoffset + 4] = (100000).to_bytes(4, "little")
+    (root / "huge.tif").write_bytes(bytes(data))
+    # text inputs
+    truth = {"em_to_lm": np.eye(4).tolist()}
+    (root / "t.json").write_text(json.dumps(truth))
+    (root / "latin1.csv").write_bytes("name,x_um,y_um,z_um\ncaf\xe9,1,2,3\n".encode("latin-1"))
+    (root / "binary.json").write_bytes(bytes(range(256)))
+    (root / "nested.json").write_text("[" * 100000 + "]" * 100000)
+    (root / "big_field.csv").write_text("name,x_um,y_um,z_um\n" + "a" * 200_000 + ",1,2,3\n")
+    (root / "nan_bigwarp.csv").write_text("".join(
+        f'"p{k}","true","{x}","{y}","{z}","{x}","{y}","{z}"\n'
+        for k, (x, y, z) in enumerate([(0, 0, 0), (1, 0, 0), (0, 1, 0), ("NaN", 0, 1)])))
+    (root / "inf_bigwarp.csv").write_text("".join(
+        f'"p{k}","true","{x}","{y}","{z}","{x}","{y}","{z}"\n'
+        for k, (x, y, z) in enumerate([(0, 0, 0), (1, 0, 0), (0, 1, 0), ("Infinity", 0, 1)])))
+    (root / "points.csv").write_text("name,x_um,y_um,z_um\na,1,2,3\n")
+    whole = (root / "lm.ome.tif").read_bytes()
+    (root / "cut.ome.tif").write_bytes(whole[:len(whole) // 3])
+    import SimpleITK as sitk
+
+    sitk.WriteTransform(sitk.AffineTransform(2), str(root / "t2d.tfm"))
+    (root / "bad_sizes.json").write_text(json.dumps({**truth, "em_voxel_size_um": "abc"}))
+    (root / "afile").write_text("not a folder")
+    out = root / "results"
+    out.mkdir()
+    (out / "transform.json").write_text("an earlier run\n")
+    return root
+
+
+def _snapshot(folder: Path) -> dict:
+    """Every entry under ``folder`` (hidden ones too) with its bytes."""
+    if not folder.exists():
+        return {}
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None)
+            for p in sorted(folder.rglob("*"))}
+
+
+def _one_line_exit(capsys, argv: list[str], status: int, *needles: str) -> str:
+    assert main(argv) == status
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, err
+    assert "Traceback" not in err and "internal error" not in err, err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+REGISTER = ["register", "{em}", "{lm}", "-o", "{out}"]
+
+CASES = {
+    # name: (argv with {root} placeholders, text the one line must hold)
+    "same file twice": (["register", "{root}/em.ome.tif", "{root}/em.ome.tif", "-o",
+                         "{root}/results"], ["same image as the EM"]),
+    "a copy of the EM as LM": (["register", "{root}/em.ome.tif", "{root}/em_copy.ome.tif",
+                                "-o", "{root}/results"], ["same image as the EM"]),
+    "named pipe": (["info", "{root}/pipe.tif"], ["pipe.tif", "not a regular file"]),
+    "structured npy": (["info", "{root}/structured.npy", "--voxel-size", "1", "1", "1"],
+                       ["structured.npy", "not numbers"]),
+    "text npy": (["info", "{root}/text.npy", "--voxel-size", "1", "1", "1"],
+                 ["text.npy", "not numbers"]),
+    "complex npy": (["info", "{root}/complex.npy", "--voxel-size", "1", "1", "1"],
+                    ["complex.npy", "complex"]),
+    "pickled npy": (["info", "{root}/pickled.npy"], ["pickled.npy"]),
+    "markup in a missing path": (["info", "{root}/[/red]x[bold].tif"],
+                                 ["[/red]x[bold].tif", "no such file"]),
+    "file name too long": (["info", "{root}/" + "a" * 300 + ".tif"], ["aaaa"]),
+    "EM voxel 1e-12 µm": (REGISTER + ["--em-voxel-size", "1e-12", "1e-12", "1e-12"],
+                          ["--em-voxel-size", "range"]),
+    "LM voxel 1e9 µm": (REGISTER + ["--lm-voxel-size", "1e9", "1e9", "1e9"],
+                        ["--lm-voxel-size", "range"]),
+    "negative seed": (["simulate", "{root}/sim", "--seed", "-1"], ["--seed"]),
+    "NaN scale": (["demo", "-o", "{root}/demo", "--scale", "nan"], ["--scale"]),
+    "negative EM pixel": (["evaluate", "{root}/t.json", "{root}/latin1.csv", "--em-pixel-um",
+                           "-0.14"], ["--em-pixel-um"]),
+    "NaN EM pixel": (["evaluate", "{root}/t.json", "{root}/latin1.csv", "--em-pixel-um",
+                      "nan"], ["--em-pixel-um"]),
+    "output folder under a file": (["register", "{root}/em.ome.tif", "{root}/lm.ome.tif",
+                                    "-o", "{root}/afile/sub"], ["afile", "is a file"]),
+    "apply output under a file": (["apply", "{root}/t.json", "{root}/points.csv", "-o",
+                                   "{root}/afile/x.csv"], ["afile"]),
+    "Latin-1 CSV": (["evaluate", "{root}/t.json", "{root}/latin1.csv"],
+                    ["latin1.csv", "UTF-8"]),
+    "binary JSON": (["apply", "{root}/binary.json", "{root}/points.csv"],
+                    ["binary.json"]),
+    "deeply nested JSON": (["apply", "{root}/nested.json", "{root}/points.csv"],
+                           ["nested.json", "nested too deeply"]),
+    "CSV field over 128 KiB": (["apply", "{root}/t.json", "{root}/big_field.csv"],
+                               ["big_field.csv"]),
+    "BigWarp CSV with NaN": (["apply", "{root}/nan_bigwarp.csv", "{root}/points.csv"],
+                             ["nan_bigwarp.csv", "finite"]),
+    "BigWarp CSV with inf": (["apply", "{root}/inf_bigwarp.csv", "{root}/points.csv"],
+                             ["inf_bigwarp.csv", "finite"]),
+    "TIFF declaring 18 GiB in 200 bytes": (["info", "{root}/huge.tif"],
+                                           ["huge.tif", "truncated or corrupt"]),
+    "truncated OME-TIFF": (["info", "{root}/cut.ome.tif"], ["cut.ome.tif", "truncated"]),
+    "2D ITK transform": (["apply", "{root}/t2d.tfm", "{root}/points.csv"], ["t2d.tfm", "2D"]),
+    "bad voxel sizes in a transform JSON": (["evaluate", "{root}/bad_sizes.json",
+                                             "{root}/points.csv"],
+                                            ["bad_sizes.json", "em_voxel_size_um"]),
+    "an array over --max-memory": (["register", "{root}/em.ome.tif", "{root}/lm.ome.tif",
+                                    "-o", "{root}/fresh", "--max-memory", "0.000001"],
+                                   ["--max-memory"]),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_one_line_exit_2_folder_unchanged(files, capsys, name):
+    argv_t, needles = CASES[name]
+    fill = {"root": files, "em": files / "em.ome.tif", "lm": files / "lm.ome.tif",
+            "out": files / "results"}
+    argv = [a.format(**fill) for a in argv_t]
+    before = _snapshot(files / "results")
+    _one_line_exit(capsys, argv, 2, *needles)
+    assert _snapshot(files / "results") == before
+    for made in ("sim", "demo", "afile/sub", "fresh"):
+        assert not (files / made).is_dir()
+
+
+def test_dangling_link_is_not_replaced_without_overwrite(files, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "transform.json").symlink_to(tmp_path / "unmounted" / "transform.json")
+    before = os.readlink(out / "transform.json")
+    _one_line_exit(capsys, ["register", str(files / "em.ome.tif"), str(files / "lm.ome.tif"),
+                            "-o", str(out)], 2, "transform.json", "--overwrite")
+    assert os.readlink(out / "transform.json") == before
+
+
+# ----------------------------------------------------------------------- interruptions
+
+
+@pytest.fixture(scope="module")
+def section_result(small_pair):
+    """A finished registration of a one-plane EM section (fast: the in-plane path) and
+    the volumes it came from: what the writer gets."""
+    from clemalign.pipeline import RegistrationConfig, register
+
+    em = small_pair.em
+    k = em.shape_zyx[0] // 2
+    data = em.data[k - 10:k + 10].mean(axis=0, keepdims=True).astype(em.data.dtype)
+    origin = em.index_to_physical(np.array([[k - 0.5, 0.0, 0.0]]))[0]
+    sec = Volume(data, (1.0, *em.voxel_size_um[1:]), tuple(origin))
+    lm = small_pair.lm.channel("mito")
+    lm = Volume(lm.data[3:4], lm.voxel_size_um,
+                tuple(lm.index_to_physical(np.array([[3.0, 0.0, 0.0]]))[0]))
+    return register(sec, lm, config=RegistrationConfig(lm_channel=0)), sec, lm
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGHUP", "SIGINT", "disk full"])
+def test_interrupted_write_leaves_the_folder_as_it_was(section_result, tmp_path, capsys,
+                                                       monkeypatch, how):
+    """A signal (or a full disk) while the outputs are written: exit 130 (2), nothing
+    new in the folder, the earlier run's file intact, no temporary folder left."""
+    import errno
+
+    import clemalign.outputs as outputs
+    import clemalign.pipeline
+
+    result, em, lm = section_result
+    for vol, name in ((em, "em.ome.tif"), (lm, "lm.ome.tif")):
+        write_ome_tiff(tmp_path / name, vol)
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "transform.json").write_text("an earlier run\n")
+    monkeypatch.setattr(clemalign.pipeline, "register", lambda *a, **k: result)
+    real = outputs.write_itk_tfm
+
+    def interrupted(path, *args, **kwargs):
+        real(path, *args, **kwargs)  # some files are complete by now
+        if how == "disk full":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        os.kill(os.getpid(), getattr(signal, how))
+
+    monkeypatch.setattr(outputs, "write_itk_tfm", interrupted)
+    before = _snapshot(tmp_path)
+    status = main(["register", str(tmp_path / "em.ome.tif"), str(tmp_path / "lm.ome.tif"),
+                   "-o", str(out), "--em-voxel-size", *map(str, em.voxel_size_um),
+                   "--lm-voxel-size", *map(str, lm.voxel_size_um), "--overwrite"])
+    err = capsys.readouterr().err
+    if how == "disk full":
+        assert status == 2 and "no space left" in err
+    else:
+        assert status == 130 and "aborted" in err and "Traceback" not in err
+    assert _snapshot(tmp_path) == before
+
+
+def test_overwrite_replaces_only_a_complete_result(section_result, tmp_path, monkeypatch):
+    import clemalign.pipeline
+    from clemalign.outputs import OUTPUT_FILES
+
+    result, em, lm = section_result
+    for vol, name in ((em, "em.ome.tif"), (lm, "lm.ome.tif")):
+        write_ome_tiff(tmp_path / name, vol)
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "orientation.png").write_text("an earlier run's figure")
+    (out / "notes.txt").write_text("the user's own file")
+    monkeypatch.setattr(clemalign.pipeline, "register", lambda *a, **k: result)
+    argv = ["register", str(tmp_path / "em.ome.tif"), str(tmp_path / "lm.ome.tif"), "-o",
+            str(out), "--em-voxel-size", *map(str, em.voxel_size_um), "--lm-voxel-size",
+            *map(str, lm.voxel_size_um)]
+    assert main(argv) == 2  # orientation.png exists
+    assert main(argv + ["--overwrite"]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert "notes.txt" in names and names <= set(OUTPUT_FILES) | {"notes.txt"}
+    assert "transform.json" in names and not any(n.startswith(".") for n in names)
+    # the earlier figure is this run's or gone, never the stale one
+    if (out / "orientation.png").exists():
+        assert (out / "orientation.png").read_bytes() != b"an earlier run's figure"
+
+
+def test_new_output_folder_appears_complete_with_usual_permissions(section_result, tmp_path,
+                                                                   monkeypatch):
+    import clemalign.pipeline
+
+    result, em, lm = section_result
+    for vol, name in ((em, "em.ome.tif"), (lm, "lm.ome.tif")):
+        write_ome_tiff(tmp_path / name, vol)
+    monkeypatch.setattr(clemalign.pipeline, "register", lambda *a, **k: result)
+    out = tmp_path / "new" / "results"
+    assert main(["register", str(tmp_path / "em.ome.tif"), str(tmp_path / "lm.ome.tif"), "-o",
+                 str(out), "--em-voxel-size", *map(str, em.voxel_size_um),
+                 "--lm-voxel-size", *map(str, lm.voxel_size_um)]) == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out.stat().st_mode & 0o777) == 0o777 & ~umask
+    assert [p.name for p in out.parent.iterdir()] == ["results"]
+
+
+@pytest.mark.slow  # a fresh interpreter
+def test_ctrl_c_while_loading_exits_130_without_traceback(tmp_path):
+    """SIGINT arrives while the command line's modules load (before ``main`` can catch
+    anything): one line, exit 130."""
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import os, signal, sys\n"
+        "class Interrupt:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'clemalign.cli':\n"
+        "            os.kill(os.getpid(), signal.SIGINT)\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, Interrupt())\n"
+        "sys.argv = ['clemalign', '--help']\n"
+        "from clemalign._entry import run\n"
+        "run()\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.strip() == "clemalign: aborted"
