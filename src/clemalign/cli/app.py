@@ -185,12 +185,17 @@ class _Collect(logging.Handler):
 
 def _run(args: list[str], debug: bool) -> int:
     try:
-        rv = app.main(args=args, prog_name="clemalign", standalone_mode=False)
+        # not app.main: it prints a blank line on Ctrl-C before turning it into Abort
+        with app.make_context("clemalign", args) as ctx:
+            rv = app.invoke(ctx)
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except (click.exceptions.Abort, KeyboardInterrupt):
         print("clemalign: aborted", file=sys.stderr)
         return 130
+    except click.exceptions.NoArgsIsHelpError as exc:  # bare `clemalign`: the help
+        print(exc.format_message(), file=sys.stderr)
+        return exc.exit_code
     except click.UsageError as exc:  # one line, naming the flag, like every other error
         where = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
         print(f"clemalign: error: {exc.format_message()}{where}", file=sys.stderr)
