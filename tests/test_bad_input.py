@@ -292,3 +292,44 @@ def test_ctrl_c_while_loading_exits_130_without_traceback(tmp_path):
                           timeout=120)
     assert proc.returncode == 130, proc.stderr
     assert proc.stderr.strip() == "clemalign: aborted"
+
+
+def test_read_only_output_folder(files, tmp_path, capsys, monkeypatch):
+    """A read-only file system (as root, permissions do not stop writes: simulated at
+    the one place the output folder is first written)."""
+    import errno
+    import tempfile
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", kwargs.get("dir"))
+
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only)
+    out = tmp_path / "mnt" / "out"
+    _one_line_exit(capsys, ["register", str(files / "em.ome.tif"), str(files / "lm.ome.tif"),
+                            "-o", str(out)], 2, "read-only", "-o")
+    assert not (tmp_path / "mnt").exists()  # the parents it made are gone again
+
+
+@pytest.mark.slow  # fresh interpreters under an address-space limit
+@pytest.mark.parametrize("argv", [
+    ["info", "{root}/huge.tif"],
+    ["register", "{root}/em.ome.tif", "{root}/lm.ome.tif", "-o", "{root}/fresh",
+     "--em-voxel-size", "1e-5", "1e-5", "1e-5"],
+    ["register", "{root}/em.ome.tif", "{root}/lm.ome.tif", "-o", "{root}/fresh",
+     "--lm-voxel-size", "1e4", "1e4", "1e4"],
+])
+def test_guards_stop_before_allocating(files, argv):
+    """Under a 3 GiB address-space limit the extreme inputs still end with exit 2 and a
+    message, not a MemoryError (each alone asked numpy for 14 TiB, 213 GiB or 18.6 GiB)."""
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (3 * 2**30, 3 * 2**30))
+
+    proc = subprocess.run([sys.executable, "-m", "clemalign",
+                           *[a.format(root=files) for a in argv]],
+                          capture_output=True, text=True, timeout=300, preexec_fn=limit,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("clemalign: error:") and proc.stderr.count("\n") == 1, \
+        proc.stderr

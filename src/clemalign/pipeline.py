@@ -25,6 +25,7 @@ from .prealign import (
     xy_images,
 )
 from .prealign.channels import ChannelScore, rank_channels
+from .prealign.stage import check_roi_spans_lm_pixels
 from .prealign3d import Prealign3DConfig, Prealign3DResult, lm_structure_scale, prealign_3d
 from .registration import (
     Registration3DConfig,
@@ -285,6 +286,7 @@ def _register(em: Volume, lm: Volume, config: RegistrationConfig,
         raise InputError(f"EM {em.source or ''}: expected a single-channel (z, y, x) stack, "
                          f"got shape {em.data.shape}")
     roi = parse_roi(config.roi, em.shape_zyx)
+    check_roi_spans_lm_pixels(em, lm, roi)
 
     def stage(name: str):
         return None if progress is None else (lambda step, f: progress(name, f))

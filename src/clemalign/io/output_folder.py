@@ -103,11 +103,13 @@ def staged_output(folder: str | os.PathLike, names: Iterable[str], *,
     folder = Path(folder)
     names = list(names)
     refuse_existing(folder, names, overwrite=overwrite)
+    created: list[Path] = []
     try:
         created = _make_parents(folder)
         staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX + folder.name[:40] + ".",
                                         dir=folder.parent))
     except OSError as exc:
+        _remove(created)
         raise _writable_error(folder, exc) from None
     committed = False
     try:
@@ -122,9 +124,14 @@ def staged_output(folder: str | os.PathLike, names: Iterable[str], *,
     finally:
         if not committed:
             shutil.rmtree(staging, ignore_errors=True)
-            for parent in created:
-                with contextlib.suppress(OSError):
-                    parent.rmdir()
+            _remove(created)
+
+
+def _remove(folders: list[Path]) -> None:
+    """Remove the (empty) folders a failed run created, deepest first."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def _commit(staging: Path, folder: Path, names: list[str], overwrite: bool) -> None:

@@ -22,7 +22,7 @@ from .ncc_search import NccSearch, ncc_search, refine
 from .planes import em_slice_indices, lm_mip, placement_transform, resample_plane
 from .result import Placement, PolarityFinding, PrealignResult
 
-__all__ = ["prealign_xy", "XYImages", "xy_images"]
+__all__ = ["prealign_xy", "XYImages", "xy_images", "check_roi_spans_lm_pixels"]
 
 MIN_ROI_LM_PIXELS = 4  # an EM ROI narrower than this many LM pixels holds nothing to match
 
@@ -48,6 +48,22 @@ class XYImages:
     patch_offset_px: np.ndarray
 
 
+def check_roi_spans_lm_pixels(em: Volume, lm: Volume, roi: Roi) -> None:
+    """Refuse an EM ROI narrower than :data:`MIN_ROI_LM_PIXELS` LM pixels: nothing in it
+    can be matched (usually a voxel size in the wrong unit).
+
+    Raises
+    ------
+    InputError
+    """
+    width_um, height_um = roi.shape[2] * em.voxel_size_um[2], roi.shape[1] * em.voxel_size_um[1]
+    lm_sy, lm_sx = lm.voxel_size_um[1:]
+    if min(width_um / lm_sx, height_um / lm_sy) < MIN_ROI_LM_PIXELS:
+        raise InputError(f"the EM ROI ({width_um:.3g} × {height_um:.3g} µm) spans fewer than "
+                         f"{MIN_ROI_LM_PIXELS} LM pixels ({lm_sx:.3g} µm): nothing to match; "
+                         "check both voxel sizes, or choose a larger ROI")
+
+
 def xy_images(em: Volume, lm: Volume, roi: str | Roi | None, config: PrealignConfig,
               lm_channel: int | str = 0) -> XYImages:
     """Steps 1–3: MIP of the LM channel, EM slices in the ROI, both at the common pixel.
@@ -71,10 +87,7 @@ def xy_images(em: Volume, lm: Volume, roi: str | Roi | None, config: PrealignCon
     pixel = float(config.search.pixel_um or lm_sx)
     roi_w_um, roi_h_um = roi.shape[2] * em_sx, roi.shape[1] * em_sy
     lm_h_um, lm_w_um = lm.shape_zyx[1] * lm_sy, lm.shape_zyx[2] * lm_sx
-    if min(roi_w_um / lm_sx, roi_h_um / lm_sy) < MIN_ROI_LM_PIXELS:
-        raise InputError(f"the EM ROI ({roi_w_um:.3g} × {roi_h_um:.3g} µm) spans fewer than "
-                         f"{MIN_ROI_LM_PIXELS} LM pixels ({lm_sx:.3g} µm): nothing to match; "
-                         "check both voxel sizes, or choose a larger ROI")
+    check_roi_spans_lm_pixels(em, lm, roi)
     if roi_w_um > lm_w_um or roi_h_um > lm_h_um:
         raise InputError(f"the EM ROI ({roi_w_um:.1f} × {roi_h_um:.1f} µm) is larger than the LM "
                          f"field ({lm_w_um:.1f} × {lm_h_um:.1f} µm); check both voxel sizes, or "
