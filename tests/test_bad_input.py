@@ -333,3 +333,26 @@ def test_guards_stop_before_allocating(files, argv):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("clemalign: error:") and proc.stderr.count("\n") == 1, \
         proc.stderr
+
+
+@pytest.mark.slow  # a fresh interpreter that registers a small section
+def test_file_size_limit_while_writing_leaves_nothing(section_result, tmp_path):
+    """A real write failure (``ulimit -f``: the outputs outgrow the allowed file size):
+    exit 2 naming the folder, and no output folder, no temporary folder left behind."""
+    import resource
+
+    _, em, lm = section_result
+    for vol, name in ((em, "em.ome.tif"), (lm, "lm.ome.tif")):
+        write_ome_tiff(tmp_path / name, vol)
+    before = _snapshot(tmp_path)
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "clemalign", "register", str(tmp_path / "em.ome.tif"),
+         str(tmp_path / "lm.ome.tif"), "-o", str(tmp_path / "out"), "--lm-channel", "0"],
+        capture_output=True, text=True, timeout=300, preexec_fn=limit)
+    assert proc.returncode == 2, proc.stderr
+    assert "out" in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert _snapshot(tmp_path) == before
