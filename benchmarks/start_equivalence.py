@@ -68,7 +68,8 @@ def compare(a: dict, b: dict) -> list[str]:
         d = np.abs(np.array(a[key]["initial"]) - np.array(b[key]["initial"])).max()
         alts = (len(a[key]["alternatives"]) != len(b[key]["alternatives"])
                 or any(np.abs(np.array(x) - np.array(y)).max() > 0
-                       for x, y in zip(a[key]["alternatives"], b[key]["alternatives"])))
+                       for x, y in zip(a[key]["alternatives"], b[key]["alternatives"],
+                                       strict=False)))
         if d > 0 or alts:
             differ.append(f"{key}: start differs by up to {d:.3g}"
                           + (" (alternatives differ)" if alts else ""))
