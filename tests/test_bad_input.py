@@ -356,3 +356,15 @@ def test_file_size_limit_while_writing_leaves_nothing(section_result, tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "out" in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
     assert _snapshot(tmp_path) == before
+
+
+def test_markup_in_channel_and_landmark_names_is_printed_as_is(files, tmp_path, capsys):
+    _one_line_exit(capsys, ["register", str(files / "em.ome.tif"), str(files / "lm.ome.tif"),
+                            "-o", str(tmp_path / "o"), "--lm-channel", "[/bold]x"], 2,
+                   "[/bold]x")
+    truth = files / "t.json"
+    marks = tmp_path / "marks.csv"
+    marks.write_text("name,em_x_um,em_y_um,em_z_um,lm_x_um,lm_y_um,lm_z_um\n"
+                     "[/red]p[bold],1,2,3,1,2,3\n")
+    assert main(["evaluate", str(truth), str(marks)]) == 0
+    assert "[/red]p[bold]" in capsys.readouterr().out
