@@ -186,8 +186,11 @@ def section_result(small_pair):
     origin = em.index_to_physical(np.array([[k - 0.5, 0.0, 0.0]]))[0]
     sec = Volume(data, (1.0, *em.voxel_size_um[1:]), tuple(origin))
     lm = small_pair.lm.channel("mito")
-    lm = Volume(lm.data[3:4], lm.voxel_size_um,
-                tuple(lm.index_to_physical(np.array([[3.0, 0.0, 0.0]]))[0]))
+    ny, nx = sec.shape_zyx[1:]
+    centre = sec.index_to_physical(np.array([[0, (ny - 1) / 2, (nx - 1) / 2]]))
+    plane = int(round(lm.physical_to_index(small_pair.em_to_lm.apply(centre))[0, 0]))
+    lm = Volume(lm.data[plane:plane + 1], lm.voxel_size_um,
+                tuple(lm.index_to_physical(np.array([[plane, 0.0, 0.0]]))[0]))
     return register(sec, lm, config=RegistrationConfig(lm_channel=0)), sec, lm
 
 
@@ -368,3 +371,62 @@ def test_markup_in_channel_and_landmark_names_is_printed_as_is(files, tmp_path, 
                      "[/red]p[bold],1,2,3,1,2,3\n")
     assert main(["evaluate", str(truth), str(marks)]) == 0
     assert "[/red]p[bold]" in capsys.readouterr().out
+
+
+# ------------------------------------------------- outputs that overlay the EM (issue 18)
+
+
+@pytest.mark.parametrize("roi", [None, "0:1,20:150,30:170"])
+def test_lm_in_em_and_overlay_lie_on_the_em_grid(section_result, tmp_path, monkeypatch, roi):
+    """With and without --roi: voxel (k, j, i) of lm_in_em.ome.tif and overlay.ome.tif is
+    EM voxel (k, j, i) — same shape, voxel size and origin as the EM file, read back with
+    clemalign, with tifffile's OME metadata and with SimpleITK (lateral spacing, mm)."""
+    import dataclasses
+
+    import SimpleITK as sitk
+
+    import clemalign.pipeline
+    from clemalign import read_volume
+    from clemalign.outputs import resample_lm_to_em
+    from clemalign.volume import parse_roi
+
+    result, em, lm = section_result
+    if roi is not None:
+        result = dataclasses.replace(result, roi=parse_roi(roi, em.shape_zyx))
+    for vol, name in ((em, "em.ome.tif"), (lm, "lm.ome.tif")):
+        write_ome_tiff(tmp_path / name, vol)
+    monkeypatch.setattr(clemalign.pipeline, "register", lambda *a, **k: result)
+    out = tmp_path / "out"
+    assert main(["register", str(tmp_path / "em.ome.tif"), str(tmp_path / "lm.ome.tif"), "-o",
+                 str(out), "--lm-channel", "0"] + (["--roi", roi] if roi else [])) == 0
+    em_file = read_volume(tmp_path / "em.ome.tif")
+    for name, channels in (("lm_in_em.ome.tif", 1), ("overlay.ome.tif", 2)):
+        vol = read_volume(out / name)
+        assert vol.shape_zyx == em_file.shape_zyx and vol.n_channels == channels
+        assert vol.voxel_size_um == pytest.approx(em_file.voxel_size_um, rel=1e-6)
+        assert vol.origin_xyz_um == pytest.approx(em_file.origin_xyz_um)
+        with tifffile.TiffFile(out / name) as tif:
+            assert tif.is_ome and 'PhysicalSizeX="' in tif.ome_metadata
+        image = sitk.ReadImage(str(out / name))
+        assert np.array(image.GetSpacing()[:2]) * 1000 == pytest.approx(
+            [em_file.voxel_size_um[2], em_file.voxel_size_um[1]], rel=1e-5)
+    overlay = read_volume(out / "overlay.ome.tif")
+    assert overlay.channel_names[0] == "EM"
+    np.testing.assert_array_equal(overlay.data[0], em_file.data)
+    lm_in_em = read_volume(out / "lm_in_em.ome.tif")
+    np.testing.assert_array_equal(overlay.data[1], lm_in_em.data)
+    # and holds the LM resampled over the whole EM grid, whatever the ROI
+    whole = resample_lm_to_em(lm, em_file, result.em_to_lm, None)
+    np.testing.assert_array_equal(lm_in_em.data, whole.data[0])
+    record = json.loads((out / "transform.json").read_text())
+    assert record["lm_in_em"]["grid"] == "em"
+
+
+def test_register_help_lists_every_output(capsys):
+    from clemalign.outputs import OUTPUT_FILES
+
+    assert main(["register", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for name in OUTPUT_FILES:
+        assert name in text and f"`{name}`" in readme, name

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import InputError
 from .evaluation import Landmarks, tre_table
 from .io import atomic_write_text, write_json, write_ome_tiff
 from .io.output_folder import staged_output
@@ -30,12 +31,12 @@ from .transform_io import (
 from .transforms import CONVENTION, Affine
 from .volume import Roi, Volume, to_sitk
 
-__all__ = ["OUTPUT_FILES", "FIGURE_FILES", "resample_lm_to_em", "write_registration",
-           "transform_record"]
+__all__ = ["OUTPUT_FILES", "FIGURE_FILES", "resample_lm_to_em", "lm_on_em_grid",
+           "overlay_volume", "write_registration", "transform_record"]
 
 FIGURE_FILES = ("prealign.png", "orientation.png", "scale_selection.png", "overlay_slices.png",
                 "orthogonal_views.png", "projection_overlay.png", "checkerboard.png")
-OUTPUT_FILES = ("transform.json", "lm_in_em.ome.tif", "run.json", "report.html",
+OUTPUT_FILES = ("transform.json", "lm_in_em.ome.tif", "overlay.ome.tif", "run.json", "report.html",
                 "transform.tfm", "bigwarp_landmarks.csv", "napari_affine.json",
                 "ecclem_transform.xml") + FIGURE_FILES
 
@@ -108,6 +109,35 @@ def resample_lm_to_em(lm: Volume, em: Volume, em_to_lm: Affine, roi: Roi | None 
         out[c] = array
     names = lm.channel_names or tuple(f"C{i}" for i in range(len(channels)))
     return Volume(out, em.voxel_size_um, tuple(float(v) for v in origin), names, lm.source)
+
+
+def lm_on_em_grid(lm: Volume, em: Volume, em_to_lm: Affine, roi: Roi) -> tuple[Volume, bool]:
+    """The LM on the whole EM grid (it then overlays the EM file voxel for voxel), or on
+    the ROI grid (its origin written in the file) when the whole grid would not fit in
+    memory.  Returns the volume and whether it is on the whole grid."""
+    whole = Roi(0, em.shape_zyx[0], 0, em.shape_zyx[1], 0, em.shape_zyx[2])
+    n = lm.n_channels + 1  # the overlay file adds the EM as a channel
+    try:
+        check_memory(float(np.prod(em.shape_zyx)) * n * max(lm.data.dtype.itemsize,
+                                                            em.data.dtype.itemsize),
+                     "the LM and EM on the whole EM grid", "")
+        return resample_lm_to_em(lm, em, em_to_lm, whole), True
+    except InputError:
+        return resample_lm_to_em(lm, em, em_to_lm, roi), False
+
+
+def overlay_volume(em: Volume, lm_in_em: Volume) -> Volume:
+    """EM and the LM channels as one multi-channel stack of one pixel type (EM first):
+    Fiji opens it as a composite overlay, which it cannot merge from files of two bit
+    depths."""
+    dtype = np.result_type(em.data.dtype, lm_in_em.data.dtype)
+    if dtype.kind == "f" or dtype.itemsize > 2:
+        dtype = np.dtype(np.float32)
+    data = np.empty((1 + lm_in_em.n_channels,) + em.shape_zyx, dtype)
+    data[0] = em.data
+    data[1:] = lm_in_em.data
+    names = ("EM", *(lm_in_em.channel_names or ()))
+    return Volume(data, em.voxel_size_um, em.origin_xyz_um, names)
 
 
 def _png_bytes(fig) -> bytes:
@@ -223,15 +253,28 @@ def _write_all(folder: Path, result: RegistrationResult, em: Volume, lm: Volume,
     evaluation = None
     if landmarks is not None:
         evaluation = tre_table(result.em_to_lm, landmarks, em_pixel_um=em.voxel_size_um[2])
+    lm_in_em, on_em_grid = lm_on_em_grid(lm, em, result.em_to_lm, result.roi)
     record = transform_record(result, em, lm)
+    record["lm_in_em"] = {"grid": "em" if on_em_grid else "roi",
+                          "shape_zyx": list(lm_in_em.shape_zyx),
+                          "origin_xyz_um": list(lm_in_em.origin_xyz_um)}
     if evaluation is not None:
         record["evaluation"] = evaluation
     written["transform.json"] = write_json(paths["transform.json"], record, overwrite=overwrite)
-    overlay = resample_lm_to_em(lm, em, result.em_to_lm, result.roi)
-    written["lm_in_em.ome.tif"] = write_ome_tiff(paths["lm_in_em.ome.tif"], overlay,
+    written["lm_in_em.ome.tif"] = write_ome_tiff(paths["lm_in_em.ome.tif"], lm_in_em,
                                                  overwrite=overwrite)
-    figures = _figures(result, em, overlay)
-    del overlay
+    if on_em_grid:
+        written["overlay.ome.tif"] = write_ome_tiff(paths["overlay.ome.tif"],
+                                                    overlay_volume(em, lm_in_em))
+        roi = result.roi
+        in_roi = Volume(lm_in_em.data[(slice(None), *roi.slices)], em.voxel_size_um,
+                        tuple(em.index_to_physical(np.array([roi.z0, roi.y0, roi.x0], float))),
+                        lm_in_em.channel_names, lm_in_em.source)
+    else:
+        in_roi = lm_in_em
+    del lm_in_em
+    figures = _figures(result, em, in_roi)
+    del in_roi
     for _, (name, png, _) in figures.items():
         written[name] = _write_bytes(paths[name], png, overwrite)
     # exports for other tools: the ROI corners and centre as landmark points

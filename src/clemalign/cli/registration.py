@@ -121,7 +121,11 @@ def _print_result(result, paths) -> None:
 @click.argument("em", type=click.Path(path_type=Path))
 @click.argument("lm", type=click.Path(path_type=Path))
 @click.option("-o", "--outdir", type=click.Path(path_type=Path, file_okay=False), required=True,
-              help="Output folder (transform.json, lm_in_em.ome.tif, run.json, prealign.png).")
+              help="Output folder: transform.json, lm_in_em.ome.tif, overlay.ome.tif, "
+                   "report.html, run.json, transform.tfm, bigwarp_landmarks.csv, "
+                   "napari_affine.json, ecclem_transform.xml and the figures prealign.png, "
+                   "orientation.png, scale_selection.png, overlay_slices.png, "
+                   "orthogonal_views.png, projection_overlay.png, checkerboard.png.")
 @voxel_size_option("--em-voxel-size", "EM voxel size (z, y, x) in µm; replaces the file's.")
 @voxel_size_option("--lm-voxel-size", "LM voxel size (z, y, x) in µm; replaces the file's.")
 @click.option("--lm-channel", default=None,

@@ -69,7 +69,9 @@ def write_ome_tiff(path: str | os.PathLike, volume: Volume, *, overwrite: bool =
     """Write a volume as OME-TIFF with physical sizes in µm and channel names.
 
     Fiji (Bio-Formats) and napari read the sizes; :func:`read_volume` reads them back
-    exactly.  ``compression`` is passed to tifffile (e.g. ``"zlib"``).
+    exactly.  The lateral pixel is also in the TIFF resolution tags (per cm, so ITK reads
+    it in mm); a non-zero origin is written as every plane's OME position (µm).
+    ``compression`` is passed to tifffile (e.g. ``"zlib"``).
     """
     import tifffile
 
@@ -82,10 +84,22 @@ def write_ome_tiff(path: str | os.PathLike, volume: Volume, *, overwrite: bool =
         "PhysicalSizeZ": sz, "PhysicalSizeZUnit": "µm",
         "Channel": {"Name": list(volume.channel_names or ("C0",))},
     }
+    if any(volume.origin_xyz_um):  # where Bio-Formats reads a stack's position
+        n = data.shape[0] * data.shape[1]
+        z = [volume.origin_xyz_um[2] + k * sz for _ in range(data.shape[0])
+             for k in range(data.shape[1])]
+        metadata["Plane"] = {"PositionX": [volume.origin_xyz_um[0]] * n,
+                             "PositionXUnit": ["µm"] * n,
+                             "PositionY": [volume.origin_xyz_um[1]] * n,
+                             "PositionYUnit": ["µm"] * n,
+                             "PositionZ": z, "PositionZUnit": ["µm"] * n}
 
     def write(tmp: Path) -> None:
+        # the TIFF resolution tags too (pixels per cm): readers without OME-XML (ITK,
+        # 3D Slicer, ImageJ without Bio-Formats) then get the lateral pixel size
         tifffile.imwrite(tmp, data, ome=True, photometric="minisblack", metadata=metadata,
-                         compression=compression, bigtiff=data.nbytes > 2**31)
+                         compression=compression, bigtiff=data.nbytes > 2**31,
+                         resolution=(1e4 / sx, 1e4 / sy), resolutionunit="CENTIMETER")
 
     return atomic_write(Path(path), overwrite, write)
 
