@@ -23,6 +23,7 @@ from clemalign.transform_io import (
     write_bigwarp_csv,
     write_ecclem_xml,
     write_itk_tfm,
+    write_ngff_transform,
 )
 from clemalign.transforms import rotation_matrix_xyz
 
@@ -56,6 +57,36 @@ def test_ecclem_round_trip(tmp_path):
     assert "<MatrixTransformation" in path.read_text()
     np.testing.assert_allclose(read_ecclem_xml(path).matrix, EM_TO_LM.matrix, atol=1e-9)
     np.testing.assert_allclose(read_transform(path).matrix, EM_TO_LM.matrix, atol=1e-9)
+
+
+def test_ngff_transform_maps_em_points_to_lm_points(tmp_path):
+    """The NGFF affine, applied as the spec says (a point's z y x coordinates in the
+    input system, times the 3×4 matrix, gives the output's), maps EM to LM points; and
+    it reads back (also as 4×4)."""
+    import json
+
+    path = write_ngff_transform(tmp_path / "ngff_transform.json", EM_TO_LM)
+    doc = json.loads(path.read_text())["ome"]
+    assert doc["version"] == "0.6"
+    systems = {s["name"]: s for s in doc["scene"]["coordinateSystems"]}
+    assert [a["name"] for a in systems["em"]["axes"]] == ["z", "y", "x"]
+    assert {a["unit"] for a in systems["lm"]["axes"]} == {"micrometer"}
+    (t,) = doc["scene"]["coordinateTransformations"]
+    assert (t["type"], t["input"]["name"], t["output"]["name"]) == ("affine", "em", "lm")
+    a = np.asarray(t["affine"])
+    assert a.shape == (3, 4)
+    zyx = POINTS[:, ::-1]
+    mapped = (a[:, :3] @ zyx.T).T + a[:, 3]
+    np.testing.assert_allclose(mapped[:, ::-1], EM_TO_LM.apply(POINTS), atol=1e-9)
+    np.testing.assert_allclose(read_transform(path).matrix, EM_TO_LM.matrix, atol=1e-12)
+    t["affine"] = np.vstack([a, [0, 0, 0, 1]]).tolist()
+    square = tmp_path / "square.json"
+    square.write_text(json.dumps({"ome": doc}))
+    np.testing.assert_allclose(read_transform(square).matrix, EM_TO_LM.matrix, atol=1e-12)
+    t["affine"] = [[1, 2], [3, 4]]
+    square.write_text(json.dumps({"ome": doc}))
+    with pytest.raises(InputError, match="3×4 or 4×4"):
+        read_transform(square)
 
 
 def test_napari_affine_matches_lm_in_em():

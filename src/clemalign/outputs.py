@@ -27,6 +27,7 @@ from .transform_io import (
     write_ecclem_xml,
     write_itk_tfm,
     write_napari_json,
+    write_ngff_transform,
 )
 from .transforms import CONVENTION, Affine
 from .volume import Roi, Volume, to_sitk
@@ -36,9 +37,9 @@ __all__ = ["OUTPUT_FILES", "FIGURE_FILES", "resample_lm_to_em", "lm_on_em_grid",
 
 FIGURE_FILES = ("prealign.png", "orientation.png", "scale_selection.png", "overlay_slices.png",
                 "orthogonal_views.png", "projection_overlay.png", "checkerboard.png")
-OUTPUT_FILES = ("transform.json", "lm_in_em.ome.tif", "overlay.ome.tif", "run.json", "report.html",
-                "transform.tfm", "bigwarp_landmarks.csv", "napari_affine.json",
-                "ecclem_transform.xml") + FIGURE_FILES
+OUTPUT_FILES = ("transform.json", "lm_in_em.ome.tif", "overlay.ome.tif", "run.json",
+                "report.html", "transform.tfm", "ngff_transform.json", "bigwarp_landmarks.csv",
+                "napari_affine.json", "ecclem_transform.xml") + FIGURE_FILES
 
 
 def transform_record(result: RegistrationResult, em: Volume, lm: Volume) -> dict:
@@ -284,6 +285,8 @@ def _write_all(folder: Path, result: RegistrationResult, em: Volume, lm: Volume,
     points = roi_points_um(lo, hi)
     written["transform.tfm"] = write_itk_tfm(paths["transform.tfm"], result.em_to_lm,
                                              overwrite=overwrite)
+    written["ngff_transform.json"] = write_ngff_transform(paths["ngff_transform.json"],
+                                                          result.em_to_lm)
     written["bigwarp_landmarks.csv"] = write_bigwarp_csv(paths["bigwarp_landmarks.csv"],
                                                          result.em_to_lm, points,
                                                          overwrite=overwrite)

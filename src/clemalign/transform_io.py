@@ -20,6 +20,9 @@ eC-CLEM ``.xml``       ``<MatrixTransformation m00=… m33=…>`` (LM → EM, eC
                        the source image onto the target) with the point lists.
                        Written from the format's description; not checked against
                        eC-CLEM itself, which does not run here.
+OME-NGFF ``.json``     an NGFF 0.6 scene: coordinate systems ``em`` and ``lm`` (axes
+                       z, y, x in micrometer) and an ``affine`` coordinate
+                       transformation from ``em`` to ``lm`` (3×4, z y x order).
 ``transform.json``     clemalign's own record (``em_to_lm``).
 =====================  ==========================================================
 """
@@ -42,7 +45,10 @@ from .transforms import Affine
 
 __all__ = ["roi_points_um", "write_itk_tfm", "read_itk_tfm", "write_bigwarp_csv",
            "read_bigwarp_csv", "napari_affine", "write_napari_json", "write_ecclem_xml",
-           "read_ecclem_xml", "read_transform", "fit_affine"]
+           "read_ecclem_xml", "write_ngff_transform", "read_ngff_transform", "read_transform",
+           "fit_affine"]
+
+NGFF_VERSION = "0.6"
 
 # (x, y, z) <-> (z, y, x) on homogeneous 4-vectors; its own inverse
 _SWAP = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=float)
@@ -249,9 +255,56 @@ def read_ecclem_xml(path: str | os.PathLike) -> Affine:
         raise InputError(f"{path}: {exc}") from None
 
 
+def _ngff_system(name: str) -> dict:
+    return {"name": name, "axes": [{"name": a, "type": "space", "unit": "micrometer"}
+                                   for a in ("z", "y", "x")]}
+
+
+def write_ngff_transform(path: str | os.PathLike, em_to_lm: Affine, *,
+                         overwrite: bool = False) -> Path:
+    """``em_to_lm`` as an OME-NGFF 0.6 scene: an ``affine`` from coordinate system ``em``
+    to ``lm`` (µm, axes z y x; the 3×4 matrix maps an EM point to its LM point)."""
+    zyx = _SWAP @ em_to_lm.matrix @ _SWAP
+    doc = {"ome": {"version": NGFF_VERSION, "scene": {
+        "coordinateSystems": [_ngff_system("em"), _ngff_system("lm")],
+        "coordinateTransformations": [{
+            "type": "affine", "name": "em_to_lm", "affine": zyx[:3].tolist(),
+            "input": {"name": "em"}, "output": {"name": "lm"}}]}}}
+    return atomic_write_text(path, json.dumps(doc, indent=2) + "\n", overwrite=overwrite)
+
+
+def read_ngff_transform(record: dict, path: str | os.PathLike) -> Affine:
+    """``em_to_lm`` from an NGFF scene holding one affine between two coordinate systems
+    (``input`` → ``output``; 3×4 or 4×4, axes z y x)."""
+    try:
+        scene = record["ome"]["scene"]
+        systems = {s["name"]: [a["name"] for a in s["axes"]]
+                   for s in scene["coordinateSystems"]}
+        affines = [t for t in scene["coordinateTransformations"] if t.get("type") == "affine"]
+    except (KeyError, TypeError):
+        raise InputError(f"{path}: not an OME-NGFF scene (ome.scene with coordinateSystems "
+                         "and coordinateTransformations)") from None
+    if len(affines) != 1 or "affine" not in affines[0]:
+        raise InputError(f"{path}: expected one inline affine coordinate transformation, "
+                         f"found {len(affines)}")
+    t = affines[0]
+    for end in ("input", "output"):
+        name = t.get(end, {}).get("name") if isinstance(t.get(end), dict) else t.get(end)
+        if systems.get(name) != ["z", "y", "x"]:
+            raise InputError(f"{path}: the {end} coordinate system must have axes z, y, x; "
+                             f"got {systems.get(name)}")
+    m = np.asarray(t["affine"], dtype=float)
+    if m.shape == (3, 4):
+        m = np.vstack([m, [0, 0, 0, 1]])
+    if m.shape != (4, 4) or not np.all(np.isfinite(m)):
+        raise InputError(f"{path}: the affine must be 3×4 or 4×4 finite numbers, got shape "
+                         f"{m.shape}")
+    return Affine(_SWAP @ m @ _SWAP)
+
+
 def read_transform(path: str | os.PathLike) -> Affine:
-    """``em_to_lm`` from any supported file: clemalign ``.json``, ITK ``.tfm``/``.txt``,
-    BigWarp ``.csv``, eC-CLEM ``.xml``."""
+    """``em_to_lm`` from any supported file: clemalign ``.json``, OME-NGFF ``.json``, ITK
+    ``.tfm``/``.txt``, BigWarp ``.csv``, eC-CLEM ``.xml``."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".json":
@@ -262,8 +315,11 @@ def read_transform(path: str | os.PathLike) -> Affine:
                 record = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise InputError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+        if isinstance(record, dict) and "ome" in record:
+            return read_ngff_transform(record, path)
         if not isinstance(record, dict) or "em_to_lm" not in record:
-            raise InputError(f"{path}: no 'em_to_lm' field; expected clemalign's transform.json")
+            raise InputError(f"{path}: no 'em_to_lm' field; expected clemalign's transform.json "
+                             "or an OME-NGFF transformation")
         try:
             return Affine(np.asarray(record["em_to_lm"], dtype=float))
         except (ValueError, TypeError) as exc:

@@ -122,8 +122,9 @@ def _print_result(result, paths) -> None:
 @click.argument("lm", type=click.Path(path_type=Path))
 @click.option("-o", "--outdir", type=click.Path(path_type=Path, file_okay=False), required=True,
               help="Output folder: transform.json, lm_in_em.ome.tif, overlay.ome.tif, "
-                   "report.html, run.json, transform.tfm, bigwarp_landmarks.csv, "
-                   "napari_affine.json, ecclem_transform.xml and the figures prealign.png, "
+                   "report.html, run.json, transform.tfm, ngff_transform.json, "
+                   "bigwarp_landmarks.csv, napari_affine.json, ecclem_transform.xml and the "
+                   "figures prealign.png, "
                    "orientation.png, scale_selection.png, overlay_slices.png, "
                    "orthogonal_views.png, projection_overlay.png, checkerboard.png.")
 @voxel_size_option("--em-voxel-size", "EM voxel size (z, y, x) in µm; replaces the file's.")
