@@ -14,6 +14,7 @@ from clemalign.evaluation import (
 )
 from clemalign.outputs import resample_lm_to_em
 from clemalign.transform_io import (
+    EcclemImage,
     napari_affine,
     read_bigwarp_csv,
     read_ecclem_xml,
@@ -52,11 +53,76 @@ def test_bigwarp_round_trip(tmp_path):
     np.testing.assert_allclose(read_bigwarp_csv(path).matrix, EM_TO_LM.matrix, atol=1e-9)
 
 
-def test_ecclem_round_trip(tmp_path):
-    path = write_ecclem_xml(tmp_path / "t.xml", EM_TO_LM, POINTS)
-    assert "<MatrixTransformation" in path.read_text()
-    np.testing.assert_allclose(read_ecclem_xml(path).matrix, EM_TO_LM.matrix, atol=1e-9)
-    np.testing.assert_allclose(read_transform(path).matrix, EM_TO_LM.matrix, atol=1e-9)
+EM_IMAGE = EcclemImage((120, 900, 700), (0.05, 0.14, 0.14), (3.0, -2.0, 0.5), "em.tif")
+LM_IMAGE = EcclemImage((20, 400, 300), (0.6, 0.22, 0.22), (0.0, 0.0, 0.0), "lm.tif")
+
+
+def _ecclem_reader_checks(path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Parse the file as eC-CLEM 2.2.2's readers do (every element and attribute they
+    require, with their rules), returning its matrix and the source and target points."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.parse(path).getroot()
+    node = root.find("MatrixTransformation")
+    matrix = np.array([[float(node.attrib[f"m{r}{c}"]) for c in range(4)] for r in range(4)])
+    transformation = root.find("transformation")  # the first direct child of that name
+    assert transformation.get("type") in ("AFFINE", "RIGID", "SIMILARITY", "SPLINE")
+    assert transformation.get("noiseModel") in ("ISOTROPIC", "ANISOTROPIC")
+    sizes = transformation.findall("sequenceSize")
+    assert [s.get("type") for s in sizes] == ["source", "target"]  # exactly two
+    for size in sizes:
+        dims = {d.get("name"): d for d in size}
+        assert set(dims) == {"X", "Y", "Z"}
+        for d in dims.values():
+            assert d.text == d.text.strip() and int(d.text) > 0  # Integer.parseInt
+            assert float(d.get("pixelSize")) > 0
+    datasets = transformation.findall("dataset")
+    assert [d.get("type") for d in datasets] == ["source", "target"]
+    points = []
+    for d in datasets:
+        assert d.get("pointType") == "FIDUCIAL" and int(d.get("dimension")) == 3
+        rows = []
+        for point in d:
+            assert point.tag == "point"
+            assert all(c.tag == "coordinate" for c in point) and len(point) <= 3
+            row = [0.0] * 3
+            for c in point:
+                row[int(c.get("dimension"))] = float(c.text)
+            rows.append(row)
+        points.append(np.array(rows))
+    assert len(points[0]) == len(points[1]) >= 3
+    return matrix, points[0], points[1]
+
+
+def test_ecclem_file_as_ecclem_reads_it(tmp_path):
+    """eC-CLEM reads the matrix (source LM µm → target EM µm, its µm without origins) and
+    refits the same affine from the point pairs (least squares on [1 x y z] rows)."""
+    path = write_ecclem_xml(tmp_path / "t.xml", EM_TO_LM, POINTS, em=EM_IMAGE, lm=LM_IMAGE)
+    matrix, source, target = _ecclem_reader_checks(path)
+    shift_em = Affine.from_translation(-np.asarray(EM_IMAGE.origin_xyz_um))
+    expected = shift_em @ EM_TO_LM.inverse()
+    np.testing.assert_allclose(matrix, expected.matrix, atol=1e-9)
+    design = np.hstack([np.ones((len(source), 1)), source])
+    coef = np.linalg.pinv(design.T @ design) @ design.T @ target  # eC-CLEM's AFFINE fit
+    np.testing.assert_allclose(design @ coef, target, atol=1e-9)
+    np.testing.assert_allclose(expected.apply(source), target, atol=1e-9)
+    np.testing.assert_allclose(
+        read_ecclem_xml(path, EM_IMAGE.origin_xyz_um, LM_IMAGE.origin_xyz_um).matrix,
+        EM_TO_LM.matrix, atol=1e-9)
+
+
+def test_ecclem_point_only_schema_reads_back(tmp_path):
+    """eC-CLEM's own transformation-schema files hold only the point pairs: the affine
+    is fitted to them."""
+    import xml.etree.ElementTree as ET
+
+    path = write_ecclem_xml(tmp_path / "t.xml", EM_TO_LM, POINTS, em=LM_IMAGE, lm=LM_IMAGE)
+    tree = ET.parse(path)
+    tree.getroot().remove(tree.getroot().find("MatrixTransformation"))
+    schema = tmp_path / "x_to_y_2026_12_02_10_00_00.transformation_schema.xml"
+    tree.write(schema)
+    np.testing.assert_allclose(read_ecclem_xml(schema).matrix, EM_TO_LM.matrix, atol=1e-9)
+    np.testing.assert_allclose(read_transform(schema).matrix, EM_TO_LM.matrix, atol=1e-9)
 
 
 def test_ngff_transform_maps_em_points_to_lm_points(tmp_path):
@@ -108,7 +174,9 @@ def test_napari_affine_matches_lm_in_em():
 
 @pytest.mark.parametrize("content, message", [
     ("not xml", "not valid XML"),
-    ("<root><other/></root>", "no <MatrixTransformation>"),
+    ("<root><other/></root>", "neither a <MatrixTransformation>"),
+    ("<root><transformation><dataset type=\"source\"/></transformation></root>",
+     "a source and a target"),
     ('<root><MatrixTransformation m00="1"/></root>', "lacks attribute m01"),
 ])
 def test_bad_ecclem(tmp_path, content, message):

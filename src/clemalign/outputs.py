@@ -22,6 +22,7 @@ from .pipeline import RegistrationResult
 from .prealign3d import Prealign3DResult
 from .resources import check_memory
 from .transform_io import (
+    EcclemImage,
     roi_points_um,
     write_bigwarp_csv,
     write_ecclem_xml,
@@ -293,9 +294,12 @@ def _write_all(folder: Path, result: RegistrationResult, em: Volume, lm: Volume,
     written["napari_affine.json"] = write_napari_json(
         paths["napari_affine.json"], result.em_to_lm, lm.voxel_size_um, lm.origin_xyz_um,
         em.voxel_size_um, em.origin_xyz_um, overwrite=overwrite)
-    written["ecclem_transform.xml"] = write_ecclem_xml(paths["ecclem_transform.xml"],
-                                                       result.em_to_lm, points,
-                                                       overwrite=overwrite)
+    written["ecclem_transform.xml"] = write_ecclem_xml(
+        paths["ecclem_transform.xml"], result.em_to_lm, points,
+        em=EcclemImage(em.shape_zyx, em.voxel_size_um, em.origin_xyz_um,
+                       Path(em.source or "").name),
+        lm=EcclemImage(lm.shape_zyx, lm.voxel_size_um, lm.origin_xyz_um,
+                       Path(lm.source or "").name))
     run = {"clemalign_version": __version__, "python": platform.python_version(),
            "inputs": {"em": em.source, "lm": lm.source,
                       "em_voxel_size_um": list(em.voxel_size_um),

@@ -16,10 +16,9 @@ BigWarp ``.csv``       landmark rows ``name, "true", moving x y z, target x y z`
 napari ``.json``       4×4 in ``(z, y, x)`` order for ``viewer.add_image(lm_channel,
                        affine=A)`` that places LM voxels over an EM layer added with
                        ``scale=em_voxel_size_um, translate=em origin (z, y, x)``.
-eC-CLEM ``.xml``       ``<MatrixTransformation m00=… m33=…>`` (LM → EM, eC-CLEM moves
-                       the source image onto the target) with the point lists.
-                       Written from the format's description; not checked against
-                       eC-CLEM itself, which does not run here.
+eC-CLEM ``.xml``       the matrix (LM → EM: eC-CLEM moves the source image onto the
+                       target) and the point-pair datasets in the layout eC-CLEM's
+                       current readers parse (:mod:`clemalign.ecclem`).
 OME-NGFF ``.json``     an NGFF 0.6 scene: coordinate systems ``em`` and ``lm`` (axes
                        z, y, x in micrometer) and an ``affine`` coordinate
                        transformation from ``em`` to ``lm`` (3×4, z y x order).
@@ -33,20 +32,20 @@ import csv
 import io as _io
 import json
 import os
-import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from .ecclem import EcclemImage, read_ecclem_xml, write_ecclem_xml
 from .errors import InputError, reading_text
 from .io import atomic_write_text
 from .transforms import Affine
 
 __all__ = ["roi_points_um", "write_itk_tfm", "read_itk_tfm", "write_bigwarp_csv",
            "read_bigwarp_csv", "napari_affine", "write_napari_json", "write_ecclem_xml",
-           "read_ecclem_xml", "write_ngff_transform", "read_ngff_transform", "read_transform",
-           "fit_affine"]
+           "read_ecclem_xml", "EcclemImage", "write_ngff_transform", "read_ngff_transform",
+           "read_transform", "fit_affine"]
 
 NGFF_VERSION = "0.6"
 
@@ -204,55 +203,6 @@ def write_napari_json(path: str | os.PathLike, em_to_lm: Affine,
                  "viewer.add_image(lm_channel, affine=lm_affine_zyx)",
     }
     return atomic_write_text(path, json.dumps(record, indent=2) + "\n", overwrite=overwrite)
-
-
-def write_ecclem_xml(path: str | os.PathLike, em_to_lm: Affine, em_points_um: np.ndarray, *,
-                     overwrite: bool = False) -> Path:
-    """eC-CLEM transformation: LM (source) → EM (target) matrix and the point lists."""
-    lm_to_em = em_to_lm.inverse().matrix
-    em_points = np.asarray(em_points_um, float).reshape(-1, 3)
-    lm_points = em_to_lm.apply(em_points)
-    root = ET.Element("root")
-    ET.SubElement(root, "MatrixTransformation",
-                  {f"m{r}{c}": repr(float(lm_to_em[r, c])) for r in range(4) for c in range(4)})
-    for tag, pts in (("sourceDataset", lm_points), ("targetDataset", em_points)):
-        node = ET.SubElement(root, tag, {"unit": "micrometer", "n": str(len(pts))})
-        for k, (x, y, z) in enumerate(pts):
-            ET.SubElement(node, "point", {"id": str(k), "x": repr(float(x)),
-                                          "y": repr(float(y)), "z": repr(float(z))})
-    ET.indent(root)
-    text = '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode")
-    return atomic_write_text(path, text + "\n", overwrite=overwrite)
-
-
-def read_ecclem_xml(path: str | os.PathLike) -> Affine:
-    """``em_to_lm`` from an eC-CLEM transformation XML (its matrix maps LM → EM)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such transform file")
-    try:
-        with reading_text(path, "eC-CLEM XML"):
-            root = ET.parse(path).getroot()
-    except ET.ParseError as exc:
-        raise InputError(f"{path}: not valid XML ({exc})") from None
-    node = root if root.tag == "MatrixTransformation" else root.find(".//MatrixTransformation")
-    if node is None:
-        raise InputError(f"{path}: no <MatrixTransformation> element")
-    m = np.eye(4)
-    for r in range(4):
-        for c in range(4):
-            key = f"m{r}{c}"
-            if key not in node.attrib:
-                raise InputError(f"{path}: <MatrixTransformation> lacks attribute {key}")
-            try:
-                m[r, c] = float(node.attrib[key])
-            except ValueError:
-                raise InputError(f"{path}: attribute {key}={node.attrib[key]!r} is not a "
-                                 "number") from None
-    try:
-        return Affine(m).inverse()
-    except ValueError as exc:
-        raise InputError(f"{path}: {exc}") from None
 
 
 def _ngff_system(name: str) -> dict:
