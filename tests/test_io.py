@@ -315,3 +315,31 @@ def test_clem_pair_checks_em_values_inside_the_roi_only(tmp_path):
     em_vol, _, _ = read_clem_pair(tmp_path / "em.npy", tmp_path / "lm.npy",
                                   em_roi="0:5,5:15,5:15", **kwargs)
     assert em_vol.shape_zyx == (5, 20, 20)
+
+
+def test_zeiss_czi_reads_with_voxel_size_and_channels(tmp_path):
+    """A .czi written with Zeiss's own library (pylibCZIrw, installed with bioio-czi)
+    reads through bioio with its voxel size (µm) and channel names."""
+    pyczi = pytest.importorskip("pylibCZIrw.czi", reason="the formats extra is not installed")
+    pytest.importorskip("bioio_czi", reason="the formats extra is not installed")
+    path = tmp_path / "cells.czi"
+    with pyczi.create_czi(str(path), exist_ok=True) as czi:
+        for z in range(3):
+            czi.write(np.full((20, 30), 10 * z + 5, np.uint16), plane={"C": 0, "Z": z, "T": 0})
+            czi.write(np.full((20, 30), 100 + z, np.uint16), plane={"C": 1, "Z": z, "T": 0})
+        czi.write_metadata(document_name="cells", channel_names={0: "dna", 1: "mito"},
+                           scale_x=0.1e-6, scale_y=0.12e-6, scale_z=0.3e-6)
+    vol = read_volume(path)
+    assert vol.voxel_size_um == pytest.approx((0.3, 0.12, 0.1))
+    assert vol.channel_names == ("dna", "mito") and vol.data.shape == (2, 3, 20, 30)
+    assert vol.data[0, 2, 0, 0] == 25 and vol.data[1, 1, 5, 5] == 101
+
+
+def test_vendor_file_without_bioio_names_the_extra(tmp_path, monkeypatch):
+    import sys
+
+    path = tmp_path / "scan.nd2"
+    path.write_bytes(b"\0" * 64)
+    monkeypatch.setitem(sys.modules, "bioio", None)  # as if not installed
+    with pytest.raises(InputError, match=r"clemalign\[formats\]"):
+        read_volume(path)

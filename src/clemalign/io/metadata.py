@@ -45,12 +45,18 @@ def unit_to_um(unit: str, *, what: str) -> float:
     return _UNIT_UM[key]
 
 
+# microscope vendors' files, read through bioio and its plugins (the ``formats`` extra)
+VENDOR_SUFFIXES = (".czi", ".lif", ".nd2")
+VENDOR_PLUGINS = {".czi": "bioio-czi", ".lif": "bioio-lif", ".nd2": "bioio-nd2"}
+
+
 def file_format(path: str | os.PathLike) -> str:
     """Name of the format :func:`read_volume` / :func:`write_volume` uses for ``path``.
 
     One of ``"ome-tiff"``, ``"tiff"`` (ImageJ or plain; decided by content when
     reading), ``"mrc"``, ``"ome-zarr"``, ``"npy"``, ``"png"`` (a single 2D image, no
-    metadata; read only).
+    metadata; read only), ``"vendor"`` (Zeiss, Leica, Nikon files through bioio; read
+    only, with the ``formats`` extra).
     """
     name = Path(path).name.lower().rstrip("/")
     if name.endswith((".ome.tif", ".ome.tiff", ".ome.btf")):
@@ -65,8 +71,11 @@ def file_format(path: str | os.PathLike) -> str:
         return "npy"
     if name.endswith(".png"):
         return "png"
+    if name.endswith(VENDOR_SUFFIXES):
+        return "vendor"
     raise InputError(f"{path}: unsupported file type; use OME-TIFF, ImageJ TIFF, MRC/REC, "
-                     "OME-Zarr, .npy or (2D) PNG")
+                     "OME-Zarr, .npy, (2D) PNG, or Zeiss .czi / Leica .lif / Nikon .nd2 with "
+                     "pip install \"clemalign[formats]\"")
 
 
 def ome_sizes(xml: str, path: Path) -> tuple[tuple[float, float, float] | None, list[str]]:

@@ -144,7 +144,8 @@ def read_raw(path: str | os.PathLike) -> RawImage:
     _check_input_path(path)
     fmt = file_format(path)
     readers = {"ome-tiff": _read_tiff, "tiff": _read_tiff, "mrc": _read_mrc,
-               "ome-zarr": _read_ome_zarr, "npy": _read_npy, "png": _read_png}
+               "ome-zarr": _read_ome_zarr, "npy": _read_npy, "png": _read_png,
+               "vendor": _read_vendor}
     try:
         data, axes, size_zyx, origin_xyz, names = readers[fmt](path)
     except InputError:
@@ -356,6 +357,40 @@ def _read_ome_zarr(path: Path) -> _Read:
         names = [c.get("label") or f"C{i}" for i, c in enumerate(omero["channels"])]
     size_zyx = (size["z"], size["y"], size["x"]) if have_units else None
     return data, axes, size_zyx, (origin["x"], origin["y"], origin["z"]), names
+
+
+def _read_vendor(path: Path) -> _Read:
+    """A Zeiss/Leica/Nikon file through bioio (first scene, first time point): voxel
+    sizes in µm and channel names from the vendor's metadata."""
+    from ..resources import check_memory
+    from .metadata import VENDOR_PLUGINS
+
+    plugin = VENDOR_PLUGINS[path.suffix.lower()]
+    try:
+        from bioio import BioImage
+        from bioio_base.exceptions import UnsupportedFileFormatError
+    except ImportError:
+        raise InputError(f"{path}: reading {path.suffix} files needs bioio: pip install "
+                         f"\"clemalign[formats]\" (or bioio {plugin})") from None
+    try:
+        image = BioImage(path)
+    except UnsupportedFileFormatError:
+        raise InputError(f"{path}: no bioio reader for {path.suffix} is installed: pip "
+                         f"install {plugin}") from None
+    dims = image.dims
+    if getattr(dims, "S", 1) > 1:
+        raise InputError(f"{path}: RGB/multi-sample pixels are not supported; save the "
+                         "channel to register as a grey image")
+    shape = (dims.C, dims.Z, dims.Y, dims.X)
+    check_memory(float(np.prod(shape)) * image.dtype.itemsize,
+                 f"{path}: reading its first scene {shape}", "export the region needed")
+    data = np.asarray(image.get_image_data("CZYX", T=0))
+    sizes = image.physical_pixel_sizes
+    size = None
+    if sizes.X and sizes.Y:
+        size = (float(sizes.Z) if sizes.Z else float("nan"), float(sizes.Y), float(sizes.X))
+    names = [str(n) for n in image.channel_names] if image.channel_names else None
+    return data, "CZYX", size, (0.0, 0.0, 0.0), names
 
 
 def _read_npy(path: Path) -> _Read:
