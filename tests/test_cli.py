@@ -289,9 +289,21 @@ def test_register_lands_on_the_truth(registered):
 
 @pytest.mark.slow
 def test_register_report_embeds_every_figure(registered):
+    import re
+
     page = (registered["out"] / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 7 and "Landmark evaluation" in page
-    assert "Confidence evidence" in page and "Orientation" in page
+    # the seven figures, and the overlay again in the summary
+    assert page.count("data:image/png;base64,") == 8 and "Landmark evaluation" in page
+    # a biologist's part first, the technical details folded after it
+    order = [page.index(h) for h in ("<h2>Summary</h2>", "<h2>How to open these results</h2>",
+                                     "Files</h2>", "<h2>Technical details</h2><details>",
+                                     "<h2>Confidence evidence</h2>", "<h2>Orientation</h2>")]
+    assert order == sorted(order)
+    assert "Step too small" not in page[:order[3]] and "nats" not in page[:order[3]]
+    # every link points at a file written beside the report
+    links = set(re.findall(r"href='([^']+)'", page))
+    assert {"overlay.ome.tif", "bigwarp_landmarks.csv", "ecclem_transform.xml"} <= links
+    assert all((registered["out"] / name).is_file() for name in links)
 
 
 @pytest.mark.slow

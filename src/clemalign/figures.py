@@ -284,8 +284,8 @@ def plot_orientation(result: PrealignResult, starts: Sequence[dict] = ()) -> Fig
     -------
     matplotlib.figure.Figure
     """
-    fig = Figure(figsize=(7.5, 3.6), layout="constrained")
-    ax = fig.add_subplot()
+    fig = Figure(figsize=(9.5, 3.6), layout="constrained")
+    ax = fig.add_subplot(fig.add_gridspec(1, 2, width_ratios=(3, 1))[0, 0])
     scan = result.orientation
     if scan:
         angles = np.asarray(scan["angles_deg"])
@@ -319,9 +319,11 @@ def _finish_orientation_axes(ax, starts: Sequence[dict]) -> None:
                          f"{'z reversed, ' if s.get('reversed_z') else ''}"
                          f"MI {s['mutual_information_rigid']:.3f}"
                          for k, s in enumerate(starts))
-        ax.text(0.01, 0.02, "3D stage, MI after rigid:\n" + text, transform=ax.transAxes,
-                fontsize=7, family="monospace", va="bottom",
-                bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "#ccc"})
+        # in a panel of its own beside the plot (inside it hid curves and the y ticks)
+        side = ax.figure.add_subplot(ax.get_gridspec()[0, 1])
+        side.axis("off")
+        side.text(0.0, 1.0, "3D stage, MI after rigid:\n" + text, transform=side.transAxes,
+                  fontsize=7, family="monospace", va="top", ha="left")
     ax.set_xlabel("in-plane angle EM → LM (°)")
     ax.set_ylabel("best NCC (robust z)")
     ax.legend(fontsize=7, loc="upper right")
@@ -379,8 +381,8 @@ def plot_orientation_3d(result: Prealign3DResult, starts: Sequence[dict] = ()) -
     each handedness (direct, x mirrored, z reversed, both); the refined hypotheses marked.
     ``starts`` (from :attr:`Registration3DResult.starts`) adds the mutual information each
     reached after the rigid 3D stage."""
-    fig = Figure(figsize=(7.5, 3.8), layout="constrained")
-    ax = fig.add_subplot()
+    fig = Figure(figsize=(9.5, 3.8), layout="constrained")
+    ax = fig.add_subplot(fig.add_gridspec(1, 2, width_ratios=(3, 1))[0, 0])
     scan = result.scan
     angles = np.asarray(scan["angles_deg"])
     colours = {"direct": "tab:blue", "mirrored": "tab:orange", "reversed_z": "tab:green",

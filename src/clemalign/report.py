@@ -36,6 +36,10 @@ th { background: #f3f3f3; } td.l, th.l { text-align: left; }
 figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #ddd; }
 figcaption { font-size: 0.9em; color: #555; }
 code, pre { background: #f6f6f6; padding: 0.1em 0.3em; font-size: 0.9em; }
+.lead { font-size: 1.1em; } h3 { font-size: 1.0em; margin-bottom: 0.2em; }
+figure.aside { float: right; width: 42%; margin: 0 0 1em 1.5em; }
+h2.clear { clear: both; }
+details > summary { cursor: pointer; color: #555; } .units { color: #555; font-size: 0.9em; }
 pre { padding: 0.6em; overflow-x: auto; }
 """
 
@@ -86,6 +90,17 @@ def build_report(result: RegistrationResult, em: Volume, lm: Volume, *,
     from . import __version__
 
     parts = _header(result, __version__)
+    parts += _summary_section(result, em, lm, figures)
+    parts += _how_to_open_section(files)
+    parts += _files_section(files)
+    if evaluation is not None:
+        parts += _evaluation_section(evaluation)
+    parts += _figures_section(figures)
+    # what an image analyst checks, folded: a biologist reads the part above
+    parts.append("<h2>Technical details</h2><details><summary>inputs, transform matrices, "
+                 "confidence evidence, scales, orientation search, optimiser stages, "
+                 "timings, parameters</summary>")
+    parts.append(f"<p class='units'>{UNITS}</p>")
     parts += _inputs_section(result, em, lm)
     parts += _transform_section(result)
     parts += _confidence_section(result.confidence)
@@ -97,16 +112,121 @@ def build_report(result: RegistrationResult, em: Volume, lm: Volume, *,
         parts += _prealign_xy_sections(result.prealign)
     parts += _starts_section(result.fine)
     parts += _stages_section(result)
-    if evaluation is not None:
-        parts += _evaluation_section(evaluation)
-    parts += _figures_section(figures)
-    parts += _footer(result, files)
-    parts.append("</body></html>")
+    parts += _footer(result)
+    parts.append("</details></body></html>")
     return "\n".join(parts)
 
 
+UNITS = ("Units: µm = micrometre; ° = degree; “nats” measure how much information the two "
+         "images share (mutual information: higher means a better match); “robust z” says "
+         "how many typical spreads a score stands above the others (above about 3 is clear).")
+
+_VERDICT_TEXT = {
+    "ok": "The overlay is very likely right: the images match clearly better here than at "
+          "any other placement tried.",
+    "uncertain": "The overlay may be wrong: the match is not clearly better than some other "
+                 "placements. Check it before using it.",
+    "failed": "The overlay is probably wrong: the images do not match better here than "
+              "elsewhere (wrong channel, no shared structures, or a region outside the "
+              "other image).",
+}
+
+
+def _summary_section(result: RegistrationResult, em: Volume, lm: Volume,
+                     figures: Mapping[str, tuple[bytes, str]]) -> list[str]:
+    """Plain language: what was done, what the verdict means, what to check; the overlay."""
+    conf = result.confidence
+    d = decompose(result.em_to_lm)
+    rx, ry, rz = d["rotation_deg"]
+    t = d["translation_um"]
+    centre = result.em_to_lm.apply(em.index_to_physical(np.array(
+        [(s.start + s.stop - 1) / 2.0 for s in result.roi.slices], float)))
+    in_plane = result.fine.z_search.get("mode") == "in-plane"
+    lines = [
+        f"<p class='lead'>{html.escape(_VERDICT_TEXT[conf['verdict']])}</p>",
+        "<ul>",
+        f"<li>The EM region (voxels {html.escape(result.roi.to_str())}) lies in the LM "
+        f"channel <b>{html.escape(str(result.lm_channel))}</b> around "
+        f"({_fmt(centre, 1)}) µm (x, y, z), turned by {rz:.1f}° in the image plane"
+        + (", mirrored (the two were imaged from opposite sides)" if d["mirror"] else "")
+        + (f", tilted {rx:.1f}° / {ry:.1f}° about x / y" if not in_plane else "")
+        + f"; shift {_fmt(t, 1)} µm.</li>",
+        "<li>" + ("The EM is a section: it was refined in its plane; its depth in the LM is "
+                  f"LM plane {result.fine.z_search.get('lm_plane')}." if in_plane else
+                  "Refined in 3D (rigid, then affine) by mutual information.") + "</li>",
+        "<li>What to check: in the overlay below (and in <code>overlay.ome.tif</code>), "
+        "fluorescent structures should sit on the EM structures they label, across the whole "
+        "region" + (", in every slice" if em.shape_zyx[0] > 1 else "") + ".</li>",
+    ]
+    if conf["verdict"] != "ok":
+        lines.append("<li>Why not ok: " + html.escape("; ".join(conf["reasons"])) + ". Try an "
+                     "ROI on a region with fluorescent structures, another LM channel, or "
+                     "restrict the search (--max-rotation-deg, --no-mirror).</li>")
+    lines.append("</ul>")
+    first = next((name for name in ("Overlay slices", "Checkerboard") if name in figures), None)
+    if first is not None:
+        png, caption = figures[first]
+        data = base64.b64encode(png).decode("ascii")
+        lines.append(f"<figure class='aside'><img alt='{html.escape(first)} (summary)' "
+                     f"src='data:image/png;base64,{data}'><figcaption><b>{html.escape(first)}"
+                     f".</b> {html.escape(caption)}</figcaption></figure>")
+    return ["<h2>Summary</h2>", *lines]
+
+
+_HOW_TO = [
+    ("Fiji", ["Open <a href='overlay.ome.tif'>overlay.ome.tif</a> (File › Open, or drag it "
+              "onto Fiji; Bio-Formats reads the µm calibration): channel 0 is the EM, the "
+              "others the LM channels on the EM grid.",
+              "Image › Color › Channels Tool: show them as a composite; adjust each channel's "
+              "contrast.",
+              "Or open the EM file and <a href='lm_in_em.ome.tif'>lm_in_em.ome.tif</a> side by "
+              "side: they have the same size and calibration."]),
+    ("napari", ["Drag the EM file and <a href='lm_in_em.ome.tif'>lm_in_em.ome.tif</a> into "
+                "napari (or <code>viewer.add_image</code> with <code>scale</code> = the EM "
+                "voxel size): they overlay voxel for voxel.",
+                "To place the original LM instead, use the <code>lm_affine_zyx</code> of "
+                "<a href='napari_affine.json'>napari_affine.json</a> as the LM layer's "
+                "<code>affine</code> (2D slicing of a tilted LM plane is approximate; the 3D "
+                "view is exact)."]),
+    ("BigWarp", ["Open the LM as moving and the EM as target image in BigWarp (Fiji › "
+                 "Plugins › BigDataViewer › BigWarp).",
+                 "File › Import landmarks: <a href='bigwarp_landmarks.csv'>"
+                 "bigwarp_landmarks.csv</a> (the ROI corners and centre, in µm); refine by "
+                 "hand if needed."]),
+    ("eC-CLEM (Icy)", ["Open the LM (source) and the EM (target) with their pixel sizes in "
+                       "µm.",
+                       "Load <a href='ecclem_transform.xml'>ecclem_transform.xml</a> as the "
+                       "transformation (it holds the point pairs eC-CLEM refits, and the "
+                       "matrix)."]),
+    ("Python / other tools", ["<a href='transform.json'>transform.json</a>: "
+                              "<code>em_to_lm</code> 4×4 in µm (and the inverse); "
+                              "<a href='transform.tfm'>transform.tfm</a> for SimpleITK/ITK/"
+                              "elastix (EM fixed); <a href='ngff_transform.json'>"
+                              "ngff_transform.json</a> for OME-NGFF viewers."]),
+]
+
+
+def _how_to_open_section(files: Sequence[str]) -> list[str]:
+    """Two to four steps per program, naming the files written."""
+    if not files:
+        return []
+    parts = ["<h2>How to open these results</h2>"]
+    for program, steps in _HOW_TO:
+        parts.append(f"<h3>{html.escape(program)}</h3><ol>"
+                     + "".join(f"<li>{step}</li>" for step in steps) + "</ol>")
+    return parts
+
+
+def _files_section(files: Sequence[str]) -> list[str]:
+    """The output files, as links (the report sits beside them)."""
+    if not files:
+        return []
+    return ["<h2 class='clear'>Files</h2><ul>" + "".join(
+        f"<li><a href='{html.escape(f)}'>{html.escape(f)}</a></li>" for f in files) + "</ul>"]
+
+
 def _header(result: RegistrationResult, version: str) -> list[str]:
-    """Title, verdict badge and, when not ok, the warning."""
+    """Title and verdict badge (the summary below says what the verdict means)."""
     parts: list[str] = []
     conf = result.confidence
     verdict = conf["verdict"]
@@ -116,11 +236,6 @@ def _header(result: RegistrationResult, version: str) -> list[str]:
              f"<p>Confidence: <span class='badge {verdict}'>{conf['score']:.2f} — {verdict}"
              f"</span> clemalign {html.escape(version)}, "
              f"{time.strftime('%Y-%m-%d %H:%M')}.</p>"]
-    if verdict != "ok":
-        parts.append("<p><b>The result may be wrong:</b> "
-                     + html.escape("; ".join(conf["reasons"])) + ". Check the overlay "
-                     "figures; try an ROI on a region with fluorescent structures, another LM "
-                     "channel, or restrict the search (--max-rotation-deg, --no-mirror).</p>")
     return parts
 
 
@@ -287,16 +402,10 @@ def _figures_section(figures: Mapping[str, tuple[bytes, str]]) -> list[str]:
     return parts
 
 
-def _footer(result: RegistrationResult, files: Sequence[str]) -> list[str]:
-    """The configuration and the files written."""
-    parts: list[str] = []
-    parts.append("<h2>Parameters</h2><details><summary>full configuration (run.json)"
-                 "</summary><pre>" + html.escape(json.dumps(result.config.to_dict(), indent=2))
-                 + "</pre></details>")
-    if files:
-        parts.append("<h2>Files</h2><ul>" + "".join(f"<li><code>{html.escape(f)}</code></li>"
-                                                    for f in files) + "</ul>")
-    return parts
+def _footer(result: RegistrationResult) -> list[str]:
+    """The configuration."""
+    return ["<h2>Parameters</h2><details><summary>full configuration (run.json)</summary><pre>"
+            + html.escape(json.dumps(result.config.to_dict(), indent=2)) + "</pre></details>"]
 
 
 def _other(polarity: str) -> str:
