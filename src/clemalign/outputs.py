@@ -215,10 +215,12 @@ def write_registration(outdir: str | os.PathLike, result: RegistrationResult, em
                        overwrite: bool = False) -> dict[str, Path]:
     """Write the transform, LM on the EM grid, run record, figure and tool exports.
 
-    Files: ``transform.json``, ``lm_in_em.ome.tif``, ``run.json``, ``prealign.png`` and,
-    for other tools, ``transform.tfm`` (ITK/SimpleITK/elastix/3D Slicer),
-    ``bigwarp_landmarks.csv`` (BigWarp), ``napari_affine.json`` and
-    ``ecclem_transform.xml`` (see :mod:`clemalign.transform_io`).
+    Files (:data:`OUTPUT_FILES`): ``transform.json``, ``lm_in_em.ome.tif`` and
+    ``overlay.ome.tif`` (on the whole EM grid: :func:`lm_on_em_grid`), ``run.json``,
+    ``report.html``, the figures and, for other tools, ``transform.tfm`` (ITK/SimpleITK/
+    elastix), ``ngff_transform.json`` (OME-NGFF), ``bigwarp_landmarks.csv`` (BigWarp),
+    ``napari_affine.json`` and ``ecclem_transform.xml`` (see :mod:`clemalign.transform_io`).
+    All are written as a whole (:func:`clemalign.io.output_folder.staged_output`).
 
     Parameters
     ----------
