@@ -253,3 +253,32 @@ def test_sample_on_em_plane_pairs_the_same_physical_points():
     off = Affine.from_translation([1.0, 0.0, 0.0]) @ em_to_lm
     e2, m2 = sample_on_em_plane(em_img, em_sp, lm_img, lm_sp, off, z_um=2.0, pixel_um=0.5)
     assert np.abs(e2 - m2).mean() > 0.1
+
+
+def test_napari_layers_as_the_json_says_put_landmarks_together(tmp_path):
+    """Layers added exactly as napari_affine.json says: an EM point and its LM point
+    (em_to_lm) land on the same napari world position (napari's own transforms)."""
+    import json
+    import warnings
+
+    with warnings.catch_warnings():  # napari's own deprecation warnings on import
+        warnings.simplefilter("ignore")
+        layers = pytest.importorskip("napari.layers", reason="napari is not installed "
+                                                             "(pip install \"clemalign[napari]\")")
+    from clemalign.transform_io import write_napari_json
+
+    em = Volume(np.zeros((30, 80, 90), np.uint8), (0.05, 0.14, 0.14), (1.5, -2.0, 0.3))
+    lm = Volume(np.zeros((12, 60, 70), np.uint16), (0.6, 0.22, 0.22), (4.0, 3.0, -1.0))
+    path = write_napari_json(tmp_path / "napari_affine.json", EM_TO_LM, lm.voxel_size_um,
+                             lm.origin_xyz_um, em.voxel_size_um, em.origin_xyz_um)
+    spec = json.loads(path.read_text())
+    em_layer = layers.Image(em.data, scale=spec["em_scale_zyx"],
+                            translate=spec["em_translate_zyx"])
+    with warnings.catch_warnings():  # its 2D view of a rotated LM (the README's caveat)
+        warnings.filterwarnings("ignore", "Non-orthogonal slicing", UserWarning)
+        lm_layer = layers.Image(lm.data, affine=spec["lm_affine_zyx"])
+    em_points = em.index_to_physical(np.array([[3, 10, 20], [25, 70, 5], [12, 40, 80]], float))
+    for p_em, p_lm in zip(em_points, EM_TO_LM.apply(em_points), strict=True):
+        world_em = em_layer.data_to_world(em.physical_to_index(p_em[None])[0])
+        world_lm = lm_layer.data_to_world(lm.physical_to_index(p_lm[None])[0])
+        np.testing.assert_allclose(world_lm, world_em, atol=1e-6)
