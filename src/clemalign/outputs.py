@@ -18,6 +18,7 @@ from .errors import InputError
 from .evaluation import Landmarks, tre_table
 from .io import atomic_write_text, write_json, write_ome_tiff
 from .io.output_folder import staged_output
+from .io.writers import write_ome_tiff_channels
 from .pipeline import RegistrationResult
 from .prealign3d import Prealign3DResult
 from .resources import check_memory
@@ -34,7 +35,7 @@ from .transforms import CONVENTION, Affine
 from .volume import Roi, Volume, to_sitk
 
 __all__ = ["OUTPUT_FILES", "FIGURE_FILES", "resample_lm_to_em", "lm_on_em_grid",
-           "overlay_volume", "write_registration", "transform_record"]
+           "write_overlay", "write_registration", "transform_record"]
 
 FIGURE_FILES = ("prealign.png", "orientation.png", "scale_selection.png", "overlay_slices.png",
                 "orthogonal_views.png", "projection_overlay.png", "checkerboard.png")
@@ -118,28 +119,25 @@ def lm_on_em_grid(lm: Volume, em: Volume, em_to_lm: Affine, roi: Roi) -> tuple[V
     the ROI grid (its origin written in the file) when the whole grid would not fit in
     memory.  Returns the volume and whether it is on the whole grid."""
     whole = Roi(0, em.shape_zyx[0], 0, em.shape_zyx[1], 0, em.shape_zyx[2])
-    n = lm.n_channels + 1  # the overlay file adds the EM as a channel
     try:
-        check_memory(float(np.prod(em.shape_zyx)) * n * max(lm.data.dtype.itemsize,
-                                                            em.data.dtype.itemsize),
-                     "the LM and EM on the whole EM grid", "")
+        check_memory(float(np.prod(em.shape_zyx)) * lm.n_channels * lm.data.dtype.itemsize,
+                     "the LM on the whole EM grid", "")
         return resample_lm_to_em(lm, em, em_to_lm, whole), True
     except InputError:
         return resample_lm_to_em(lm, em, em_to_lm, roi), False
 
 
-def overlay_volume(em: Volume, lm_in_em: Volume) -> Volume:
-    """EM and the LM channels as one multi-channel stack of one pixel type (EM first):
+def write_overlay(path: Path, em: Volume, lm_in_em: Volume) -> Path:
+    """EM and the LM channels as one multi-channel OME-TIFF of one pixel type (EM first):
     Fiji opens it as a composite overlay, which it cannot merge from files of two bit
-    depths."""
+    depths.  Written plane by plane (no copy of the stack in memory)."""
     dtype = np.result_type(em.data.dtype, lm_in_em.data.dtype)
     if dtype.kind == "f" or dtype.itemsize > 2:
         dtype = np.dtype(np.float32)
-    data = np.empty((1 + lm_in_em.n_channels,) + em.shape_zyx, dtype)
-    data[0] = em.data
-    data[1:] = lm_in_em.data
-    names = ("EM", *(lm_in_em.channel_names or ()))
-    return Volume(data, em.voxel_size_um, em.origin_xyz_um, names)
+    return write_ome_tiff_channels(path, [em.data, *lm_in_em.data], dtype=dtype,
+                                   voxel_size_um=em.voxel_size_um,
+                                   origin_xyz_um=em.origin_xyz_um,
+                                   channel_names=("EM", *(lm_in_em.channel_names or ())))
 
 
 def _png_bytes(fig) -> bytes:
@@ -268,8 +266,7 @@ def _write_all(folder: Path, result: RegistrationResult, em: Volume, lm: Volume,
     written["lm_in_em.ome.tif"] = write_ome_tiff(paths["lm_in_em.ome.tif"], lm_in_em,
                                                  overwrite=overwrite)
     if on_em_grid:
-        written["overlay.ome.tif"] = write_ome_tiff(paths["overlay.ome.tif"],
-                                                    overlay_volume(em, lm_in_em))
+        written["overlay.ome.tif"] = write_overlay(paths["overlay.ome.tif"], em, lm_in_em)
         roi = result.roi
         in_roi = Volume(lm_in_em.data[(slice(None), *roi.slices)], em.voxel_size_um,
                         tuple(em.index_to_physical(np.array([roi.z0, roi.y0, roi.x0], float))),

@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ from ..volume import Volume
 from .metadata import file_format
 
 __all__ = ["ensure_writable", "atomic_write", "atomic_write_text", "write_ome_tiff",
+           "write_ome_tiff_channels",
            "write_volume", "write_json"]
 
 
@@ -73,33 +74,56 @@ def write_ome_tiff(path: str | os.PathLike, volume: Volume, *, overwrite: bool =
     it in mm); a non-zero origin is written as every plane's OME position (µm).
     ``compression`` is passed to tifffile (e.g. ``"zlib"``).
     """
+    data = volume.data if volume.data.ndim == 4 else volume.data[np.newaxis]
+    return write_ome_tiff_channels(path, list(data), dtype=data.dtype,
+                                   voxel_size_um=volume.voxel_size_um,
+                                   origin_xyz_um=volume.origin_xyz_um,
+                                   channel_names=volume.channel_names, overwrite=overwrite,
+                                   compression=compression)
+
+
+def write_ome_tiff_channels(path: str | os.PathLike, channels: Sequence[np.ndarray], *,
+                            dtype: np.dtype, voxel_size_um: Sequence[float],
+                            origin_xyz_um: Sequence[float] = (0.0, 0.0, 0.0),
+                            channel_names: Sequence[str] | None = None,
+                            overwrite: bool = False, compression: str | None = None) -> Path:
+    """:func:`write_ome_tiff` of channels given separately (each ``(z, y, x)``, any
+    array-like of one shape), converted to ``dtype`` one plane at a time: a stack of
+    several sources is written without being assembled in memory."""
     import tifffile
 
-    data = volume.data if volume.data.ndim == 4 else volume.data[np.newaxis]
-    sz, sy, sx = volume.voxel_size_um
+    dtype = np.dtype(dtype)
+    shape = (len(channels), *np.shape(channels[0]))
+    sz, sy, sx = (float(v) for v in voxel_size_um)
     metadata = {
         "axes": "CZYX",
         "PhysicalSizeX": sx, "PhysicalSizeXUnit": "µm",
         "PhysicalSizeY": sy, "PhysicalSizeYUnit": "µm",
         "PhysicalSizeZ": sz, "PhysicalSizeZUnit": "µm",
-        "Channel": {"Name": list(volume.channel_names or ("C0",))},
+        "Channel": {"Name": list(channel_names or [f"C{c}" for c in range(shape[0])])},
     }
-    if any(volume.origin_xyz_um):  # where Bio-Formats reads a stack's position
-        n = data.shape[0] * data.shape[1]
-        z = [volume.origin_xyz_um[2] + k * sz for _ in range(data.shape[0])
-             for k in range(data.shape[1])]
-        metadata["Plane"] = {"PositionX": [volume.origin_xyz_um[0]] * n,
+    if any(origin_xyz_um):  # where Bio-Formats reads a stack's position
+        n = shape[0] * shape[1]
+        z = [float(origin_xyz_um[2]) + k * sz for _ in range(shape[0]) for k in range(shape[1])]
+        metadata["Plane"] = {"PositionX": [float(origin_xyz_um[0])] * n,
                              "PositionXUnit": ["µm"] * n,
-                             "PositionY": [volume.origin_xyz_um[1]] * n,
+                             "PositionY": [float(origin_xyz_um[1])] * n,
                              "PositionYUnit": ["µm"] * n,
                              "PositionZ": z, "PositionZUnit": ["µm"] * n}
+    nbytes = float(np.prod(shape)) * dtype.itemsize
+
+    def pages():
+        for channel in channels:
+            for k in range(shape[1]):
+                yield np.asarray(channel[k], dtype=dtype)
 
     def write(tmp: Path) -> None:
         # the TIFF resolution tags too (pixels per cm): readers without OME-XML (ITK,
         # 3D Slicer, ImageJ without Bio-Formats) then get the lateral pixel size
-        tifffile.imwrite(tmp, data, ome=True, photometric="minisblack", metadata=metadata,
-                         compression=compression, bigtiff=data.nbytes > 2**31,
-                         resolution=(1e4 / sx, 1e4 / sy), resolutionunit="CENTIMETER")
+        tifffile.imwrite(tmp, pages(), shape=shape, dtype=dtype, ome=True,
+                         photometric="minisblack", metadata=metadata, compression=compression,
+                         bigtiff=nbytes > 2**31, resolution=(1e4 / sx, 1e4 / sy),
+                         resolutionunit="CENTIMETER")
 
     return atomic_write(Path(path), overwrite, write)
 
