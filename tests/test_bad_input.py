@@ -194,6 +194,24 @@ def section_result(small_pair):
     return register(sec, lm, config=RegistrationConfig(lm_channel=0)), sec, lm
 
 
+def _stand_in_run(section_result, tmp_path, monkeypatch, earlier: dict) -> tuple[Path, list]:
+    """The section's files, an output folder holding ``earlier`` files, and ``register``
+    replaced by the section's finished result: (folder, the register argv)."""
+    import clemalign.pipeline
+
+    result, em, lm = section_result
+    for vol, name in ((em, "em.ome.tif"), (lm, "lm.ome.tif")):
+        write_ome_tiff(tmp_path / name, vol)
+    out = tmp_path / "results"
+    out.mkdir()
+    for name, text in earlier.items():
+        (out / name).write_text(text)
+    monkeypatch.setattr(clemalign.pipeline, "register", lambda *a, **k: result)
+    return out, ["register", str(tmp_path / "em.ome.tif"), str(tmp_path / "lm.ome.tif"), "-o",
+                 str(out), "--em-voxel-size", *map(str, em.voxel_size_um), "--lm-voxel-size",
+                 *map(str, lm.voxel_size_um)]
+
+
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGHUP", "SIGINT", "disk full"])
 def test_interrupted_write_leaves_the_folder_as_it_was(section_result, tmp_path, capsys,
                                                        monkeypatch, how):
@@ -202,15 +220,9 @@ def test_interrupted_write_leaves_the_folder_as_it_was(section_result, tmp_path,
     import errno
 
     import clemalign.outputs as outputs
-    import clemalign.pipeline
 
-    result, em, lm = section_result
-    for vol, name in ((em, "em.ome.tif"), (lm, "lm.ome.tif")):
-        write_ome_tiff(tmp_path / name, vol)
-    out = tmp_path / "results"
-    out.mkdir()
-    (out / "transform.json").write_text("an earlier run\n")
-    monkeypatch.setattr(clemalign.pipeline, "register", lambda *a, **k: result)
+    _, argv = _stand_in_run(section_result, tmp_path, monkeypatch,
+                            {"transform.json": "an earlier run\n"})
     real = outputs.write_itk_tfm
 
     def interrupted(path, *args, **kwargs):
@@ -221,9 +233,7 @@ def test_interrupted_write_leaves_the_folder_as_it_was(section_result, tmp_path,
 
     monkeypatch.setattr(outputs, "write_itk_tfm", interrupted)
     before = _snapshot(tmp_path)
-    status = main(["register", str(tmp_path / "em.ome.tif"), str(tmp_path / "lm.ome.tif"),
-                   "-o", str(out), "--em-voxel-size", *map(str, em.voxel_size_um),
-                   "--lm-voxel-size", *map(str, lm.voxel_size_um), "--overwrite"])
+    status = main(argv + ["--overwrite"])
     err = capsys.readouterr().err
     if how == "disk full":
         assert status == 2 and "no space left" in err
@@ -233,20 +243,11 @@ def test_interrupted_write_leaves_the_folder_as_it_was(section_result, tmp_path,
 
 
 def test_overwrite_replaces_only_a_complete_result(section_result, tmp_path, monkeypatch):
-    import clemalign.pipeline
     from clemalign.outputs import OUTPUT_FILES
 
-    result, em, lm = section_result
-    for vol, name in ((em, "em.ome.tif"), (lm, "lm.ome.tif")):
-        write_ome_tiff(tmp_path / name, vol)
-    out = tmp_path / "results"
-    out.mkdir()
-    (out / "orientation.png").write_text("an earlier run's figure")
-    (out / "notes.txt").write_text("the user's own file")
-    monkeypatch.setattr(clemalign.pipeline, "register", lambda *a, **k: result)
-    argv = ["register", str(tmp_path / "em.ome.tif"), str(tmp_path / "lm.ome.tif"), "-o",
-            str(out), "--em-voxel-size", *map(str, em.voxel_size_um), "--lm-voxel-size",
-            *map(str, lm.voxel_size_um)]
+    out, argv = _stand_in_run(section_result, tmp_path, monkeypatch,
+                              {"orientation.png": "an earlier run's figure",
+                               "notes.txt": "the user's own file"})
     assert main(argv) == 2  # orientation.png exists
     assert main(argv + ["--overwrite"]) == 0
     names = {p.name for p in out.iterdir()}
@@ -259,16 +260,10 @@ def test_overwrite_replaces_only_a_complete_result(section_result, tmp_path, mon
 
 def test_new_output_folder_appears_complete_with_usual_permissions(section_result, tmp_path,
                                                                    monkeypatch):
-    import clemalign.pipeline
-
-    result, em, lm = section_result
-    for vol, name in ((em, "em.ome.tif"), (lm, "lm.ome.tif")):
-        write_ome_tiff(tmp_path / name, vol)
-    monkeypatch.setattr(clemalign.pipeline, "register", lambda *a, **k: result)
+    results, argv = _stand_in_run(section_result, tmp_path, monkeypatch, {})
+    results.rmdir()
     out = tmp_path / "new" / "results"
-    assert main(["register", str(tmp_path / "em.ome.tif"), str(tmp_path / "lm.ome.tif"), "-o",
-                 str(out), "--em-voxel-size", *map(str, em.voxel_size_um),
-                 "--lm-voxel-size", *map(str, lm.voxel_size_um)]) == 0
+    assert main([str(out) if a == str(results) else a for a in argv]) == 0
     umask = os.umask(0)
     os.umask(umask)
     assert (out.stat().st_mode & 0o777) == 0o777 & ~umask
