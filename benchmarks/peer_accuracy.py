@@ -26,6 +26,7 @@ Every method runs single-threaded in one of ``--workers`` processes, so the time
 comparable with each other (ratios), not with a multi-threaded run.
 
 Run:  python benchmarks/peer_accuracy.py [--seeds 30] [--conditions ...] [--workers 2]
+      [--peers ants_from_prealign ...]
 """
 
 from __future__ import annotations
@@ -93,7 +94,10 @@ def _run_methods(case: dict, em, lm, truth, points_em, roi: str | None,
                                  else res.prealign.timings_s["total"]),
                  "confidence": None, "error": None})
     em_w, lm_w = peer_inputs(em, lm, box)
+    chosen = os.environ.get("CLEMALIGN_BENCH_PEERS")  # --peers, inherited by the workers
     for name, fn in PEERS.items():
+        if chosen and name not in chosen.split(","):
+            continue
         tf, secs, err = timed(fn, em_w, lm_w, pre_tf)
         rows.append({**case, "method": name,
                      "tre_um": _tre(tf, truth, points_em) if tf is not None else float("inf"),
@@ -234,7 +238,11 @@ def main(argv=None) -> None:
                         choices=[*CONDITIONS, "deepclem"])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--name", default="peer_accuracy", help="results file name")
+    parser.add_argument("--peers", nargs="+", default=None,
+                        help="only these peers (default: all), e.g. ants_from_prealign")
     args = parser.parse_args(argv)
+    if args.peers:
+        os.environ["CLEMALIGN_BENCH_PEERS"] = ",".join(args.peers)
     tasks = [("sim", c, s, args.scale) for c in args.conditions if c != "deepclem"
              for s in range(args.seeds)]
     if "deepclem" in args.conditions:
