@@ -425,3 +425,27 @@ def test_register_help_lists_every_output(capsys):
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     for name in OUTPUT_FILES:
         assert name in text and f"`{name}`" in readme, name
+
+
+@pytest.mark.parametrize("level", ["minimal", "standard"])
+def test_outputs_levels_write_their_files_and_clear_stale_ones(section_result, tmp_path,
+                                                               monkeypatch, level):
+    """--outputs minimal writes the transform files only; standard all but the overlay;
+    with --overwrite an earlier run's other files go, so the folder holds one run."""
+    from clemalign.outputs import OUTPUT_LEVELS
+
+    out, argv = _stand_in_run(section_result, tmp_path, monkeypatch, {})
+    assert main(argv + ["--overwrite"]) == 0  # everything first
+    assert (out / "overlay.ome.tif").exists()
+    assert main(argv + ["--outputs", level, "--overwrite"]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert names <= OUTPUT_LEVELS[level] and "transform.json" in names
+    assert ("report.html" in names) == (level == "standard")
+    assert "overlay.ome.tif" not in names
+    record = json.loads((out / "run.json").read_text())
+    assert set(record["outputs"]) == names
+    if level == "standard":  # the report links only what is there
+        import re
+
+        page = (out / "report.html").read_text()
+        assert set(re.findall(r"href='([^']+)'", page)) <= names

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import platform
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -34,7 +35,7 @@ from .transform_io import (
 from .transforms import CONVENTION, Affine
 from .volume import Roi, Volume, to_sitk
 
-__all__ = ["OUTPUT_FILES", "FIGURE_FILES", "resample_lm_to_em", "lm_on_em_grid",
+__all__ = ["OUTPUT_FILES", "OUTPUT_LEVELS", "FIGURE_FILES", "resample_lm_to_em", "lm_on_em_grid",
            "write_overlay", "write_registration", "transform_record"]
 
 FIGURE_FILES = ("prealign.png", "orientation.png", "scale_selection.png", "overlay_slices.png",
@@ -42,6 +43,15 @@ FIGURE_FILES = ("prealign.png", "orientation.png", "scale_selection.png", "overl
 OUTPUT_FILES = ("transform.json", "lm_in_em.ome.tif", "overlay.ome.tif", "run.json",
                 "report.html", "transform.tfm", "ngff_transform.json", "bigwarp_landmarks.csv",
                 "napari_affine.json", "ecclem_transform.xml") + FIGURE_FILES
+_TRANSFORMS = frozenset({"transform.json", "run.json", "transform.tfm", "ngff_transform.json",
+                         "bigwarp_landmarks.csv", "napari_affine.json", "ecclem_transform.xml"})
+OutputLevel = Literal["all", "standard", "minimal"]
+# the files of each --outputs level (figures only those that apply to the run)
+OUTPUT_LEVELS: dict[str, frozenset[str]] = {
+    "all": frozenset(OUTPUT_FILES),
+    "standard": frozenset(OUTPUT_FILES) - {"overlay.ome.tif"},
+    "minimal": _TRANSFORMS,
+}
 
 
 def transform_record(result: RegistrationResult, em: Volume, lm: Volume) -> dict:
@@ -210,7 +220,7 @@ def _figures(result: RegistrationResult, em: Volume, overlay: Volume) -> dict:
 
 def write_registration(outdir: str | os.PathLike, result: RegistrationResult, em: Volume,
                        lm: Volume, *, landmarks: Landmarks | None = None,
-                       overwrite: bool = False) -> dict[str, Path]:
+                       overwrite: bool = False, outputs: OutputLevel = "all") -> dict[str, Path]:
     """Write the transform, LM on the EM grid, run record, figure and tool exports.
 
     Files (:data:`OUTPUT_FILES`): ``transform.json``, ``lm_in_em.ome.tif`` and
@@ -231,42 +241,66 @@ def write_registration(outdir: str | os.PathLike, result: RegistrationResult, em
         Known point pairs: their errors go into ``transform.json`` and the report.
     overwrite : bool
         Replace existing files; otherwise refuse before writing anything.
+    outputs : {"all", "standard", "minimal"}
+        Which files (:data:`OUTPUT_LEVELS`): ``all``; ``standard`` without
+        ``overlay.ome.tif`` (a second copy of the LM on the EM grid); ``minimal``: the
+        transform files and ``run.json`` only (batch runs; no image is resampled).
 
     Returns
     -------
     dict
         File name → path written.
     """
+    if outputs not in OUTPUT_LEVELS:
+        raise InputError(f"outputs: expected one of {sorted(OUTPUT_LEVELS)}, got {outputs!r}")
     outdir = Path(outdir)
+    # every name is checked and, with overwrite, an earlier run's files of other names go
     with staged_output(outdir, OUTPUT_FILES, overwrite=overwrite) as staging:
-        _write_all(staging, result, em, lm, landmarks)
-    return {name: outdir / name for name in OUTPUT_FILES}
+        written = _write_all(staging, result, em, lm, landmarks, OUTPUT_LEVELS[outputs])
+    return {name: outdir / name for name in OUTPUT_FILES if name in written}
 
 
 def _write_all(folder: Path, result: RegistrationResult, em: Volume, lm: Volume,
-               landmarks: Landmarks | None) -> None:
-    """Every output file into an empty ``folder``."""
-    from . import __version__
+               landmarks: Landmarks | None, names: frozenset[str]) -> set[str]:
+    """The chosen output files into an empty ``folder``; the names written."""
     from .report import build_report
 
-    overwrite = False
-    paths = {name: folder / name for name in OUTPUT_FILES}
-    written = {}
     evaluation = None
     if landmarks is not None:
         evaluation = tre_table(result.em_to_lm, landmarks, em_pixel_um=em.voxel_size_um[2])
-    lm_in_em, on_em_grid = lm_on_em_grid(lm, em, result.em_to_lm, result.roi)
     record = transform_record(result, em, lm)
-    record["lm_in_em"] = {"grid": "em" if on_em_grid else "roi",
-                          "shape_zyx": list(lm_in_em.shape_zyx),
-                          "origin_xyz_um": list(lm_in_em.origin_xyz_um)}
     if evaluation is not None:
         record["evaluation"] = evaluation
-    written["transform.json"] = write_json(paths["transform.json"], record, overwrite=overwrite)
-    written["lm_in_em.ome.tif"] = write_ome_tiff(paths["lm_in_em.ome.tif"], lm_in_em,
-                                                 overwrite=overwrite)
+    figures: dict = {}
+    if "lm_in_em.ome.tif" in names:
+        record["lm_in_em"], figures = _write_images(folder, result, em, lm, names)
+    write_json(folder / "transform.json", record, overwrite=False)
+    _write_exports(folder, result, em, lm)
+    written = {p.name for p in folder.iterdir()} | {"run.json"}
+    if "report.html" in names:
+        written.add("report.html")
+    write_json(folder / "run.json", _run_record(result, em, lm, sorted(written)),
+               overwrite=False)
+    if "report.html" in names:
+        page = build_report(result, em, lm,
+                            figures={title: (png, caption)
+                                     for title, (_, png, caption) in figures.items()},
+                            evaluation=evaluation, files=sorted(written))
+        atomic_write_text(folder / "report.html", page, overwrite=False)
+    return written
+
+
+def _write_images(folder: Path, result: RegistrationResult, em: Volume, lm: Volume,
+                  names: frozenset[str]) -> tuple[dict, dict]:
+    """``lm_in_em``, the overlay (when chosen and on the whole grid) and the figures;
+    the ``lm_in_em`` record and the figures (title → (file, PNG, caption))."""
+    lm_in_em, on_em_grid = lm_on_em_grid(lm, em, result.em_to_lm, result.roi)
+    record = {"grid": "em" if on_em_grid else "roi", "shape_zyx": list(lm_in_em.shape_zyx),
+              "origin_xyz_um": list(lm_in_em.origin_xyz_um)}
+    write_ome_tiff(folder / "lm_in_em.ome.tif", lm_in_em)
     if on_em_grid:
-        written["overlay.ome.tif"] = write_overlay(paths["overlay.ome.tif"], em, lm_in_em)
+        if "overlay.ome.tif" in names:
+            write_overlay(folder / "overlay.ome.tif", em, lm_in_em)
         roi = result.roi
         in_roi = Volume(lm_in_em.data[(slice(None), *roi.slices)], em.voxel_size_um,
                         tuple(em.index_to_physical(np.array([roi.z0, roi.y0, roi.x0], float))),
@@ -275,43 +309,39 @@ def _write_all(folder: Path, result: RegistrationResult, em: Volume, lm: Volume,
         in_roi = lm_in_em
     del lm_in_em
     figures = _figures(result, em, in_roi)
-    del in_roi
-    for _, (name, png, _) in figures.items():
-        written[name] = _write_bytes(paths[name], png, overwrite)
-    # exports for other tools: the ROI corners and centre as landmark points
+    for name, png, _ in figures.values():
+        _write_bytes(folder / name, png, False)
+    return record, figures
+
+
+def _write_exports(folder: Path, result: RegistrationResult, em: Volume, lm: Volume) -> None:
+    """The transform for other tools; landmark-style files get the ROI corners and centre."""
     roi = result.roi
     lo = em.index_to_physical(np.array([roi.z0, roi.y0, roi.x0], float))
     hi = em.index_to_physical(np.array([roi.z1 - 1, roi.y1 - 1, roi.x1 - 1], float))
     points = roi_points_um(lo, hi)
-    written["transform.tfm"] = write_itk_tfm(paths["transform.tfm"], result.em_to_lm,
-                                             overwrite=overwrite)
-    written["ngff_transform.json"] = write_ngff_transform(paths["ngff_transform.json"],
-                                                          result.em_to_lm)
-    written["bigwarp_landmarks.csv"] = write_bigwarp_csv(paths["bigwarp_landmarks.csv"],
-                                                         result.em_to_lm, points,
-                                                         overwrite=overwrite)
-    written["napari_affine.json"] = write_napari_json(
-        paths["napari_affine.json"], result.em_to_lm, lm.voxel_size_um, lm.origin_xyz_um,
-        em.voxel_size_um, em.origin_xyz_um, overwrite=overwrite)
-    written["ecclem_transform.xml"] = write_ecclem_xml(
-        paths["ecclem_transform.xml"], result.em_to_lm, points,
-        em=EcclemImage(em.shape_zyx, em.voxel_size_um, em.origin_xyz_um,
-                       Path(em.source or "").name),
-        lm=EcclemImage(lm.shape_zyx, lm.voxel_size_um, lm.origin_xyz_um,
-                       Path(lm.source or "").name))
-    run = {"clemalign_version": __version__, "python": platform.python_version(),
-           "inputs": {"em": em.source, "lm": lm.source,
-                      "em_voxel_size_um": list(em.voxel_size_um),
-                      "lm_voxel_size_um": list(lm.voxel_size_um),
-                      "em_shape_zyx": list(em.shape_zyx), "lm_shape": list(lm.data.shape)},
-           "config": result.config.to_dict(), "confidence": result.confidence,
-           "timings_s": result.timings_s, "outputs": sorted(OUTPUT_FILES)}
-    written["run.json"] = write_json(paths["run.json"], run, overwrite=overwrite)
-    page = build_report(result, em, lm,
-                        figures={title: (png, caption)
-                                 for title, (_, png, caption) in figures.items()},
-                        evaluation=evaluation, files=sorted(OUTPUT_FILES))
-    written["report.html"] = atomic_write_text(paths["report.html"], page, overwrite=overwrite)
+    write_itk_tfm(folder / "transform.tfm", result.em_to_lm)
+    write_ngff_transform(folder / "ngff_transform.json", result.em_to_lm)
+    write_bigwarp_csv(folder / "bigwarp_landmarks.csv", result.em_to_lm, points)
+    write_napari_json(folder / "napari_affine.json", result.em_to_lm, lm.voxel_size_um,
+                      lm.origin_xyz_um, em.voxel_size_um, em.origin_xyz_um)
+    write_ecclem_xml(folder / "ecclem_transform.xml", result.em_to_lm, points,
+                     em=EcclemImage(em.shape_zyx, em.voxel_size_um, em.origin_xyz_um,
+                                    Path(em.source or "").name),
+                     lm=EcclemImage(lm.shape_zyx, lm.voxel_size_um, lm.origin_xyz_um,
+                                    Path(lm.source or "").name))
+
+
+def _run_record(result: RegistrationResult, em: Volume, lm: Volume, files: list[str]) -> dict:
+    from . import __version__
+
+    return {"clemalign_version": __version__, "python": platform.python_version(),
+            "inputs": {"em": em.source, "lm": lm.source,
+                       "em_voxel_size_um": list(em.voxel_size_um),
+                       "lm_voxel_size_um": list(lm.voxel_size_um),
+                       "em_shape_zyx": list(em.shape_zyx), "lm_shape": list(lm.data.shape)},
+            "config": result.config.to_dict(), "confidence": result.confidence,
+            "timings_s": result.timings_s, "outputs": files}
 
 
 def _write_bytes(path: Path, data: bytes, overwrite: bool) -> Path:

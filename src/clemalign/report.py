@@ -154,7 +154,7 @@ def _summary_section(result: RegistrationResult, em: Volume, lm: Volume,
         "<li>" + ("The EM is a section: it was refined in its plane; its depth in the LM is "
                   f"LM plane {result.fine.z_search.get('lm_plane')}." if in_plane else
                   "Refined in 3D (rigid, then affine) by mutual information.") + "</li>",
-        "<li>What to check: in the overlay below (and in <code>overlay.ome.tif</code>), "
+        "<li>What to check: in the overlay below (and in the overlay files), "
         "fluorescent structures should sit on the EM structures they label, across the whole "
         "region" + (", in every slice" if em.shape_zyx[0] > 1 else "") + ".</li>",
     ]
@@ -210,10 +210,16 @@ def _how_to_open_section(files: Sequence[str]) -> list[str]:
     """Two to four steps per program, naming the files written."""
     if not files:
         return []
+    import re
+
     parts = ["<h2>How to open these results</h2>"]
     for program, steps in _HOW_TO:
-        parts.append(f"<h3>{html.escape(program)}</h3><ol>"
-                     + "".join(f"<li>{step}</li>" for step in steps) + "</ol>")
+        # only the steps whose files this run wrote (--outputs chooses them)
+        steps = [step for step in steps
+                 if all(name in files for name in re.findall(r"href='([^']+)'", step))]
+        if steps:
+            parts.append(f"<h3>{html.escape(program)}</h3><ol>"
+                         + "".join(f"<li>{step}</li>" for step in steps) + "</ol>")
     return parts
 
 

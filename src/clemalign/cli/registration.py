@@ -28,7 +28,7 @@ def _parse_slices(text: str | None) -> tuple[int, ...] | None:
 
 
 def _run_registration(em_vol, lm_vol, config, outdir: Path, overwrite: bool, landmarks=None,
-                      workers: int | None = None):
+                      workers: int | None = None, outputs: str = "all"):
     """Register with a progress display per stage and write the outputs."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -51,7 +51,7 @@ def _run_registration(em_vol, lm_vol, config, outdir: Path, overwrite: bool, lan
         bar.update(tasks["prealign"], completed=1.0)
         bar.update(tasks["fine"], completed=1.0)
         paths = write_registration(outdir, result, em_vol, lm_vol, landmarks=landmarks,
-                                   overwrite=overwrite)
+                                   overwrite=overwrite, outputs=outputs)
         bar.update(tasks["write"], completed=1.0)
     return result, paths
 
@@ -169,6 +169,11 @@ def _print_result(result, paths) -> None:
 @click.option("--max-memory", type=POSITIVE, default=None, metavar="GIB",
               help="Largest array allowed, GiB [default: the memory available]; a run that "
                    "would need more stops before allocating, naming what is too large.")
+@click.option("--outputs", type=click.Choice(["all", "standard", "minimal"]), default="all",
+              show_default=True,
+              help="Files to write: all; standard (without overlay.ome.tif, a second copy of "
+                   "the LM on the EM grid); minimal (transform files and run.json only: no "
+                   "image resampled, for batch runs).")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
 def register_command(max_memory: float | None, **options) -> None:
     """Register EM to LM: pre-alignment (XY or 3D), then 3D mutual-information registration.
@@ -188,7 +193,7 @@ def _register(em: Path, lm: Path, outdir: Path, em_voxel_size: tuple[float, floa
               roi: str | None, model: str, em_slices: str | None, landmarks: Path | None,
               max_rotation_deg: float, no_mirror: bool, no_flip_z: bool, em_polarity: str,
               lm_polarity: str, prealign_mode: str, workers: int | None, strict: bool,
-              overwrite: bool) -> None:
+              outputs: str, overwrite: bool) -> None:
     from dataclasses import replace
 
     from ..io import read_clem_pair
@@ -216,7 +221,8 @@ def _register(em: Path, lm: Path, outdir: Path, em_voxel_size: tuple[float, floa
         prealign3d=replace(base.prealign3d, max_rotation_deg=max_rotation_deg,
                            mirror=not no_mirror),
         fine=replace(base.fine, model=model))  # type: ignore[arg-type]
-    result, paths = _run_registration(em_vol, lm_vol, config, outdir, overwrite, points, workers)
+    result, paths = _run_registration(em_vol, lm_vol, config, outdir, overwrite, points, workers,
+                                      outputs)
     _print_result(result, paths)
     if points is not None:
         s = json.loads(paths["transform.json"].read_text())["evaluation"]["summary"]

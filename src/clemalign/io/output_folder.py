@@ -118,6 +118,9 @@ def staged_output(folder: str | os.PathLike, names: Iterable[str], *,
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES):
                 raise _writable_error(folder, exc) from None
+            if exc.errno is None:  # a short write reported by a library (tifffile)
+                raise InputError(f"{folder}: writing the outputs failed ({exc}); check the "
+                                 "free space and the file size limit") from None
             raise
         _commit(staging, folder, names, overwrite)
         committed = True
