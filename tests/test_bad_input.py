@@ -449,3 +449,45 @@ def test_outputs_levels_write_their_files_and_clear_stale_ones(section_result, t
 
         page = (out / "report.html").read_text()
         assert set(re.findall(r"href='([^']+)'", page)) <= names
+
+
+# ------------------------------------------------------- many pairs (issue 19, batch part)
+
+
+def test_batch_registers_pairs_reports_failures_and_resumes(section_result, tmp_path, capsys):
+    """Two good pairs and one with a missing file on a LocalCluster (threads): the good
+    ones give register folders, the bad one a one-line message in the summary; a rerun
+    skips the finished pairs."""
+    import csv as _csv
+
+    from clemalign.batch import BatchConfig, read_manifest, register_many
+
+    _, em, lm = section_result
+    write_ome_tiff(tmp_path / "em.ome.tif", em)
+    write_ome_tiff(tmp_path / "lm.ome.tif", lm)
+    manifest = tmp_path / "pairs.csv"
+    manifest.write_text("name,em,lm,lm_channel,no_mirror,outputs\n"
+                        "a,em.ome.tif,lm.ome.tif,0,true,minimal\n"
+                        "b,em.ome.tif,lm.ome.tif,0,false,minimal\n"
+                        "c,missing.tif,lm.ome.tif,,,minimal\n")
+    jobs = read_manifest(manifest)
+    assert [j.name for j in jobs] == ["a", "b", "c"] and "--no-mirror" in jobs[0].argv
+    config = BatchConfig(workers=2, processes=False)
+    rows = register_many(jobs, tmp_path / "out", config=config)
+    assert [r["status"] for r in rows] == ["done", "done", "bad input"]
+    assert "missing.tif" in rows[2]["message"] and "\n" not in rows[2]["message"]
+    assert all((tmp_path / "out" / n / "transform.json").is_file() for n in ("a", "b"))
+    with open(tmp_path / "out" / "summary.csv", newline="") as f:
+        summary = list(_csv.DictReader(f))
+    assert [r["name"] for r in summary] == ["a", "b", "c"] and summary[0]["verdict"]
+    assert "<table>" in (tmp_path / "out" / "summary.html").read_text()
+    again = register_many(jobs, tmp_path / "out", config=config)
+    assert [r["status"] for r in again] == ["skipped", "skipped", "bad input"]
+
+
+def test_batch_manifest_errors_are_one_line(tmp_path, capsys):
+    manifest = tmp_path / "pairs.csv"
+    manifest.write_text("em,other\nx.tif,1\n")
+    _one_line_exit(capsys, ["batch", str(manifest), "-o", str(tmp_path / "o")], 2,
+                   "pairs.csv", "em and lm")
+    assert not (tmp_path / "o").exists()

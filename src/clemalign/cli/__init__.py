@@ -3,10 +3,11 @@
 Modules: :mod:`~clemalign.cli.app` (the command group, shared options, ``main``),
 :mod:`~clemalign.cli.files` (``info``, ``check``, ``simulate``),
 :mod:`~clemalign.cli.registration` (``register``, ``demo``),
-:mod:`~clemalign.cli.landmarks` (``evaluate``, ``apply``).
+:mod:`~clemalign.cli.landmarks` (``evaluate``, ``apply``), :mod:`~clemalign.cli.batch`
+(``batch``).
 """
 
-from . import files, landmarks, registration  # noqa: F401  (the commands register on app)
+from . import batch, files, landmarks, registration  # noqa: F401  (commands register on app)
 from .app import app, main
 
 __all__ = ["app", "main"]
