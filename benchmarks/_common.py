@@ -35,11 +35,15 @@ def write_results(name: str, payload: dict, table_md: str) -> None:
 
 
 def run_tasks(fn, tasks: list, workers: int) -> list:
-    """``fn`` over ``tasks`` (each returns a list of rows), in ``workers`` spawned
-    processes when more than one; rows concatenated in task order."""
+    """``fn`` over ``tasks`` (each returns a list of rows) on a dask.distributed
+    LocalCluster of ``workers`` single-threaded worker processes when more than one (in
+    this process otherwise); rows concatenated in task order.  The workers inherit this
+    process's environment (e.g. the one-thread settings of the peer benchmark)."""
     if workers > 1:
-        import multiprocessing as mp
+        from dask.distributed import Client, LocalCluster
 
-        with mp.get_context("spawn").Pool(workers) as pool:
-            return [r for out in pool.imap(fn, tasks) for r in out]
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                          dashboard_address=None) as cluster, Client(cluster) as client:
+            futures = client.map(fn, tasks, pure=False)
+            return [r for out in client.gather(futures) for r in out]
     return [r for t in tasks for r in fn(t)]
