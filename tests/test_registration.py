@@ -235,3 +235,25 @@ def test_affine_stage_holds_its_z_terms_when_asked():
     assert free.em_to_lm.linear[2, 2] == pytest.approx(stretch.linear[2, 2], abs=0.01)
     with pytest.raises(Exception, match="affine_z"):
         Registration3DConfig(affine_z="z")
+
+
+@pytest.mark.slow
+def test_final_level_refines_from_the_affine_result(affine_result, stretched_pair):
+    """``final_sigma_um``: one more affine level at a finer LoG after the usual stages,
+    kept only if it raises the MI there; the confidence evidence is the level above's."""
+    from dataclasses import replace
+
+    config = replace(LABEL, fine=replace(LABEL.fine, final_sigma_um=0.5))
+    result = register(stretched_pair.em, stretched_pair.lm, config=config)
+    names = [s.name for s in result.fine.stages]
+    assert names == ["rigid", "affine", "affine at σ 0.5 µm"]
+    assert result.fine.mutual_information_perturbed == \
+        affine_result.fine.mutual_information_perturbed
+    assert result.confidence["verdict"] == affine_result.confidence["verdict"]
+    final = result.fine.stages[-1]
+    expected = final.em_to_lm if final.kept else result.fine.stages[1].em_to_lm
+    np.testing.assert_allclose(result.em_to_lm.matrix, expected.matrix, atol=1e-12)
+    # measured: 0.100 µm without the level, 0.119 µm with it (this small pair gains nothing)
+    assert _tre(result, stretched_pair) < _tre(affine_result, stretched_pair) + 0.05
+    with pytest.raises(Exception, match="final_sigma_um"):
+        Registration3DConfig(final_sigma_um=0.0)

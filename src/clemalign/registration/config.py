@@ -95,6 +95,12 @@ class Registration3DConfig:
         pre-alignment (median 0.080 µm) while the affine moved one 0.21 µm away (median
         0.093 µm); on simulated sections whose truth has 2–3 % anisotropic scale the
         affine is better (4 pairs: 0.07–0.51 vs 0.12–1.02 µm).
+    final_sigma_um : float, optional
+        A last affine level after the stages above, on the LoG at this finer scale and
+        a working pixel of ``max(LM pixel, σ/2.25)``, from their result; kept only if it
+        raises the mutual information at that level.  The confidence evidence stays that
+        of the level above (its levels were calibrated there).  None (default): no such
+        level.  ``benchmarks/results/fine_scale_probe.md`` has its ablation.
     """
 
     model: Model = "affine"
@@ -118,11 +124,15 @@ class Registration3DConfig:
     min_overlap_fraction: float = 0.02
     affine_z: AffineZ = "auto"
     plane_model: Literal["similarity", "affine"] = "similarity"
+    final_sigma_um: float | None = None
 
     def __post_init__(self) -> None:
         # Python names in the messages: the CLI validates its own flags (click.Choice)
         if self.model not in ("rigid", "affine"):
             raise InputError(f"model: expected 'rigid' or 'affine', got {self.model!r}")
+        if self.final_sigma_um is not None and not self.final_sigma_um > 0:
+            raise InputError(f"final_sigma_um: expected a positive scale (µm), got "
+                             f"{self.final_sigma_um}")
         if self.affine_z not in ("auto", "free", "em_z", "rigid"):
             raise InputError(f"affine_z: expected 'auto', 'free', 'em_z' or 'rigid', got "
                              f"{self.affine_z!r}")

@@ -241,4 +241,32 @@ def register_3d(em: Volume, lm: Volume, initial_em_to_lm: Affine, *,
         for k, trial in enumerate(trials):
             tried.append(trial)
             timer.tick("rigid", 0.2 + 0.4 * (k + 1) / len(starts))
-    return _finish(ws, tried, starts, grid, z_range_um is not None, config, timer)
+    result = _finish(ws, tried, starts, grid, z_range_um is not None, config, timer)
+    if config.final_sigma_um is not None and config.model == "affine":
+        result = _final_level(em, lm, roi, result, grid, config, polarity)
+    return result
+
+
+def _final_level(em: Volume, lm: Volume, roi: tuple[slice, slice, slice],
+                 result: Registration3DResult, grid: WorkingGrid,
+                 config: Registration3DConfig,
+                 polarity: tuple[Polarity, Polarity]) -> Registration3DResult:
+    """One more affine stage on the LoG at ``config.final_sigma_um`` from the result,
+    kept only if it raises the MI at that level (the evidence stays the level above's)."""
+    sigma = float(config.final_sigma_um)
+    fine = WorkingGrid(sigma, grid.z_um, max(float(lm.voxel_size_um[2]), sigma / 2.25))
+    ws = _prepare(em, lm, roi, [result.em_to_lm], fine, None, False, config,
+                  StepTimer(None), polarity)
+    frame = ws.frame(result.mirrored)
+    g_start = result.em_to_lm @ frame.pre  # the frame's flip is its own inverse
+    stage = run_stage("affine", frame.images, g_start, config)
+    stage = replace(stage, name=f"affine at σ {sigma:g} µm")
+    if stage.kept:
+        mi_before, mi_after = -ws.metric.profile(frame.arr, [g_start, stage.em_to_lm])
+        if mi_after <= mi_before:
+            stage = replace(stage, kept=False, stop_condition=(
+                f"not kept: MI {mi_after:.4f} ≤ {mi_before:.4f} before it; "
+                + stage.stop_condition))
+    final = stage.em_to_lm @ frame.pre if stage.kept else result.em_to_lm
+    return replace(result, em_to_lm=final,
+                   stages=(*result.stages, replace(stage, em_to_lm=stage.em_to_lm @ frame.pre)))
