@@ -35,6 +35,7 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 _ONE_THREAD = {"ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1", "OMP_NUM_THREADS": "1",
@@ -80,7 +81,11 @@ def _run_methods(case: dict, em, lm, truth, points_em, roi: str | None,
         pre_tf, full_tf, level = pre.initial_em_to_lm, pre.initial_em_to_lm, None
         box = roi_obj.slices
     else:
-        res = register(em, lm, config=RegistrationConfig(roi=roi, lm_channel=0))
+        config = RegistrationConfig(roi=roi, lm_channel=0)
+        final = os.environ.get("CLEMALIGN_BENCH_FINAL_SIGMA")  # --final-sigma-um
+        if final:
+            config = replace(config, fine=replace(config.fine, final_sigma_um=float(final)))
+        res = register(em, lm, config=config)
         pre_tf, full_tf, level = res.prealign.initial_em_to_lm, res.em_to_lm, \
             res.confidence["verdict"]
         box = res.roi.slices
@@ -240,7 +245,11 @@ def main(argv=None) -> None:
     parser.add_argument("--name", default="peer_accuracy", help="results file name")
     parser.add_argument("--peers", nargs="+", default=None,
                         help="only these peers (default: all), e.g. ants_from_prealign")
+    parser.add_argument("--final-sigma-um", type=float, default=None,
+                        help="clemalign with Registration3DConfig.final_sigma_um (issue 21)")
     args = parser.parse_args(argv)
+    if args.final_sigma_um:
+        os.environ["CLEMALIGN_BENCH_FINAL_SIGMA"] = str(args.final_sigma_um)
     if args.peers:
         os.environ["CLEMALIGN_BENCH_PEERS"] = ",".join(args.peers)
     tasks = [("sim", c, s, args.scale) for c in args.conditions if c != "deepclem"
