@@ -158,10 +158,7 @@ def _fitted(transformation: ET.Element, path: Path) -> Affine:
     if len(source) != len(target) or len(source) < 4:
         raise InputError(f"{path}: {len(source)} source and {len(target)} target points; "
                          "need the same number, at least 4")
-    try:
-        return fit_affine(target, source)  # EM (target) → LM (source)
-    except InputError as exc:
-        raise InputError(f"{path}: {str(exc).partition(': ')[2] or exc}") from None
+    return fit_affine(target, source, origin=path)  # EM (target) → LM (source)
 
 
 def read_ecclem_xml(path: str | os.PathLike,

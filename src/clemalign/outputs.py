@@ -129,9 +129,7 @@ def lm_on_em_grid(lm: Volume, em: Volume, em_to_lm: Affine, roi: Roi) -> tuple[V
     the ROI grid (its origin written in the file) when the whole grid would not fit in
     memory.  Returns the volume and whether it is on the whole grid."""
     whole = Roi(0, em.shape_zyx[0], 0, em.shape_zyx[1], 0, em.shape_zyx[2])
-    try:
-        check_memory(float(np.prod(em.shape_zyx)) * lm.n_channels * lm.data.dtype.itemsize,
-                     "the LM on the whole EM grid", "")
+    try:  # its memory guard refuses a grid that does not fit
         return resample_lm_to_em(lm, em, em_to_lm, whole), True
     except InputError:
         return resample_lm_to_em(lm, em, em_to_lm, roi), False

@@ -124,15 +124,17 @@ def write_bigwarp_csv(path: str | os.PathLike, em_to_lm: Affine, em_points_um: n
     return atomic_write_text(path, buf.getvalue(), overwrite=overwrite)
 
 
-def fit_affine(source_um: np.ndarray, target_um: np.ndarray) -> Affine:
-    """Least-squares affine mapping ``source`` points onto ``target`` points (≥ 4, not coplanar)."""
+def fit_affine(source_um: np.ndarray, target_um: np.ndarray, *,
+               origin: str | os.PathLike = "fit_affine") -> Affine:
+    """Least-squares affine mapping ``source`` points onto ``target`` points (≥ 4, not
+    coplanar); ``origin`` (the file the points came from) starts the error messages."""
     src = np.asarray(source_um, float)
     dst = np.asarray(target_um, float)
     if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 3 or len(src) < 4:
-        raise InputError("fit_affine: need at least 4 point pairs in 3D")
+        raise InputError(f"{origin}: need at least 4 point pairs in 3D")
     design = np.hstack([src, np.ones((len(src), 1))])
     if np.linalg.matrix_rank(design) < 4:
-        raise InputError("fit_affine: the points are coplanar; an affine is not determined")
+        raise InputError(f"{origin}: the points are coplanar; an affine is not determined")
     solution, *_ = np.linalg.lstsq(design, dst, rcond=None)
     m = np.eye(4)
     m[:3, :] = solution.T
@@ -170,10 +172,7 @@ def read_bigwarp_csv(path: str | os.PathLike) -> Affine:
             em_pts.append(values[3:])
     if len(lm_pts) < 4:
         raise InputError(f"{path}: {len(lm_pts)} active landmark pairs; need at least 4")
-    try:
-        return fit_affine(np.array(em_pts), np.array(lm_pts))
-    except InputError as exc:
-        raise InputError(f"{path}: {str(exc).partition(': ')[2] or exc}") from None
+    return fit_affine(np.array(em_pts), np.array(lm_pts), origin=path)
 
 
 def napari_affine(em_to_lm: Affine, lm_voxel_size_um: Sequence[float],

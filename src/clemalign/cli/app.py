@@ -180,7 +180,7 @@ class _Collect(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.messages.append(warnings.WarningMessage(
-            record.getMessage(), UserWarning, f"{record.name}/{record.name}", record.lineno))
+            record.getMessage(), UserWarning, record.pathname, record.lineno))
 
 
 def _run(args: list[str], debug: bool) -> int:

@@ -120,8 +120,8 @@ def fuse(candidates: list[Candidate], *, spatial: bool, mad_c: float, pixel_um: 
         points = np.array([candidates[k].centre_xy_um for k in chosen])
     else:
         scores = np.array([c.spatial_score for c in candidates])
-        top = candidates[int(np.nanargmax(scores))]
-        best = float(scores[int(np.nanargmax(scores))])
+        k_best = int(np.nanargmax(scores))
+        top, best = candidates[k_best], float(scores[k_best])
         # candidates at another orientation are rival hypotheses, not noisy copies of
         # the best one: their positions are not averaged with it
         chosen = [k for k, (c, s) in enumerate(zip(candidates, scores, strict=True))

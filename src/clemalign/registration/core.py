@@ -114,21 +114,22 @@ def _try_start(index: int, start_em: Affine, ws: _Workspace, plan: ZSearchPlan |
                       -ws.metric.metric(frame.arr, rigid.em_to_lm))
 
 
-def _affine_if_better(ws: _Workspace, frame: _Frame, rigid: StageResult,
-                      config: Registration3DConfig) -> StageResult:
-    """The affine stage from the rigid result, ``kept`` only if it raises our MI.
+def _affine_if_better(ws: _Workspace, frame: _Frame, start: Affine,
+                      config: Registration3DConfig, before: str = "after rigid"
+                      ) -> StageResult:
+    """The affine stage from ``start``, ``kept`` only if it raises our MI over it.
 
     Both are scored together (same samples, equal count, overlap-weighted): 12 free
     parameters can trade information for overlap on a thin oblique slab.
     """
-    affine = run_stage("affine", frame.images, rigid.em_to_lm, config)
+    affine = run_stage("affine", frame.images, start, config)
     if not affine.kept:  # not run (too little overlap)
         return affine
-    mi_rigid, mi_affine = -ws.metric.profile(frame.arr, [rigid.em_to_lm, affine.em_to_lm])
-    if mi_affine > mi_rigid:
+    mi_start, mi_affine = -ws.metric.profile(frame.arr, [start, affine.em_to_lm])
+    if mi_affine > mi_start:
         return affine
     return replace(affine, kept=False, stop_condition=(
-        f"not kept: MI {mi_affine:.4f} ≤ {mi_rigid:.4f} after rigid; "
+        f"not kept: MI {mi_affine:.4f} ≤ {mi_start:.4f} {before}; "
         + affine.stop_condition))
 
 
@@ -140,7 +141,7 @@ def _finish(ws: _Workspace, tried: Sequence[StartTrial], starts: Sequence[Affine
     frame = ws.frame(best.mirrored)
     stages = [best.rigid]
     if config.model == "affine":
-        stages.append(_affine_if_better(ws, frame, best.rigid, config))
+        stages.append(_affine_if_better(ws, frame, best.rigid.em_to_lm, config))
         timer.tick("affine", 0.9)
     # the rigid stage is always kept; the affine one only when it raised the MI
     g_final = stages[-1].em_to_lm if stages[-1].kept else best.rigid.em_to_lm
@@ -259,14 +260,8 @@ def _final_level(em: Volume, lm: Volume, roi: tuple[slice, slice, slice],
                   StepTimer(None), polarity)
     frame = ws.frame(result.mirrored)
     g_start = result.em_to_lm @ frame.pre  # the frame's flip is its own inverse
-    stage = run_stage("affine", frame.images, g_start, config)
-    stage = replace(stage, name=f"affine at σ {sigma:g} µm")
-    if stage.kept:
-        mi_before, mi_after = -ws.metric.profile(frame.arr, [g_start, stage.em_to_lm])
-        if mi_after <= mi_before:
-            stage = replace(stage, kept=False, stop_condition=(
-                f"not kept: MI {mi_after:.4f} ≤ {mi_before:.4f} before it; "
-                + stage.stop_condition))
+    stage = replace(_affine_if_better(ws, frame, g_start, config, before="before it"),
+                    name=f"affine at σ {sigma:g} µm")
     final = stage.em_to_lm @ frame.pre if stage.kept else result.em_to_lm
     return replace(result, em_to_lm=final,
                    stages=(*result.stages, replace(stage, em_to_lm=stage.em_to_lm @ frame.pre)))

@@ -127,7 +127,6 @@ def _write_files(folder: Path, pair: SimulatedPair, version: str) -> None:
     from ..io import atomic_write_text, write_json, write_ome_tiff
 
     paths = {name: folder / name for name in SIMULATED_FILES}
-    overwrite = False
     write_ome_tiff(paths["em.ome.tif"], pair.em)
     write_ome_tiff(paths["lm.ome.tif"], pair.lm)
     truth = {
@@ -143,7 +142,7 @@ def _write_files(folder: Path, pair: SimulatedPair, version: str) -> None:
         "config": asdict(pair.config),
         "clemalign_version": version,
     }
-    write_json(paths["truth.json"], truth, overwrite=overwrite)
+    write_json(paths["truth.json"], truth, overwrite=False)
     atomic_write_text(paths["landmarks.csv"],
                       landmarks_csv_text(pair.landmarks_em_um, pair.landmarks_lm_um),
-                      overwrite=overwrite)
+                      overwrite=False)
