@@ -417,6 +417,64 @@ def test_lm_in_em_and_overlay_lie_on_the_em_grid(section_result, tmp_path, monke
     assert record["lm_in_em"]["grid"] == "em"
 
 
+def test_volume_format_nrrd_overlays_the_em_in_simpleitk(section_result, tmp_path, monkeypatch):
+    """--volume-format nrrd with --roi: lm_in_em.nrrd holds the same voxels as the OME-TIFF
+    would, and SimpleITK reads the EM's voxel size and origin in µm (z included, which its
+    TIFF reader cannot); an EM converted with `clemalign convert` matches it point for
+    point, and the report links the NRRD."""
+    import dataclasses
+
+    import SimpleITK as sitk
+
+    import clemalign.pipeline
+    from clemalign import read_volume
+    from clemalign.io import write_volume
+    from clemalign.outputs import resample_lm_to_em
+    from clemalign.transforms import Affine
+    from clemalign.volume import parse_roi
+
+    result, em, lm = section_result
+    result = dataclasses.replace(result, roi=parse_roi("0:1,20:150,30:170", em.shape_zyx))
+    # an EM with an origin (MRC records one); the result is in those coordinates
+    em = Volume(em.data, em.voxel_size_um, (12.5, -3.0, 2.0), em.channel_names, em.source)
+    shift = Affine.from_translation((12.5, -3.0, 2.0))
+    result = dataclasses.replace(result, em_to_lm=result.em_to_lm @ shift.inverse())
+    write_volume(tmp_path / "em.mrc", em)
+    write_ome_tiff(tmp_path / "lm.ome.tif", lm)
+    monkeypatch.setattr(clemalign.pipeline, "register", lambda *a, **k: result)
+    out = tmp_path / "out"
+    assert main(["register", str(tmp_path / "em.mrc"), str(tmp_path / "lm.ome.tif"), "-o",
+                 str(out), "--lm-channel", "0", "--roi", "0:1,20:150,30:170",
+                 "--volume-format", "nrrd"]) == 0
+    assert (out / "lm_in_em.nrrd").exists() and not (out / "lm_in_em.ome.tif").exists()
+    assert main(["convert", str(tmp_path / "em.mrc"), str(tmp_path / "em.nrrd")]) == 0
+    em_file = read_volume(tmp_path / "em.mrc")
+    for name in ("lm_in_em.nrrd", "em.nrrd"):
+        image = sitk.ReadImage(str((out if name.startswith("lm") else tmp_path) / name))
+        assert image.GetSize() == em_file.shape_zyx[::-1]
+        assert image.GetSpacing() == pytest.approx(em_file.voxel_size_um[::-1], rel=1e-12)
+        assert image.GetOrigin() == pytest.approx((12.5, -3.0, 2.0), rel=1e-12)
+    whole = resample_lm_to_em(lm, em_file, result.em_to_lm, None)
+    np.testing.assert_array_equal(read_volume(out / "lm_in_em.nrrd").data, whole.data[0])
+    np.testing.assert_array_equal(read_volume(tmp_path / "em.nrrd").data, em_file.data)
+    assert "href='lm_in_em.nrrd'" in (out / "report.html").read_text()
+    assert json.loads((out / "transform.json").read_text())["lm_in_em"]["file"] == \
+        "lm_in_em.nrrd"
+
+
+def test_convert_refuses_to_overwrite_and_names_its_channel_flag(tmp_path, capsys):
+    vol = Volume(np.ones((2, 3, 8, 8), np.uint8), (1.0, 0.5, 0.5), channel_names=("a", "b"))
+    write_ome_tiff(tmp_path / "in.ome.tif", vol)
+    assert main(["convert", str(tmp_path / "in.ome.tif"), str(tmp_path / "b.mrc"),
+                 "--channel", "b"]) == 0
+    capsys.readouterr()
+    assert main(["convert", str(tmp_path / "in.ome.tif"), str(tmp_path / "b.mrc")]) != 0
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["convert", str(tmp_path / "in.ome.tif"), str(tmp_path / "c.mrc"),
+                 "--channel", "z"]) != 0
+    assert "--channel" in capsys.readouterr().err
+
+
 def test_register_help_lists_every_output(capsys):
     from clemalign.outputs import OUTPUT_FILES
 

@@ -343,3 +343,66 @@ def test_vendor_file_without_bioio_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "bioio", None)  # as if not installed
     with pytest.raises(InputError, match=r"clemalign\[formats\]"):
         read_volume(path)
+
+
+# ------------------------------------------------------------------ NRRD (ITK, 3D Slicer)
+
+
+def test_nrrd_round_trip_and_simpleitk_reads_um(tmp_path):
+    """A two-channel volume with an origin: we read back data, voxel size, origin and
+    channel names; SimpleITK (ITK's reader, as 3D Slicer) reads spacing and origin as the
+    same µm numbers and the channels as pixel components."""
+    import SimpleITK as sitk
+
+    rng = np.random.default_rng(1)
+    data = rng.integers(0, 4000, (2, 5, 6, 7)).astype(np.uint16)
+    vol = Volume(data, (0.6, 0.22, 0.2), (3.5, -1.25, 7.0), ("mito", "nuclei"))
+    write_volume(tmp_path / "v.nrrd", vol)
+    back = read_volume(tmp_path / "v.nrrd")
+    np.testing.assert_array_equal(back.data, data)
+    assert back.voxel_size_um == pytest.approx((0.6, 0.22, 0.2), rel=1e-12)
+    assert back.origin_xyz_um == pytest.approx((3.5, -1.25, 7.0), rel=1e-12)
+    assert back.channel_names == ("mito", "nuclei")
+    image = sitk.ReadImage(str(tmp_path / "v.nrrd"))
+    assert image.GetSpacing() == pytest.approx((0.2, 0.22, 0.6), rel=1e-12)
+    assert image.GetOrigin() == pytest.approx((3.5, -1.25, 7.0), rel=1e-12)
+    assert image.GetSize() == (7, 6, 5) and image.GetNumberOfComponentsPerPixel() == 2
+    np.testing.assert_array_equal(np.moveaxis(sitk.GetArrayFromImage(image), -1, 0), data)
+    # the physical point of voxel (k, j, i) is the same for both readers
+    assert image.TransformIndexToPhysicalPoint((4, 3, 2)) == pytest.approx(
+        tuple(back.index_to_physical(np.array([2, 3, 4], float))), rel=1e-12)
+
+
+def test_nrrd_units_are_converted_and_a_unitless_nrrd_needs_a_voxel_size(tmp_path):
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(np.arange(60, dtype=np.float32).reshape(3, 4, 5))
+    image.SetSpacing((0.5, 0.5, 2.0))
+    sitk.WriteImage(image, str(tmp_path / "plain.nrrd"))  # ITK writes no unit
+    with pytest.raises(InputError, match="voxel size"):
+        read_volume(tmp_path / "plain.nrrd")
+    assert read_volume(tmp_path / "plain.nrrd", voxel_size_um=(2, 0.5, 0.5)).shape_zyx == (3, 4, 5)
+    text = (tmp_path / "plain.nrrd").read_bytes()
+    head, _, body = text.partition(b"\n\n")
+    (tmp_path / "mm.nrrd").write_bytes(head + b'\nspace units: "mm" "mm" "mm"\n\n' + body)
+    vol = read_volume(tmp_path / "mm.nrrd")
+    assert vol.voxel_size_um == pytest.approx((2000.0, 500.0, 500.0))
+    with pytest.raises(InputError, match="attached"):
+        write_volume(tmp_path / "x.nhdr", vol)
+
+
+def test_imagej_tiff_carries_the_calibration_imagej_reads(tmp_path):
+    """What plain ImageJ (no Bio-Formats) reads: the ImageJ description's unit, z
+    spacing and channel count, and the x/y resolution tags."""
+    vol = Volume(np.zeros((2, 4, 6, 5), np.uint16), (0.05, 0.14, 0.12), channel_names=("a", "b"))
+    write_volume(tmp_path / "v.tif", vol)
+    with tifffile.TiffFile(tmp_path / "v.tif") as tif:
+        meta = tif.imagej_metadata
+        assert meta["unit"] in ("um", "micron", "\\u00B5m", "µm")
+        assert meta["spacing"] == pytest.approx(0.05) and meta["channels"] == 2
+        assert meta["slices"] == 4
+        page = tif.pages[0]
+        num, den = page.tags["XResolution"].value
+        assert den / num == pytest.approx(0.12, rel=1e-6)
+        num, den = page.tags["YResolution"].value
+        assert den / num == pytest.approx(0.14, rel=1e-6)

@@ -19,7 +19,7 @@ from .errors import InputError
 from .evaluation import Landmarks, tre_table
 from .io import atomic_write_text, write_json, write_ome_tiff
 from .io.output_folder import staged_output
-from .io.writers import write_ome_tiff_channels
+from .io.writers import write_nrrd_channels, write_ome_tiff_channels
 from .pipeline import RegistrationResult
 from .prealign3d import Prealign3DResult
 from .resources import check_memory
@@ -35,12 +35,16 @@ from .transform_io import (
 from .transforms import CONVENTION, Affine
 from .volume import Roi, Volume, to_sitk
 
-__all__ = ["OUTPUT_FILES", "OUTPUT_LEVELS", "FIGURE_FILES", "resample_lm_to_em", "lm_on_em_grid",
-           "write_overlay", "write_registration", "transform_record"]
+__all__ = ["OUTPUT_FILES", "OUTPUT_LEVELS", "LM_IN_EM_FILES", "FIGURE_FILES",
+           "resample_lm_to_em", "lm_on_em_grid", "write_overlay", "write_registration",
+           "transform_record"]
 
 FIGURE_FILES = ("prealign.png", "orientation.png", "scale_selection.png", "overlay_slices.png",
                 "orthogonal_views.png", "projection_overlay.png", "checkerboard.png")
-OUTPUT_FILES = ("transform.json", "lm_in_em.ome.tif", "overlay.ome.tif", "run.json",
+# the LM on the EM grid, per --volume-format: OME-TIFF (Fiji, napari) or NRRD (ITK, Slicer)
+LM_IN_EM_FILES = {"ome-tiff": "lm_in_em.ome.tif", "nrrd": "lm_in_em.nrrd"}
+OUTPUT_FILES = ("transform.json", "lm_in_em.ome.tif", "lm_in_em.nrrd", "overlay.ome.tif",
+                "run.json",
                 "report.html", "transform.tfm", "ngff_transform.json", "bigwarp_landmarks.csv",
                 "napari_affine.json", "ecclem_transform.xml") + FIGURE_FILES
 _TRANSFORMS = frozenset({"transform.json", "run.json", "transform.tfm", "ngff_transform.json",
@@ -218,10 +222,12 @@ def _figures(result: RegistrationResult, em: Volume, overlay: Volume) -> dict:
 
 def write_registration(outdir: str | os.PathLike, result: RegistrationResult, em: Volume,
                        lm: Volume, *, landmarks: Landmarks | None = None,
-                       overwrite: bool = False, outputs: OutputLevel = "all") -> dict[str, Path]:
+                       overwrite: bool = False, outputs: OutputLevel = "all",
+                       volume_format: Literal["ome-tiff", "nrrd"] = "ome-tiff"
+                       ) -> dict[str, Path]:
     """Write the transform, LM on the EM grid, run record, figure and tool exports.
 
-    Files (:data:`OUTPUT_FILES`): ``transform.json``, ``lm_in_em.ome.tif`` and
+    Files (:data:`OUTPUT_FILES`): ``transform.json``, ``lm_in_em.ome.tif`` (or ``.nrrd``) and
     ``overlay.ome.tif`` (on the whole EM grid: :func:`lm_on_em_grid`), ``run.json``,
     ``report.html``, the figures and, for other tools, ``transform.tfm`` (ITK/SimpleITK/
     elastix), ``ngff_transform.json`` (OME-NGFF), ``bigwarp_landmarks.csv`` (BigWarp),
@@ -243,6 +249,9 @@ def write_registration(outdir: str | os.PathLike, result: RegistrationResult, em
         Which files (:data:`OUTPUT_LEVELS`): ``all``; ``standard`` without
         ``overlay.ome.tif`` (a second copy of the LM on the EM grid); ``minimal``: the
         transform files and ``run.json`` only (batch runs; no image is resampled).
+    volume_format : {"ome-tiff", "nrrd"}
+        The LM on the EM grid as ``lm_in_em.ome.tif`` (Fiji, napari) or ``lm_in_em.nrrd``
+        (ITK, SimpleITK, 3D Slicer: spacing in µm, which they read as plain numbers).
 
     Returns
     -------
@@ -251,10 +260,15 @@ def write_registration(outdir: str | os.PathLike, result: RegistrationResult, em
     """
     if outputs not in OUTPUT_LEVELS:
         raise InputError(f"outputs: expected one of {sorted(OUTPUT_LEVELS)}, got {outputs!r}")
+    if volume_format not in LM_IN_EM_FILES:
+        raise InputError(f"volume_format: expected one of {sorted(LM_IN_EM_FILES)}, got "
+                         f"{volume_format!r}")
+    names = OUTPUT_LEVELS[outputs] - (set(LM_IN_EM_FILES.values())
+                                      - {LM_IN_EM_FILES[volume_format]})
     outdir = Path(outdir)
     # every name is checked and, with overwrite, an earlier run's files of other names go
     with staged_output(outdir, OUTPUT_FILES, overwrite=overwrite) as staging:
-        written = _write_all(staging, result, em, lm, landmarks, OUTPUT_LEVELS[outputs])
+        written = _write_all(staging, result, em, lm, landmarks, names)
     return {name: outdir / name for name in OUTPUT_FILES if name in written}
 
 
@@ -270,8 +284,9 @@ def _write_all(folder: Path, result: RegistrationResult, em: Volume, lm: Volume,
     if evaluation is not None:
         record["evaluation"] = evaluation
     figures: dict = {}
-    if "lm_in_em.ome.tif" in names:
-        record["lm_in_em"], figures = _write_images(folder, result, em, lm, names)
+    lm_name = next((n for n in LM_IN_EM_FILES.values() if n in names), None)
+    if lm_name is not None:
+        record["lm_in_em"], figures = _write_images(folder, result, em, lm, names, lm_name)
     write_json(folder / "transform.json", record, overwrite=False)
     _write_exports(folder, result, em, lm)
     written = {p.name for p in folder.iterdir()} | {"run.json"}
@@ -289,13 +304,20 @@ def _write_all(folder: Path, result: RegistrationResult, em: Volume, lm: Volume,
 
 
 def _write_images(folder: Path, result: RegistrationResult, em: Volume, lm: Volume,
-                  names: frozenset[str]) -> tuple[dict, dict]:
-    """``lm_in_em``, the overlay (when chosen and on the whole grid) and the figures;
-    the ``lm_in_em`` record and the figures (title → (file, PNG, caption))."""
+                  names: frozenset[str], lm_name: str) -> tuple[dict, dict]:
+    """``lm_in_em`` (as ``lm_name``), the overlay (when chosen and on the whole grid) and
+    the figures; the ``lm_in_em`` record and the figures (title → (file, PNG, caption))."""
     lm_in_em, on_em_grid = lm_on_em_grid(lm, em, result.em_to_lm, result.roi)
-    record = {"grid": "em" if on_em_grid else "roi", "shape_zyx": list(lm_in_em.shape_zyx),
+    record = {"file": lm_name, "grid": "em" if on_em_grid else "roi",
+              "shape_zyx": list(lm_in_em.shape_zyx),
               "origin_xyz_um": list(lm_in_em.origin_xyz_um)}
-    write_ome_tiff(folder / "lm_in_em.ome.tif", lm_in_em)
+    if lm_name.endswith(".nrrd"):
+        write_nrrd_channels(folder / lm_name, list(lm_in_em.data), dtype=lm_in_em.data.dtype,
+                            voxel_size_um=lm_in_em.voxel_size_um,
+                            origin_xyz_um=lm_in_em.origin_xyz_um,
+                            channel_names=lm_in_em.channel_names)
+    else:
+        write_ome_tiff(folder / lm_name, lm_in_em)
     if on_em_grid:
         if "overlay.ome.tif" in names:
             write_overlay(folder / "overlay.ome.tif", em, lm_in_em)

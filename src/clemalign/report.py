@@ -188,6 +188,14 @@ _HOW_TO = [
                 "<a href='napari_affine.json'>napari_affine.json</a> as the LM layer's "
                 "<code>affine</code> (2D slicing of a tilted LM plane is approximate; the 3D "
                 "view is exact)."]),
+    ("3D Slicer", ["Add Data: <a href='lm_in_em.nrrd'>lm_in_em.nrrd</a> (written with "
+                   "<code>--volume-format nrrd</code>) and the EM as NRRD "
+                   "(<code>clemalign convert EM_FILE em.nrrd</code>): they overlay voxel "
+                   "for voxel. Slicer labels the lengths mm; read them as µm.",
+                   "Or place the original LM: convert it too (<code>clemalign convert "
+                   "LM_FILE lm.nrrd</code>), Add Data <a href='transform.tfm'>transform.tfm"
+                   "</a>, and in the Data module drag the LM under that transform (the file "
+                   "holds ITK's EM → LM resampling direction, which Slicer expects)."]),
     ("BigWarp", ["Open the LM as moving and the EM as target image in BigWarp (Fiji › "
                  "Plugins › BigDataViewer › BigWarp).",
                  "File › Import landmarks: <a href='bigwarp_landmarks.csv'>"

@@ -1,4 +1,5 @@
-"""Commands on files: ``info`` (describe), ``check`` (registrable?), ``simulate``."""
+"""Commands on files: ``info`` (describe), ``convert`` (format), ``check`` (registrable?),
+``simulate``."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from .app import FINITE, POSITIVE, SEED, app, err, markup_safe, out, voxel_size_
 def info(file: Path, voxel_size: tuple[float, float, float] | None) -> None:
     """Describe FILE: format, shape, dtype, voxel size, channels and value ranges.
 
-    FILE may be OME-TIFF, ImageJ TIFF, MRC/REC, OME-Zarr or .npy.
+    FILE may be OME-TIFF, ImageJ TIFF, MRC/REC, OME-Zarr, NRRD, .npy, 2D PNG, or (with the
+    formats extra) Zeiss .czi, Leica .lif, Nikon .nd2.
     """
     from ..io import override_voxel_size, read_raw
 
@@ -62,6 +64,37 @@ def info(file: Path, voxel_size: tuple[float, float, float] | None) -> None:
         out.print(line, markup=True)
     if problems:
         raise InputError(f"{file}: " + "; ".join(problems) + " — it cannot be registered")
+
+
+@app.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("target", type=click.Path(path_type=Path))
+@voxel_size_option("--voxel-size", "Voxel size (z, y, x) in µm; replaces the file's.")
+@click.option("--channel", default=None,
+              help="Keep one channel: index (0-based) or name [default: all].")
+@click.option("--overwrite", is_flag=True, help="Replace TARGET if it exists.")
+def convert(source: Path, target: Path, voxel_size: tuple[float, float, float] | None,
+            channel: str | None, overwrite: bool) -> None:
+    """Copy SOURCE into TARGET's format, keeping voxel size, origin and channels.
+
+    The format follows TARGET's name: .ome.tif (Fiji, napari), .tif (ImageJ), .mrc,
+    .zarr (OME-Zarr), .nrrd (ITK, SimpleITK, 3D Slicer; spacing in µm) or .npy.
+    E.g. a Zeiss .czi to OME-TIFF, or an EM TIFF to NRRD for 3D Slicer.
+    """
+    from ..io import read_volume, write_volume
+    from ..io.writers import ensure_writable
+
+    ensure_writable(target, overwrite=overwrite)  # before reading a large file
+    volume = read_volume(source, voxel_size_um=voxel_size)
+    if channel is not None:
+        try:
+            volume = volume.channel(channel)
+        except InputError as exc:  # the same choice, under this command's flag
+            raise InputError(str(exc).replace("--lm-channel", "--channel")) from None
+    path = write_volume(target, volume, overwrite=overwrite)
+    size = " × ".join(f"{s:.6g}" for s in volume.voxel_size_um)
+    out.print(f"wrote {path}: {volume.data.shape} {volume.data.dtype}, voxel (z, y, x) "
+              f"{size} µm")
 
 
 SCENE_OPTION = click.option(

@@ -28,7 +28,8 @@ def _parse_slices(text: str | None) -> tuple[int, ...] | None:
 
 
 def _run_registration(em_vol, lm_vol, config, outdir: Path, overwrite: bool, landmarks=None,
-                      workers: int | None = None, outputs: str = "all"):
+                      workers: int | None = None, outputs: str = "all",
+                      volume_format: str = "ome-tiff"):
     """Register with a progress display per stage and write the outputs."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -51,7 +52,8 @@ def _run_registration(em_vol, lm_vol, config, outdir: Path, overwrite: bool, lan
         bar.update(tasks["prealign"], completed=1.0)
         bar.update(tasks["fine"], completed=1.0)
         paths = write_registration(outdir, result, em_vol, lm_vol, landmarks=landmarks,
-                                   overwrite=overwrite, outputs=outputs)
+                                   overwrite=overwrite, outputs=outputs,
+                                   volume_format=volume_format)
         bar.update(tasks["write"], completed=1.0)
     return result, paths
 
@@ -121,7 +123,8 @@ def _print_result(result, paths) -> None:
 @click.argument("em", type=click.Path(path_type=Path))
 @click.argument("lm", type=click.Path(path_type=Path))
 @click.option("-o", "--outdir", type=click.Path(path_type=Path, file_okay=False), required=True,
-              help="Output folder: transform.json, lm_in_em.ome.tif, overlay.ome.tif, "
+              help="Output folder: transform.json, lm_in_em.ome.tif (or lm_in_em.nrrd), "
+                   "overlay.ome.tif, "
                    "report.html, run.json, transform.tfm, ngff_transform.json, "
                    "bigwarp_landmarks.csv, napari_affine.json, ecclem_transform.xml and the "
                    "figures prealign.png, "
@@ -174,11 +177,16 @@ def _print_result(result, paths) -> None:
               help="Files to write: all; standard (without overlay.ome.tif, a second copy of "
                    "the LM on the EM grid); minimal (transform files and run.json only: no "
                    "image resampled, for batch runs).")
+@click.option("--volume-format", type=click.Choice(["ome-tiff", "nrrd"]), default="ome-tiff",
+              show_default=True,
+              help="The LM on the EM grid as lm_in_em.ome.tif (Fiji, napari) or lm_in_em.nrrd "
+                   "(ITK, SimpleITK, 3D Slicer: spacing and origin in µm, read there as plain "
+                   "numbers, like transform.tfm's).")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
 def register_command(max_memory: float | None, **options) -> None:
     """Register EM to LM: pre-alignment (XY or 3D), then 3D mutual-information registration.
 
-    EM and LM are 3D stacks (OME-TIFF, ImageJ TIFF, MRC, OME-Zarr or .npy) with voxel
+    EM and LM are 3D stacks (OME-TIFF, ImageJ TIFF, MRC, OME-Zarr, NRRD or .npy) with voxel
     sizes in their metadata or given in µm.  Writes the transform (both directions), every
     LM channel resampled onto the EM grid, the run configuration and a figure.
     """
@@ -193,7 +201,7 @@ def _register(em: Path, lm: Path, outdir: Path, em_voxel_size: tuple[float, floa
               roi: str | None, model: str, em_slices: str | None, landmarks: Path | None,
               max_rotation_deg: float, no_mirror: bool, no_flip_z: bool, em_polarity: str,
               lm_polarity: str, prealign_mode: str, workers: int | None, strict: bool,
-              outputs: str, overwrite: bool) -> None:
+              outputs: str, volume_format: str, overwrite: bool) -> None:
     from dataclasses import replace
 
     from ..io import read_clem_pair
@@ -222,7 +230,7 @@ def _register(em: Path, lm: Path, outdir: Path, em_voxel_size: tuple[float, floa
                            mirror=not no_mirror),
         fine=replace(base.fine, model=model))  # type: ignore[arg-type]
     result, paths = _run_registration(em_vol, lm_vol, config, outdir, overwrite, points, workers,
-                                      outputs)
+                                      outputs, volume_format)
     _print_result(result, paths)
     if points is not None:
         s = json.loads(paths["transform.json"].read_text())["evaluation"]["summary"]

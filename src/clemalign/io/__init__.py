@@ -8,6 +8,7 @@ Supported for reading
     * ImageJ hyperstack TIFF (``XResolution``/``YResolution`` + ``unit``, ``spacing`` for z),
     * MRC / REC / MAP / ST / ALI (voxel size in Å; header origin),
     * OME-Zarr (NGFF 0.4 and 0.5: the ``scale`` and ``translation`` of the first dataset),
+    * NRRD (through SimpleITK; the unit from ``space units``, none without them),
     * ``.npy`` (no metadata: the voxel size must be given).
 
 Uncompressed TIFF / OME-TIFF / BigTIFF, MRC and ``.npy`` are memory-mapped, not read:

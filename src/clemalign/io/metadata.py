@@ -6,6 +6,7 @@ Every length leaves this module in micrometres, sizes in ``(z, y, x)`` order.
 from __future__ import annotations
 
 import os
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,7 +16,8 @@ from ..errors import InputError
 if TYPE_CHECKING:  # tifffile is imported where a TIFF is read, not with the package
     import tifffile
 
-__all__ = ["unit_to_um", "file_format", "ome_sizes", "imagej_sizes", "imagej_names"]
+__all__ = ["unit_to_um", "file_format", "ome_sizes", "imagej_sizes", "imagej_names",
+           "nrrd_space_units"]
 
 
 # Length units as they appear in OME, ImageJ, NGFF (UDUNITS) and MRC, in µm.
@@ -54,9 +56,9 @@ def file_format(path: str | os.PathLike) -> str:
     """Name of the format :func:`read_volume` / :func:`write_volume` uses for ``path``.
 
     One of ``"ome-tiff"``, ``"tiff"`` (ImageJ or plain; decided by content when
-    reading), ``"mrc"``, ``"ome-zarr"``, ``"npy"``, ``"png"`` (a single 2D image, no
-    metadata; read only), ``"vendor"`` (Zeiss, Leica, Nikon files through bioio; read
-    only, with the ``formats`` extra).
+    reading), ``"mrc"``, ``"ome-zarr"``, ``"nrrd"`` (ITK, 3D Slicer), ``"npy"``, ``"png"``
+    (a single 2D image, no metadata; read only), ``"vendor"`` (Zeiss, Leica, Nikon files
+    through bioio; read only, with the ``formats`` extra).
     """
     name = Path(path).name.lower().rstrip("/")
     if name.endswith((".ome.tif", ".ome.tiff", ".ome.btf")):
@@ -67,6 +69,8 @@ def file_format(path: str | os.PathLike) -> str:
         return "mrc"
     if name.endswith((".zarr", ".ome.zarr")):
         return "ome-zarr"
+    if name.endswith((".nrrd", ".nhdr")):
+        return "nrrd"
     if name.endswith(".npy"):
         return "npy"
     if name.endswith(".png"):
@@ -74,7 +78,7 @@ def file_format(path: str | os.PathLike) -> str:
     if name.endswith(VENDOR_SUFFIXES):
         return "vendor"
     raise InputError(f"{path}: unsupported file type; use OME-TIFF, ImageJ TIFF, MRC/REC, "
-                     "OME-Zarr, .npy, (2D) PNG, or Zeiss .czi / Leica .lif / Nikon .nd2 with "
+                     "OME-Zarr, NRRD, .npy, (2D) PNG, or Zeiss .czi / Leica .lif / Nikon .nd2 with "
                      "pip install \"clemalign[formats]\"")
 
 
@@ -149,3 +153,19 @@ def imagej_names(meta: dict | None) -> list[str] | None:
     if labels and channels > 1 and len(labels) >= channels:
         return [str(label) for label in labels[:channels]]
     return None
+
+
+def nrrd_space_units(path: Path) -> list[str] | None:
+    """The ``space units`` field of a NRRD header (``None`` when absent): ITK reads the
+    spacing but drops its unit, and without it the numbers could be mm (ITK's and 3D
+    Slicer's assumption) or µm."""
+    units = None
+    with open(path, "rb") as f:
+        for raw in f:
+            line = raw.decode("latin-1").strip()
+            if not line:  # the blank line ends the header
+                break
+            key, sep, value = line.partition(":")
+            if sep and key.strip() == "space units":
+                units = re.findall(r'"([^"]*)"', value)
+    return units

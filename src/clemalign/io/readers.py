@@ -19,7 +19,14 @@ import numpy as np
 
 from ..errors import InputError
 from ..volume import Volume, check_voxel_size
-from .metadata import file_format, imagej_names, imagej_sizes, ome_sizes, unit_to_um
+from .metadata import (
+    file_format,
+    imagej_names,
+    imagej_sizes,
+    nrrd_space_units,
+    ome_sizes,
+    unit_to_um,
+)
 
 __all__ = ["read_volume", "read_raw", "RawImage", "read_clem_pair", "override_voxel_size"]
 
@@ -144,7 +151,7 @@ def read_raw(path: str | os.PathLike) -> RawImage:
     _check_input_path(path)
     fmt = file_format(path)
     readers = {"ome-tiff": _read_tiff, "tiff": _read_tiff, "mrc": _read_mrc,
-               "ome-zarr": _read_ome_zarr, "npy": _read_npy, "png": _read_png,
+               "ome-zarr": _read_ome_zarr, "nrrd": _read_nrrd, "npy": _read_npy, "png": _read_png,
                "vendor": _read_vendor}
     try:
         data, axes, size_zyx, origin_xyz, names = readers[fmt](path)
@@ -391,6 +398,40 @@ def _read_vendor(path: Path) -> _Read:
         size = (float(sizes.Z) if sizes.Z else float("nan"), float(sizes.Y), float(sizes.X))
     names = [str(n) for n in image.channel_names] if image.channel_names else None
     return data, "CZYX", size, (0.0, 0.0, 0.0), names
+
+
+def _read_nrrd(path: Path) -> _Read:
+    """A NRRD through SimpleITK (several components → channels).  Its ``space units``
+    give the unit; a file without them records no voxel size (ITK and 3D Slicer assume
+    mm, microscopists write µm: guessing would be off by 1000)."""
+    import SimpleITK as sitk
+
+    image = sitk.ReadImage(str(path))
+    if image.GetDimension() not in (2, 3):
+        raise InputError(f"{path}: expected a 2D or 3D NRRD, got {image.GetDimension()}D")
+    direction = np.asarray(image.GetDirection()).reshape(image.GetDimension(), -1)
+    if not np.allclose(direction, np.eye(image.GetDimension())):
+        raise InputError(f"{path}: the NRRD's axes are rotated (space directions not "
+                         "diagonal); resample it onto an axis-aligned grid first")
+    data = sitk.GetArrayFromImage(image)
+    spatial = "ZYX"[3 - image.GetDimension():]
+    axes = spatial + ("C" if image.GetNumberOfComponentsPerPixel() > 1 else "")
+    units = nrrd_space_units(path)
+    spacing = list(image.GetSpacing()) + [float("nan")] * (3 - image.GetDimension())
+    origin = list(image.GetOrigin()) + [0.0] * (3 - image.GetDimension())
+    size = None
+    if units:
+        scale = [unit_to_um(u, what=f"{path}: space units") for u in units]
+        scale += [scale[-1]] * (3 - len(scale))
+        spacing = [s * f for s, f in zip(spacing, scale, strict=True)]
+        origin = [o * f for o, f in zip(origin, scale, strict=True)]
+        size = (spacing[2], spacing[1], spacing[0])
+    else:
+        origin = [0.0, 0.0, 0.0]  # in an unknown unit
+    names = None
+    if "C" in axes and image.HasMetaDataKey("NRRD_labels[pixel]"):
+        names = image.GetMetaData("NRRD_labels[pixel]").split(",")  # as we write them
+    return data, axes, size, tuple(origin), names
 
 
 def _read_npy(path: Path) -> _Read:

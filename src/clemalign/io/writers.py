@@ -128,6 +128,68 @@ def write_ome_tiff_channels(path: str | os.PathLike, channels: Sequence[np.ndarr
     return atomic_write(Path(path), overwrite, write)
 
 
+_NRRD_TYPES = {"uint8": "uint8", "int8": "int8", "uint16": "uint16", "int16": "int16",
+               "uint32": "uint32", "int32": "int32", "float32": "float", "float64": "double"}
+
+
+def write_nrrd_channels(path: str | os.PathLike, channels: Sequence[np.ndarray], *,
+                        dtype: np.dtype, voxel_size_um: Sequence[float],
+                        origin_xyz_um: Sequence[float] = (0.0, 0.0, 0.0),
+                        channel_names: Sequence[str] | None = None,
+                        overwrite: bool = False) -> Path:
+    """Write channels (each ``(z, y, x)``) as one NRRD, plane by plane, for ITK,
+    SimpleITK and 3D Slicer: spacing and origin in µm with ``space units`` saying so,
+    several channels as a ``list`` axis (ITK reads them as pixel components).
+
+    ITK reads the numbers but not their unit, and 3D Slicer labels them mm: the
+    ``transform.tfm`` we write is in the same µm numbers, so the two stay consistent.
+    SimpleITK's own NRRD writer cannot record the unit, hence this header.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.name not in _NRRD_TYPES:
+        raise InputError(f"{path}: NRRD cannot hold {dtype} pixels")
+    nz, ny, nx = np.shape(channels[0])
+    sz, sy, sx = (float(v) for v in voxel_size_um)
+    ox, oy, oz = (float(v) for v in origin_xyz_um)
+    multi = len(channels) > 1
+    names = list(channel_names or [f"C{c}" for c in range(len(channels))])
+    header = [
+        "NRRD0004",
+        "# clemalign: (x, y, z) in micrometres (see space units)",
+        f"type: {_NRRD_TYPES[dtype.name]}",
+        f"dimension: {4 if multi else 3}",
+        "space: left-posterior-superior",  # ITK's physical frame, as transform.tfm
+        f"sizes: {nx} {ny} {nz}" + (f" {len(channels)}" if multi else ""),
+        f"space directions: ({sx!r},0,0) (0,{sy!r},0) (0,0,{sz!r})" + (" none" if multi else ""),
+        "kinds: domain domain domain" + (" list" if multi else ""),
+        'labels: "x" "y" "z"' + (' "' + ",".join(names).replace('"', "'") + '"'
+                                  if multi else ""),
+        "endian: little",
+        "encoding: raw",
+        f"space origin: ({ox!r},{oy!r},{oz!r})",
+        'space units: "microns" "microns" "microns"',
+    ]
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            f.write(("\n".join(header) + "\n\n").encode("ascii"))
+            for channel in channels:  # x fastest, then y, z, channel: C order per channel
+                for k in range(nz):
+                    np.asarray(channel[k], dtype=dtype.newbyteorder("<")).tofile(f)
+
+    return atomic_write(Path(path), overwrite, write)
+
+
+def _write_nrrd(path: Path, volume: Volume, overwrite: bool) -> Path:
+    if path.name.lower().endswith(".nhdr"):
+        raise InputError(f"{path}: clemalign writes NRRD with its data attached; name it .nrrd")
+    data = volume.data if volume.data.ndim == 4 else volume.data[np.newaxis]
+    return write_nrrd_channels(path, list(data), dtype=data.dtype,
+                               voxel_size_um=volume.voxel_size_um,
+                               origin_xyz_um=volume.origin_xyz_um,
+                               channel_names=volume.channel_names, overwrite=overwrite)
+
+
 def _write_imagej_tiff(path: Path, volume: Volume, overwrite: bool) -> Path:
     import tifffile
 
@@ -199,14 +261,18 @@ def write_volume(path: str | os.PathLike, volume: Volume, *, overwrite: bool = F
     """Write a volume in the format given by the file name (see :func:`file_format`).
 
     ``.ome.tif`` → OME-TIFF, ``.tif`` → ImageJ hyperstack, ``.mrc`` → MRC (Å),
-    ``.zarr`` → OME-Zarr (NGFF 0.4), ``.npy`` → bare array (the voxel size is lost).
+    ``.zarr`` → OME-Zarr (NGFF 0.4), ``.nrrd`` → NRRD in µm (ITK, 3D Slicer),
+    ``.npy`` → bare array (the voxel size is lost).
     """
     path = Path(path)
     fmt = file_format(path)
     if fmt == "ome-tiff":
         return write_ome_tiff(path, volume, overwrite=overwrite)
     writers = {"tiff": _write_imagej_tiff, "mrc": _write_mrc, "ome-zarr": _write_ome_zarr,
-               "npy": _write_npy}
+               "nrrd": _write_nrrd, "npy": _write_npy}
+    if fmt not in writers:
+        raise InputError(f"{path}: clemalign does not write {fmt} files; use .ome.tif, .tif, "
+                         ".mrc, .zarr, .nrrd or .npy")
     return writers[fmt](path, volume, overwrite)
 
 
