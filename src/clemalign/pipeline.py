@@ -112,6 +112,28 @@ class RegistrationConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_options(cls, *, lm_channel: int | str | None = None, roi: str | None = None,
+                     model: Literal["rigid", "affine"] = "affine",
+                     max_rotation_deg: float = 180.0, mirror: bool = True, flip_z: bool = True,
+                     em_polarity: Literal["auto", "dark", "bright"] = "auto",
+                     lm_polarity: Literal["auto", "dark", "bright"] = "auto",
+                     prealign_mode: PrealignMode = "auto",
+                     em_slices: tuple[int, ...] | None = None) -> RegistrationConfig:
+        """The configuration the user-facing options describe (``clemalign register``'s
+        flags, the napari widget's fields); everything else at its default."""
+        base = cls()
+        prealign = replace(
+            base.prealign, em_polarity=em_polarity, lm_polarity=lm_polarity,
+            slices=replace(base.prealign.slices, em_slices=em_slices),
+            orientation=replace(base.prealign.orientation, max_rotation_deg=max_rotation_deg,
+                                mirror=mirror))
+        return cls(lm_channel=lm_channel, roi=roi, prealign_mode=prealign_mode, flip_z=flip_z,
+                   prealign=prealign,
+                   prealign3d=replace(base.prealign3d, max_rotation_deg=max_rotation_deg,
+                                      mirror=mirror),
+                   fine=replace(base.fine, model=model))
+
 
 @dataclass(frozen=True, eq=False)
 class RegistrationResult:

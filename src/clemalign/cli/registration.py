@@ -202,8 +202,6 @@ def _register(em: Path, lm: Path, outdir: Path, em_voxel_size: tuple[float, floa
               max_rotation_deg: float, no_mirror: bool, no_flip_z: bool, em_polarity: str,
               lm_polarity: str, prealign_mode: str, workers: int | None, strict: bool,
               outputs: str, volume_format: str, overwrite: bool) -> None:
-    from dataclasses import replace
-
     from ..io import read_clem_pair
     from ..pipeline import RegistrationConfig
 
@@ -216,19 +214,11 @@ def _register(em: Path, lm: Path, outdir: Path, em_voxel_size: tuple[float, floa
 
         points = read_landmarks_csv(landmarks, em_voxel_size_um=em_vol.voxel_size_um,
                                     lm_voxel_size_um=lm_vol.voxel_size_um)
-    base = RegistrationConfig()
-    config = RegistrationConfig(
-        lm_channel=_parse_channel(lm_channel),
-        roi=roi, prealign_mode=prealign_mode, flip_z=not no_flip_z,  # type: ignore[arg-type]
-        prealign=replace(base.prealign, em_polarity=em_polarity,  # type: ignore[arg-type]
-                         lm_polarity=lm_polarity,  # type: ignore[arg-type]
-                         slices=replace(base.prealign.slices, em_slices=_parse_slices(em_slices)),
-                         orientation=replace(base.prealign.orientation,
-                                             max_rotation_deg=max_rotation_deg,
-                                             mirror=not no_mirror)),
-        prealign3d=replace(base.prealign3d, max_rotation_deg=max_rotation_deg,
-                           mirror=not no_mirror),
-        fine=replace(base.fine, model=model))  # type: ignore[arg-type]
+    config = RegistrationConfig.from_options(
+        lm_channel=_parse_channel(lm_channel), roi=roi, model=model,  # type: ignore[arg-type]
+        max_rotation_deg=max_rotation_deg, mirror=not no_mirror, flip_z=not no_flip_z,
+        em_polarity=em_polarity, lm_polarity=lm_polarity,  # type: ignore[arg-type]
+        prealign_mode=prealign_mode, em_slices=_parse_slices(em_slices))  # type: ignore[arg-type]
     result, paths = _run_registration(em_vol, lm_vol, config, outdir, overwrite, points, workers,
                                       outputs, volume_format)
     _print_result(result, paths)
