@@ -209,3 +209,18 @@ def test_bad_inputs_give_a_message_not_a_traceback(qapp):
     widget.roi_combo.setCurrentText("roi")
     widget.run()
     assert "outside the EM" in widget.status.text() and widget.worker is None
+
+
+def test_roi_from_shapes_bounds_z_only_when_drawn_on_two_planes():
+    from clemalign import InputError
+    from clemalign.napari_plugin.layers import roi_from_box, roi_outline_zyx
+    from clemalign.volume import Roi
+
+    em = Volume(np.zeros((40, 60, 80), np.uint8), (0.5, 0.1, 0.1), (2.0, 1.0, 3.0))
+    roi = Roi(10, 21, 5, 31, 7, 50)
+    two_planes = np.concatenate([roi_outline_zyx(roi, em, roi.z0),
+                                 roi_outline_zyx(roi, em, roi.z1 - 1)])
+    assert roi_from_box(two_planes, em) == roi
+    assert roi_from_box(roi_outline_zyx(roi, em), em) == Roi(0, 40, 5, 31, 7, 50)
+    with pytest.raises(InputError, match="outside the EM"):
+        roi_from_box(roi_outline_zyx(roi, em) + [0, 100, 0], em)

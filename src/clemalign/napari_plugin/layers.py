@@ -98,8 +98,9 @@ def lm_affine_zyx(em_to_lm: Affine) -> np.ndarray:
 
 
 def roi_from_box(corners_zyx_um: np.ndarray, em: Volume) -> Roi:
-    """The EM voxels inside a box drawn in world ``(z, y, x)`` µm (a rectangle's or a
-    box's vertices; a rectangle's z is widened to the whole EM).
+    """The EM voxels inside the bounding box of points in world ``(z, y, x)`` µm (shape
+    vertices): points on one plane (or 2D points) stand for every EM plane, points on
+    several planes bound z too.
 
     Raises
     ------
@@ -123,11 +124,11 @@ def roi_from_box(corners_zyx_um: np.ndarray, em: Volume) -> Roi:
     return Roi(int(lo[0]), int(hi[0]), int(lo[1]), int(hi[1]), int(lo[2]), int(hi[2]))
 
 
-def roi_outline_zyx(roi: Roi, em: Volume) -> np.ndarray:
-    """The ROI as a rectangle in world ``(z, y, x)`` µm at its middle plane (for a shapes
-    layer)."""
+def roi_outline_zyx(roi: Roi, em: Volume, plane: float | None = None) -> np.ndarray:
+    """The ROI as a rectangle in world ``(z, y, x)`` µm on EM plane ``plane`` (default:
+    its middle plane), for a shapes layer."""
     corners = np.array([[roi.y0, roi.x0], [roi.y0, roi.x1 - 1], [roi.y1 - 1, roi.x1 - 1],
                         [roi.y1 - 1, roi.x0]], float)
-    k = (roi.z0 + roi.z1 - 1) / 2
+    k = (roi.z0 + roi.z1 - 1) / 2 if plane is None else plane
     index = np.column_stack([np.full(4, k), corners])
     return index * np.asarray(em.voxel_size_um) + np.asarray(em.origin_xyz_um[::-1])

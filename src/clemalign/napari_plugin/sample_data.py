@@ -14,8 +14,9 @@ def _pair_layers(pair) -> list[LayerData]:
     for _, kwargs, _ in layers:  # the answer, for checking a registration by hand
         kwargs["metadata"]["clemalign"]["truth_em_to_lm"] = pair.em_to_lm.to_list()
     if getattr(pair, "roi", None):  # the region to register, as the widget's ROI input
-        roi = parse_roi(pair.roi, pair.em.shape_zyx)
-        layers.append(([roi_outline_zyx(roi, pair.em)],
+        roi = parse_roi(pair.roi, pair.em.shape_zyx)  # its first and last planes
+        layers.append(([roi_outline_zyx(roi, pair.em, roi.z0),
+                        roi_outline_zyx(roi, pair.em, roi.z1 - 1)],
                        {"name": "EM ROI", "shape_type": "rectangle", "edge_color": "yellow",
                         "face_color": "transparent", "edge_width": 2}, "shapes"))
     return layers

@@ -238,7 +238,8 @@ class RegisterWidget(QWidget):
             if len(shapes.data) == 0:
                 raise InputError(f"shapes layer {shapes.name!r} is empty: draw a rectangle "
                                  "on the EM, or choose the whole EM")
-            vertices = np.asarray(shapes.data[-1], float)  # the last shape drawn
+            # the bounding box of every shape: rectangles on two planes give the z range
+            vertices = np.concatenate([np.asarray(d, float) for d in shapes.data])
             world = np.array([shapes.data_to_world(v) for v in vertices], float)
             roi = roi_from_box(world[:, -3:] if world.shape[1] >= 3 else world, em).to_str()
         config = RegistrationConfig.from_options(
