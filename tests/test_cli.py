@@ -260,7 +260,7 @@ def test_register_writes_outputs(registered):
 
     out, record = registered["out"], registered["record"]
     assert sorted(p.name for p in out.iterdir()) == sorted(set(OUTPUT_FILES)
-                                                           - {"lm_in_em.nrrd"})
+                                                           - {"lm_in_em.nrrd", "lm_in_em.ome.zarr"})
     em_to_lm, lm_to_em = np.array(record["em_to_lm"]), np.array(record["lm_to_em"])
     np.testing.assert_allclose(em_to_lm @ lm_to_em, np.eye(4), atol=1e-9)
     assert record["em_voxel_size_um"] == [0.05, 0.14, 0.14]

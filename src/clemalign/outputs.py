@@ -20,6 +20,7 @@ from .evaluation import Landmarks, tre_table
 from .io import atomic_write_text, write_json, write_ome_tiff
 from .io.output_folder import staged_output
 from .io.writers import write_nrrd_channels, write_ome_tiff_channels
+from .lazy import as_numpy
 from .pipeline import RegistrationResult
 from .prealign3d import Prealign3DResult
 from .resources import check_memory
@@ -36,15 +37,21 @@ from .transforms import CONVENTION, Affine
 from .volume import Roi, Volume, to_sitk
 
 __all__ = ["OUTPUT_FILES", "OUTPUT_LEVELS", "LM_IN_EM_FILES", "FIGURE_FILES",
-           "resample_lm_to_em", "lm_on_em_grid", "write_overlay", "write_registration",
-           "transform_record"]
+           "resample_lm_to_em", "lm_in_em_fits_in_memory", "write_lm_in_em_zarr",
+           "figure_grid", "write_overlay", "write_registration", "transform_record"]
 
 FIGURE_FILES = ("prealign.png", "orientation.png", "scale_selection.png", "overlay_slices.png",
                 "orthogonal_views.png", "projection_overlay.png", "checkerboard.png")
 # the LM on the EM grid, per --volume-format: OME-TIFF (Fiji, napari) or NRRD (ITK, Slicer)
-LM_IN_EM_FILES = {"ome-tiff": "lm_in_em.ome.tif", "nrrd": "lm_in_em.nrrd"}
-OUTPUT_FILES = ("transform.json", "lm_in_em.ome.tif", "lm_in_em.nrrd", "overlay.ome.tif",
-                "run.json",
+LM_IN_EM_FILES = {"ome-tiff": "lm_in_em.ome.tif", "nrrd": "lm_in_em.nrrd",
+                  "ome-zarr": "lm_in_em.ome.zarr"}
+# above this the LM on the EM grid is written as lm_in_em.ome.zarr, a slab at a time
+# (also when memory would not hold it): a whole-grid file would not fit in memory
+LM_IN_EM_IN_MEMORY_BYTES = 4 * 2**30
+# the figures show the EM ROI at most this many pixels across (block means above it)
+FIGURE_MAX_SIDE_PX = 1024
+OUTPUT_FILES = ("transform.json", "lm_in_em.ome.tif", "lm_in_em.nrrd", "lm_in_em.ome.zarr",
+                "overlay.ome.tif", "run.json",
                 "report.html", "transform.tfm", "ngff_transform.json", "bigwarp_landmarks.csv",
                 "napari_affine.json", "ecclem_transform.xml") + FIGURE_FILES
 _TRANSFORMS = frozenset({"transform.json", "run.json", "transform.tfm", "ngff_transform.json",
@@ -128,15 +135,52 @@ def resample_lm_to_em(lm: Volume, em: Volume, em_to_lm: Affine, roi: Roi | None 
     return Volume(out, em.voxel_size_um, tuple(float(v) for v in origin), names, lm.source)
 
 
-def lm_on_em_grid(lm: Volume, em: Volume, em_to_lm: Affine, roi: Roi) -> tuple[Volume, bool]:
-    """The LM on the whole EM grid (it then overlays the EM file voxel for voxel), or on
-    the ROI grid (its origin written in the file) when the whole grid would not fit in
-    memory.  Returns the volume and whether it is on the whole grid."""
-    whole = Roi(0, em.shape_zyx[0], 0, em.shape_zyx[1], 0, em.shape_zyx[2])
-    try:  # its memory guard refuses a grid that does not fit
-        return resample_lm_to_em(lm, em, em_to_lm, whole), True
-    except InputError:
-        return resample_lm_to_em(lm, em, em_to_lm, roi), False
+def lm_in_em_bytes(lm: Volume, em: Volume) -> float:
+    """Size of the LM (every channel) resampled onto the whole EM grid, bytes."""
+    return float(np.prod(em.shape_zyx)) * lm.n_channels * lm.data.dtype.itemsize
+
+
+def lm_in_em_fits_in_memory(lm: Volume, em: Volume) -> bool:
+    """Whether ``lm_in_em`` is resampled whole (≤ :data:`LM_IN_EM_IN_MEMORY_BYTES` and
+    what memory allows) rather than written as OME-Zarr a slab at a time."""
+    from .resources import available_memory_bytes
+
+    need = lm_in_em_bytes(lm, em)
+    return need <= LM_IN_EM_IN_MEMORY_BYTES and need * 2 < available_memory_bytes()
+
+
+def write_lm_in_em_zarr(path: Path, lm: Volume, em: Volume, em_to_lm: Affine) -> Path:
+    """Every LM channel resampled onto the whole EM grid as a multiscale OME-Zarr, a
+    z-slab at a time (:func:`clemalign.io.writers.write_ome_zarr_slabs`): memory holds
+    one slab, whatever the EM's size."""
+    from .io.writers import write_ome_zarr_slabs
+
+    nz, ny, nx = em.shape_zyx
+
+    def slab(z0: int, z1: int) -> np.ndarray:
+        return resample_lm_to_em(lm, em, em_to_lm, Roi(z0, z1, 0, ny, 0, nx)).data
+
+    names = lm.channel_names or tuple(f"C{i}" for i in range(lm.n_channels))
+    return write_ome_zarr_slabs(path, (lm.n_channels, nz, ny, nx), dtype=lm.data.dtype,
+                                voxel_size_um=em.voxel_size_um, slab=slab,
+                                origin_xyz_um=em.origin_xyz_um, channel_names=names)
+
+
+def figure_grid(em: Volume, roi: Roi) -> Volume:
+    """The EM ROI the figures show: as it is, or block means when it is more than
+    :data:`FIGURE_MAX_SIDE_PX` across (z then by as much as keeps voxels no longer than
+    wide), read a chunk at a time from a lazy EM."""
+    from .registration.working import working_volume
+
+    f = int(np.ceil(max(roi.shape[1], roi.shape[2]) / FIGURE_MAX_SIDE_PX))
+    origin = tuple(float(v) for v in em.index_to_physical(
+        np.array([roi.z0, roi.y0, roi.x0], float)))
+    if f == 1:
+        return Volume(as_numpy(em.data[roi.slices]), em.voxel_size_um, origin,
+                      em.channel_names, em.source)
+    sz, sy, sx = em.voxel_size_um
+    fz = max(1, min(roi.shape[0], int(np.floor(f * min(sy, sx) / sz))))
+    return working_volume(em, (sz * fz, sy * f, sx * f), roi.slices)
 
 
 def write_overlay(path: Path, em: Volume, lm_in_em: Volume) -> Path:
@@ -164,7 +208,8 @@ def _png_bytes(fig) -> bytes:
 
 
 def _figures(result: RegistrationResult, em: Volume, overlay: Volume) -> dict:
-    """Title → (file name, PNG bytes, caption) of every figure."""
+    """Title → (file name, PNG bytes, caption) of every figure; ``em`` is the EM ROI on
+    the figures' grid (:func:`figure_grid`) and ``overlay`` the LM on the same grid."""
     from .figures import (
         plot_checkerboard,
         plot_orientation,
@@ -177,10 +222,7 @@ def _figures(result: RegistrationResult, em: Volume, overlay: Volume) -> dict:
         plot_slice_overlays,
     )
 
-    roi = result.roi
-    em_roi = Volume(em.data[roi.slices], em.voxel_size_um,
-                    tuple(float(v) for v in em.index_to_physical(
-                        np.array([roi.z0, roi.y0, roi.x0], float))), em.channel_names)
+    em_roi = em  # the ROI on the figures' grid (figure_grid)
     sel = result.prealign.scale_selections
     selections = {"EM slices": sel.get("em"), "LM projection": sel.get("lm"),
                   "LM planes": sel.get("LM planes")}
@@ -223,7 +265,7 @@ def _figures(result: RegistrationResult, em: Volume, overlay: Volume) -> dict:
 def write_registration(outdir: str | os.PathLike, result: RegistrationResult, em: Volume,
                        lm: Volume, *, landmarks: Landmarks | None = None,
                        overwrite: bool = False, outputs: OutputLevel = "all",
-                       volume_format: Literal["ome-tiff", "nrrd"] = "ome-tiff"
+                       volume_format: Literal["ome-tiff", "nrrd", "ome-zarr"] = "ome-tiff"
                        ) -> dict[str, Path]:
     """Write the transform, LM on the EM grid, run record, figure and tool exports.
 
@@ -249,9 +291,12 @@ def write_registration(outdir: str | os.PathLike, result: RegistrationResult, em
         Which files (:data:`OUTPUT_LEVELS`): ``all``; ``standard`` without
         ``overlay.ome.tif`` (a second copy of the LM on the EM grid); ``minimal``: the
         transform files and ``run.json`` only (batch runs; no image is resampled).
-    volume_format : {"ome-tiff", "nrrd"}
-        The LM on the EM grid as ``lm_in_em.ome.tif`` (Fiji, napari) or ``lm_in_em.nrrd``
-        (ITK, SimpleITK, 3D Slicer: spacing in µm, which they read as plain numbers).
+    volume_format : {"ome-tiff", "nrrd", "ome-zarr"}
+        The LM on the EM grid as ``lm_in_em.ome.tif`` (Fiji, napari), ``lm_in_em.nrrd``
+        (ITK, SimpleITK, 3D Slicer: spacing in µm, which they read as plain numbers) or
+        ``lm_in_em.ome.zarr`` (multiscale, written a slab at a time; napari, MoBIE, Fiji's
+        n5-viewer).  Above :data:`LM_IN_EM_IN_MEMORY_BYTES`, or when memory would not
+        hold the whole grid, OME-Zarr is written whatever is chosen, and no overlay.
 
     Returns
     -------
@@ -305,30 +350,35 @@ def _write_all(folder: Path, result: RegistrationResult, em: Volume, lm: Volume,
 
 def _write_images(folder: Path, result: RegistrationResult, em: Volume, lm: Volume,
                   names: frozenset[str], lm_name: str) -> tuple[dict, dict]:
-    """``lm_in_em`` (as ``lm_name``), the overlay (when chosen and on the whole grid) and
-    the figures; the ``lm_in_em`` record and the figures (title → (file, PNG, caption))."""
-    lm_in_em, on_em_grid = lm_on_em_grid(lm, em, result.em_to_lm, result.roi)
-    record = {"file": lm_name, "grid": "em" if on_em_grid else "roi",
-              "shape_zyx": list(lm_in_em.shape_zyx),
-              "origin_xyz_um": list(lm_in_em.origin_xyz_um)}
-    if lm_name.endswith(".nrrd"):
-        write_nrrd_channels(folder / lm_name, list(lm_in_em.data), dtype=lm_in_em.data.dtype,
-                            voxel_size_um=lm_in_em.voxel_size_um,
-                            origin_xyz_um=lm_in_em.origin_xyz_um,
-                            channel_names=lm_in_em.channel_names)
+    """``lm_in_em`` (as ``lm_name``; as OME-Zarr a slab at a time when the whole grid
+    would not fit in memory), the overlay (when chosen and in memory) and the figures;
+    the ``lm_in_em`` record and the figures (title → (file, PNG, caption))."""
+    roi = result.roi
+    em_fig = figure_grid(em, roi)
+    lm_fig = None
+    if lm_name.endswith(".zarr") or not lm_in_em_fits_in_memory(lm, em):
+        lm_name = LM_IN_EM_FILES["ome-zarr"]
+        write_lm_in_em_zarr(folder / lm_name, lm, em, result.em_to_lm)
     else:
-        write_ome_tiff(folder / lm_name, lm_in_em)
-    if on_em_grid:
+        lm_in_em = resample_lm_to_em(lm, em, result.em_to_lm)
+        if lm_name.endswith(".nrrd"):
+            write_nrrd_channels(folder / lm_name, list(lm_in_em.data),
+                                dtype=lm_in_em.data.dtype, voxel_size_um=lm_in_em.voxel_size_um,
+                                origin_xyz_um=lm_in_em.origin_xyz_um,
+                                channel_names=lm_in_em.channel_names)
+        else:
+            write_ome_tiff(folder / lm_name, lm_in_em)
         if "overlay.ome.tif" in names:
             write_overlay(folder / "overlay.ome.tif", em, lm_in_em)
-        roi = result.roi
-        in_roi = Volume(lm_in_em.data[(slice(None), *roi.slices)], em.voxel_size_um,
-                        tuple(em.index_to_physical(np.array([roi.z0, roi.y0, roi.x0], float))),
-                        lm_in_em.channel_names, lm_in_em.source)
-    else:
-        in_roi = lm_in_em
-    del lm_in_em
-    figures = _figures(result, em, in_roi)
+        if em_fig.shape_zyx == roi.shape:  # the figures' grid is the ROI's: crop, no resample
+            lm_fig = Volume(lm_in_em.data[(slice(None), *roi.slices)], em.voxel_size_um,
+                            em_fig.origin_xyz_um, lm_in_em.channel_names, lm_in_em.source)
+        del lm_in_em
+    if lm_fig is None:
+        lm_fig = resample_lm_to_em(lm, em_fig, result.em_to_lm)
+    record = {"file": lm_name, "grid": "em", "shape_zyx": list(em.shape_zyx),
+              "origin_xyz_um": list(em.origin_xyz_um)}
+    figures = _figures(result, em_fig, lm_fig)
     for name, png, _ in figures.values():
         _write_bytes(folder / name, png, False)
     return record, figures

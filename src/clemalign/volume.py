@@ -91,17 +91,17 @@ def check_image_values(data: np.ndarray, *, what: str) -> None:
     InputError
         If the array is empty, contains NaN or infinite values, or is constant.
     """
+    from .lazy import value_summary
+
     if data.size == 0:
         raise InputError(f"{what}: the image is empty (shape {data.shape})")
-    if np.issubdtype(data.dtype, np.floating) or np.issubdtype(data.dtype, np.complexfloating):
-        n_bad = int(np.count_nonzero(~np.isfinite(data)))
-        if n_bad:
-            unit = "pixels" if data.ndim <= 2 else "voxels"
-            raise InputError(f"{what}: {n_bad} {unit} are NaN or infinite; replace them "
-                             "(e.g. with the background value) before registration")
-    lo, hi = np.min(data), np.max(data)
+    n_bad, lo, hi = value_summary(data)  # one pass (a lazy array chunk by chunk)
+    if n_bad:
+        unit = "pixels" if data.ndim <= 2 else "voxels"
+        raise InputError(f"{what}: {n_bad} {unit} are NaN or infinite; replace them "
+                         "(e.g. with the background value) before registration")
     if lo == hi:
-        raise InputError(f"{what}: the image is constant (every voxel is {lo}); "
+        raise InputError(f"{what}: the image is constant (every voxel is {lo:g}); "
                          "there is nothing to align")
 
 
@@ -111,8 +111,9 @@ class Volume:
 
     Parameters
     ----------
-    data : ndarray
-        Voxel values, shape ``(z, y, x)`` or ``(c, z, y, x)``.
+    data : ndarray or dask array
+        Voxel values, shape ``(z, y, x)`` or ``(c, z, y, x)``; a dask array (a file too
+        large to hold) is read on demand (:mod:`clemalign.lazy`).
     voxel_size_um : tuple of 3 floats
         Voxel size ``(z, y, x)`` in µm.
     origin_xyz_um : tuple of 3 floats
@@ -130,8 +131,10 @@ class Volume:
     source: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
+        from .lazy import is_lazy
+
         what = self.source or "volume"
-        data = np.asarray(self.data)
+        data = self.data if is_lazy(self.data) else np.asarray(self.data)
         if data.ndim not in (3, 4):
             kind = "2D" if data.ndim == 2 else f"{data.ndim}D"
             raise InputError(f"{what}: a 3D stack is needed (z, y, x), got a {kind} image "

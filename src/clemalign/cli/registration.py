@@ -123,7 +123,8 @@ def _print_result(result, paths) -> None:
 @click.argument("em", type=click.Path(path_type=Path))
 @click.argument("lm", type=click.Path(path_type=Path))
 @click.option("-o", "--outdir", type=click.Path(path_type=Path, file_okay=False), required=True,
-              help="Output folder: transform.json, lm_in_em.ome.tif (or lm_in_em.nrrd), "
+              help="Output folder: transform.json, lm_in_em.ome.tif (or lm_in_em.nrrd, "
+                   "lm_in_em.ome.zarr), "
                    "overlay.ome.tif, "
                    "report.html, run.json, transform.tfm, ngff_transform.json, "
                    "bigwarp_landmarks.csv, napari_affine.json, ecclem_transform.xml and the "
@@ -177,11 +178,13 @@ def _print_result(result, paths) -> None:
               help="Files to write: all; standard (without overlay.ome.tif, a second copy of "
                    "the LM on the EM grid); minimal (transform files and run.json only: no "
                    "image resampled, for batch runs).")
-@click.option("--volume-format", type=click.Choice(["ome-tiff", "nrrd"]), default="ome-tiff",
-              show_default=True,
-              help="The LM on the EM grid as lm_in_em.ome.tif (Fiji, napari) or lm_in_em.nrrd "
+@click.option("--volume-format", type=click.Choice(["ome-tiff", "nrrd", "ome-zarr"]),
+              default="ome-tiff", show_default=True,
+              help="The LM on the EM grid as lm_in_em.ome.tif (Fiji, napari), lm_in_em.nrrd "
                    "(ITK, SimpleITK, 3D Slicer: spacing and origin in µm, read there as plain "
-                   "numbers, like transform.tfm's).")
+                   "numbers, like transform.tfm's) or lm_in_em.ome.zarr (multiscale, written "
+                   "a slab at a time). Above 4 GiB (or what memory holds) OME-Zarr is "
+                   "written in any case, without overlay.ome.tif.")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
 def register_command(max_memory: float | None, **options) -> None:
     """Register EM to LM: pre-alignment (XY or 3D), then 3D mutual-information registration.

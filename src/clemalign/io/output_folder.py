@@ -49,7 +49,7 @@ def refuse_existing(folder: Path, names: Iterable[str], *, overwrite: bool) -> N
             if not overwrite:
                 what = "a link to a missing target" if not path.exists() else "already exists"
                 raise InputError(f"{path}: {what}; pass --overwrite to replace it")
-            if path.is_dir() and not path.is_symlink():
+            if path.is_dir() and not path.is_symlink() and not name.endswith(".zarr"):
                 raise InputError(f"{path}: is a folder; remove it or choose another output "
                                  "folder (-o)")
 
@@ -150,10 +150,15 @@ def _commit(staging: Path, folder: Path, names: list[str], overwrite: bool) -> N
             return
         refuse_existing(folder, names, overwrite=overwrite)  # nothing appeared meanwhile
         for name in names:
+            target = folder / name
             if os.path.lexists(staging / name):
-                os.replace(staging / name, folder / name)
-            elif os.path.lexists(folder / name):  # an earlier run's, this one has none
-                os.remove(folder / name)
+                if target.is_dir() and not target.is_symlink():  # an OME-Zarr folder
+                    shutil.rmtree(target)
+                os.replace(staging / name, target)
+            elif target.is_dir() and not target.is_symlink():  # an earlier run's
+                shutil.rmtree(target)
+            elif os.path.lexists(target):  # an earlier run's, this one has none
+                os.remove(target)
         shutil.rmtree(staging, ignore_errors=True)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)

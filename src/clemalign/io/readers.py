@@ -10,6 +10,7 @@ and ``.npy`` pixels are memory-mapped, not read.
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import TypeAlias
 import numpy as np
 
 from ..errors import InputError
+from ..lazy import is_lazy
 from ..volume import Volume, check_voxel_size
 from .metadata import (
     file_format,
@@ -38,10 +40,40 @@ _Read: TypeAlias = tuple[np.ndarray, str, tuple[float, float, float] | None,
 
 # more than any image codec achieves on real data: a file declaring more is corrupt
 MAX_COMPRESSION = 2000
+# compressed TIFF and OME-Zarr pixels larger than this are read on demand (a dask array
+# over the file's chunks, see clemalign.lazy) unless read_volume(lazy=False); smaller
+# ones are read whole, the fast path
+LAZY_ABOVE_BYTES = 2**30
+# a dask chunk spans whole file chunks and about this many bytes
+_DASK_CHUNK_BYTES = 64 * 2**20
+
+
+def _dask_chunks(shape: Sequence[int], file_chunks: Sequence[int], itemsize: int
+                 ) -> tuple[int, ...]:
+    """Chunks for a dask array over a chunked file: whole file chunks, grown along x, y,
+    then z (the last three axes) to about :data:`_DASK_CHUNK_BYTES`."""
+    chunks = [min(int(c), int(n)) for c, n in zip(file_chunks, shape, strict=True)]
+    for axis in range(len(shape) - 1, max(len(shape) - 4, -1), -1):
+        while chunks[axis] < shape[axis] and \
+                np.prod(chunks) * itemsize * 2 <= _DASK_CHUNK_BYTES:
+            chunks[axis] = min(chunks[axis] * 2, int(shape[axis]))
+    return tuple(chunks)
+
+
+def _lazy_array(array, lazy: bool | None):
+    """A zarr array as a dask array (``lazy``, or above :data:`LAZY_ABOVE_BYTES` when
+    None) or read whole."""
+    nbytes = float(np.prod(array.shape)) * array.dtype.itemsize
+    if lazy is False or (lazy is None and nbytes <= LAZY_ABOVE_BYTES):
+        return np.asarray(array[...])
+    import dask.array as da
+
+    return da.from_zarr(array, chunks=_dask_chunks(array.shape, array.chunks,
+                                                   array.dtype.itemsize))
 
 
 def read_volume(path: str | os.PathLike, *, voxel_size_um: Sequence[float] | None = None,
-                voxel_size_flag: str = "--voxel-size") -> Volume:
+                voxel_size_flag: str = "--voxel-size", lazy: bool | None = None) -> Volume:
     """Read a 3D or 2D (optionally multi-channel) image with its voxel size in µm.
 
     Parameters
@@ -71,7 +103,7 @@ def read_volume(path: str | os.PathLike, *, voxel_size_um: Sequence[float] | Non
     path = Path(path)
     if voxel_size_um is not None:  # a bad flag is reported before the file is read
         size_zyx = override_voxel_size(voxel_size_um, flag=voxel_size_flag)
-    raw = read_raw(path)
+    raw = read_raw(path, lazy=lazy)
     if voxel_size_um is not None:  # now that the planes are known
         size_zyx = override_voxel_size(voxel_size_um, flag=voxel_size_flag,
                                        n_planes=raw.data.shape[1], path=path)
@@ -139,8 +171,12 @@ def override_voxel_size(voxel_size_um: Sequence[float], *, flag: str,
     return check_voxel_size(values, what=flag, flag=flag)
 
 
-def read_raw(path: str | os.PathLike) -> RawImage:
+def read_raw(path: str | os.PathLike, *, lazy: bool | None = None) -> RawImage:
     """Read pixels and metadata without requiring a voxel size (used by ``clemalign info``).
+
+    ``lazy``: read a compressed TIFF or an OME-Zarr on demand, as a dask array (None:
+    when larger than :data:`LAZY_ABOVE_BYTES`); other formats are read whole or
+    memory-mapped.
 
     Raises
     ------
@@ -150,9 +186,9 @@ def read_raw(path: str | os.PathLike) -> RawImage:
     path = Path(path)
     _check_input_path(path)
     fmt = file_format(path)
-    readers = {"ome-tiff": _read_tiff, "tiff": _read_tiff, "mrc": _read_mrc,
-               "ome-zarr": _read_ome_zarr, "nrrd": _read_nrrd, "npy": _read_npy, "png": _read_png,
-               "vendor": _read_vendor}
+    readers = {"ome-tiff": lambda p: _read_tiff(p, lazy), "tiff": lambda p: _read_tiff(p, lazy),
+               "mrc": _read_mrc, "ome-zarr": lambda p: _read_ome_zarr(p, lazy),
+               "nrrd": _read_nrrd, "npy": _read_npy, "png": _read_png, "vendor": _read_vendor}
     try:
         data, axes, size_zyx, origin_xyz, names = readers[fmt](path)
     except InputError:
@@ -210,7 +246,7 @@ def _read_png(path: Path) -> _Read:
     return data, "YX", None, (0.0, 0.0, 0.0), None
 
 
-def _read_tiff(path: Path) -> _Read:
+def _read_tiff(path: Path, lazy: bool | None = None) -> _Read:
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
@@ -225,7 +261,18 @@ def _read_tiff(path: Path) -> _Read:
                 data = None
         if data is None or data.shape != tuple(series.shape):
             _check_declared_size(path, int(series.nbytes), tuple(series.shape), series.dtype)
-            data = series.asarray()
+            if lazy or (lazy is None and series.nbytes > LAZY_ABOVE_BYTES):
+                import zarr
+
+                # tifffile's zarr view of the pages, decoded a chunk at a time (its store
+                # keeps its own handle: this one closes below)
+                store = tifffile.imread(path, aszarr=True, series=0, level=0)
+                array = zarr.open(store, mode="r")
+                # the file closes once no dask graph holds the array
+                weakref.finalize(array, store.close)
+                data = _lazy_array(array, True)
+            else:
+                data = series.asarray()
         if tif.is_ome and tif.ome_metadata:
             size, names = ome_sizes(tif.ome_metadata, path)
             return data, axes, size, (0.0, 0.0, 0.0), names
@@ -318,7 +365,7 @@ def _read_mrc(path: Path) -> _Read:
     return data, axes, size, origin_xyz, None
 
 
-def _read_ome_zarr(path: Path) -> _Read:
+def _read_ome_zarr(path: Path, lazy: bool | None = None) -> _Read:
     import zarr
 
     group = zarr.open_group(str(path), mode="r")
@@ -331,7 +378,7 @@ def _read_ome_zarr(path: Path) -> _Read:
     axes_meta = [a if isinstance(a, dict) else {"name": a} for a in axes_meta]
     axes = "".join(a["name"][0].upper() for a in axes_meta)
     dataset = ms["datasets"][0]
-    data = np.asarray(group[dataset["path"]][...])
+    data = _lazy_array(group[dataset["path"]], lazy)
     scale = np.ones(len(axes_meta))
     translation = np.zeros(len(axes_meta))
     # dataset transforms first, then the multiscale-wide ones
@@ -504,8 +551,12 @@ def read_clem_pair(em_path: str | os.PathLike, lm_path: str | os.PathLike, *,
         lm_channel = 0  # the only one
     lm_aligned = lm.channel(lm_channel) if lm_channel is not None else lm
     roi = parse_roi(em_roi, em.shape_zyx)
-    check_image_values(em.data[roi.slices], what=str(em_path) + (f" (ROI {em_roi})"
-                                                                 if em_roi else ""))
+    box = roi.slices
+    if is_lazy(em.data):  # 32 planes, not a whole pass over a file larger than memory
+        # (the working grid is checked for NaN once it is built)
+        box = (slice(roi.z0, roi.z1, max(1, -(-roi.shape[0] // 32))), *roi.slices[1:])
+    check_image_values(em.data[box], what=str(em_path) + (f" (ROI {em_roi})"
+                                                          if em_roi else ""))
     check_image_values(lm_aligned.data, what=f"{lm_path}" + (
         f" (channel {lm_channel!r})" if lm_channel is not None else ""))
     return em, lm, lm_aligned

@@ -253,6 +253,84 @@ def _write_ome_zarr(path: Path, volume: Volume, overwrite: bool) -> Path:
     return atomic_write(path, overwrite, write)
 
 
+# a multiscale OME-Zarr's levels go down to about this many pixels across
+_ZARR_MIN_LEVEL_SIDE_PX = 512
+
+
+def write_ome_zarr_slabs(path: str | os.PathLike, shape_czyx: Sequence[int], *,
+                         dtype: np.dtype, voxel_size_um: Sequence[float],
+                         slab: Callable[[int, int], np.ndarray],
+                         origin_xyz_um: Sequence[float] = (0.0, 0.0, 0.0),
+                         channel_names: Sequence[str] | None = None,
+                         overwrite: bool = False, slab_bytes: int = 256 * 2**20,
+                         min_level_side_px: int | None = None) -> Path:
+    """Write a multiscale OME-Zarr (NGFF 0.4) too large to hold, one z-slab at a time.
+
+    ``slab(z0, z1)`` returns planes ``z0:z1`` of every channel, ``(c, z1 - z0, y, x)``;
+    slabs of about ``slab_bytes`` are requested in order and written whole chunks at a
+    time.  Lower levels halve y and x (and z while its voxel stays below the lateral
+    one) by block means of the level above, read back a slab at a time, until the larger
+    side is at most ``min_level_side_px`` (default 512).  napari, MoBIE / BigDataViewer (n5-viewer) and
+    Fiji read it; :func:`clemalign.read_volume` reads the full-resolution level.
+    """
+    import zarr
+
+    from ..lazy import block_mean
+
+    dtype = np.dtype(dtype)
+    min_level_side_px = min_level_side_px or _ZARR_MIN_LEVEL_SIDE_PX
+    c, nz, ny, nx = (int(v) for v in shape_czyx)
+    size = np.asarray(voxel_size_um, float)
+    plane_bytes = c * ny * nx * dtype.itemsize
+    chunk_z = int(max(1, min(nz, 64, slab_bytes // (plane_bytes * 4) or 1)))
+    step = chunk_z * max(1, int(slab_bytes // (plane_bytes * chunk_z)))
+    levels = [(np.array([nz, ny, nx]), size)]
+    while max(levels[-1][0][1:]) > min_level_side_px and len(levels) < 8:
+        shape, vs = levels[-1]
+        factor = np.array([2 if vs[0] * 2 <= vs[1] and shape[0] >= 2 else 1, 2, 2])
+        levels.append((shape // factor, vs * factor))
+    ox, oy, oz = (float(v) for v in origin_xyz_um)
+    axes = [{"name": "c", "type": "channel"}] + [
+        {"name": n, "type": "space", "unit": "micrometer"} for n in "zyx"]
+    datasets = []
+    for i, (_, vs) in enumerate(levels):
+        # a level's first voxel is the centre of the block it averages
+        offset = (vs - size) / 2
+        datasets.append({"path": str(i), "coordinateTransformations": [
+            {"type": "scale", "scale": [1.0, *map(float, vs)]},
+            {"type": "translation", "translation": [0.0, oz + offset[0], oy + offset[1],
+                                                    ox + offset[2]]}]})
+    names = list(channel_names or [f"C{i}" for i in range(c)])
+
+    def write(tmp: Path) -> None:
+        group = zarr.open_group(str(tmp), mode="w", zarr_format=2)
+        arrays = []
+        for i, (shape, _) in enumerate(levels):
+            chunks = (1, min(int(shape[0]), chunk_z), min(int(shape[1]), 512),
+                      min(int(shape[2]), 512))
+            arrays.append(group.create_array(str(i), shape=(c, *map(int, shape)), dtype=dtype,
+                                             chunks=chunks, fill_value=0))
+        for z0 in range(0, nz, step):
+            z1 = min(nz, z0 + step)
+            arrays[0][:, z0:z1] = np.asarray(slab(z0, z1), dtype=dtype)
+        for i in range(1, len(levels)):
+            above, below = arrays[i - 1], arrays[i]
+            f = [a // b for a, b in zip(above.shape[1:], below.shape[1:], strict=True)]
+            zstep = max(f[0], (step // f[0]) * f[0])
+            for z0 in range(0, below.shape[1] * f[0], zstep):
+                z1 = min(below.shape[1] * f[0], z0 + zstep)
+                part = above[:, z0:z1, :below.shape[2] * f[1], :below.shape[3] * f[2]]
+                means = [block_mean(ch, f) for ch in part]
+                if dtype.kind in "ui":
+                    means = [np.rint(m) for m in means]
+                below[:, z0 // f[0]:z1 // f[0]] = np.stack(means).astype(dtype)
+        group.attrs["multiscales"] = [{"version": "0.4", "name": Path(path).name,
+                                       "axes": axes, "datasets": datasets}]
+        group.attrs["omero"] = {"channels": [{"label": n} for n in names]}
+
+    return atomic_write(Path(path), overwrite, write)
+
+
 def _write_npy(path: Path, volume: Volume, overwrite: bool) -> Path:
     return atomic_write(path, overwrite, lambda tmp: np.save(tmp, volume.data))
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..errors import InputError
+from ..lazy import depth_mean
 from ..scales import lm_polarity
 from ..volume import Roi, Volume, check_image_values
 from .config import CELL_SCALES_UM, PrealignConfig
@@ -73,7 +74,7 @@ def rank_channels(em: Volume, lm: Volume, roi: Roi, config: PrealignConfig, *,
     """
     em_sy, em_sx = em.voxel_size_um[1:]
     roi_size = (roi.shape[2] * em_sx, roi.shape[1] * em_sy)
-    em_image = np.mean(em.data[roi.slices], axis=0, dtype=np.float32)
+    em_image = depth_mean(em.data, roi.slices)
     check_image_values(em_image, what=f"EM {em.source or ''} ROI")
     sigmas = tuple(s for s in CELL_SCALES_UM if s <= min(roi_size) / 10.0) or CELL_SCALES_UM[:1]
     search = replace(config.search, ncc_sigmas_um=sigmas)

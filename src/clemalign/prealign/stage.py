@@ -12,6 +12,7 @@ import numpy as np
 from .._threads import resolve_workers
 from .._timing import StepTimer
 from ..errors import InputError
+from ..lazy import as_numpy, depth_mean
 from ..representation import blob_response
 from ..scales import Scales, lm_polarity, select_scales_xy, with_found_em_polarity
 from ..volume import Roi, Volume, check_image_values, parse_roi
@@ -94,7 +95,7 @@ def xy_images(em: Volume, lm: Volume, roi: str | Roi | None, config: PrealignCon
                          "choose a smaller ROI")
     mip = lm_mip(lm, lm_channel)  # raises a clear error for a channel out of range
     check_image_values(mip, what=f"LM {lm.source or ''} channel {lm_channel}")
-    em_stack = np.asarray(em.data[list(z_list), roi.slices[1], roi.slices[2]], dtype=np.float32)
+    em_stack = as_numpy(em.data[list(z_list), roi.slices[1], roi.slices[2]], np.float32)
     check_image_values(em_stack, what=f"EM {em.source or ''} ROI slices")
     centre_kji = np.array([(roi.z0 + roi.z1 - 1) / 2.0, (roi.y0 + roi.y1 - 1) / 2.0,
                            (roi.x0 + roi.x1 - 1) / 2.0])
@@ -219,7 +220,7 @@ def _run_parts(im: XYImages, config: PrealignConfig, mip_resp: np.ndarray, em_re
         if config.slices.em_slices is None:
             # Part B matches the mean over the whole ROI depth, as the MIP integrates the
             # whole LM depth (accumulated in float32 slice by slice: no float copy)
-            em_image = np.mean(em.data[im.roi.slices], axis=0, dtype=np.float32)
+            em_image = depth_mean(em.data, im.roi.slices)
         else:
             em_image = im.em_slices.mean(axis=0)
         return ncc_search(im.mip, lm.voxel_size_um[1:], em_image, em.voxel_size_um[1:],

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..errors import InputError
+from ..lazy import block_mean, is_lazy
 from ..representation import Polarity, blob_response
 from ..transforms import Affine
 from ..volume import Volume, regular_sample, scale_axes
@@ -62,11 +64,12 @@ def working_volume(volume: Volume, spacing_um: Sequence[float],
     block = np.maximum(1, np.floor(factor + 1e-9)).astype(int)
     # block means; the first voxel of block b is b·n, its centre b·n + (n-1)/2
     shape = [(s // b) * b for s, b in zip(data.shape, block, strict=True)]
-    # mean straight from the stored dtype (accumulating in float32): no full-size copy
-    trimmed = np.asarray(data[:shape[0], :shape[1], :shape[2]])
-    binned = trimmed.reshape(shape[0] // block[0], block[0], shape[1] // block[1], block[1],
-                             shape[2] // block[2], block[2]).mean(axis=(1, 3, 5),
-                                                                  dtype=np.float32)
+    # mean straight from the stored dtype (accumulating in float32): no full-size copy;
+    # a lazy (dask) volume chunk by chunk
+    binned = block_mean(data[:shape[0], :shape[1], :shape[2]], block)
+    if is_lazy(data) and not np.isfinite(binned).all():  # its values were not all checked
+        raise InputError(f"{volume.source or 'volume'}: NaN or infinite values; replace them "
+                         "(e.g. with the background value) before registration")
     offset_idx = start + (block - 1) / 2.0
     b_spacing = spacing * block
     rest = target / b_spacing
