@@ -270,8 +270,9 @@ def write_ome_zarr_slabs(path: str | os.PathLike, shape_czyx: Sequence[int], *,
     slabs of about ``slab_bytes`` are requested in order and written whole chunks at a
     time.  Lower levels halve y and x (and z while its voxel stays below the lateral
     one) by block means of the level above, read back a slab at a time, until the larger
-    side is at most ``min_level_side_px`` (default 512).  napari, MoBIE / BigDataViewer (n5-viewer) and
-    Fiji read it; :func:`clemalign.read_volume` reads the full-resolution level.
+    side is at most ``min_level_side_px`` (default 512).  napari, MoBIE / BigDataViewer
+    (n5-viewer) and Fiji read it; :func:`clemalign.read_volume` reads the full-resolution
+    level.
     """
     import zarr
 
