@@ -541,6 +541,25 @@ def test_batch_registers_pairs_reports_failures_and_resumes(section_result, tmp_
     assert "<table>" in (tmp_path / "out" / "summary.html").read_text()
     again = register_many(jobs, tmp_path / "out", config=config)
     assert [r["status"] for r in again] == ["skipped", "skipped", "bad input"]
+    from clemalign.cli.app import out
+
+    assert not out.quiet  # the pairs overlapped in threads; the console speaks again
+
+
+def test_batch_console_quiet_while_any_pair_runs():
+    """Overlapping pairs in threads: quiet from the first start to the last end, then the
+    console's own setting (saving and restoring per pair left it quiet for good)."""
+    from types import SimpleNamespace
+
+    from clemalign.batch import _quiet_enter, _quiet_leave
+
+    console = SimpleNamespace(quiet=False)
+    _quiet_enter(console)  # pair a starts
+    _quiet_enter(console)  # pair b starts
+    _quiet_leave(console)  # a ends
+    assert console.quiet
+    _quiet_leave(console)  # b ends
+    assert console.quiet is False
 
 
 def test_batch_manifest_errors_are_one_line(tmp_path, capsys):

@@ -132,3 +132,72 @@ def test_figures_of_a_large_roi_use_block_means_placed_exactly(monkeypatch):
     # the first output voxel is the centre of the first block
     assert fig.origin_xyz_um == pytest.approx((1.15, 2.15, 3.075))
     np.testing.assert_allclose(fig.data[0, 0, 0], data[:, :4, :4].mean(), rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_em_level_auto_reads_the_pyramid_level_the_registration_needs(pair, registered,
+                                                                      tmp_path, capfd):
+    """The small pair's EM ×2 per axis as multiscale OME-Zarr: --em-level auto picks the
+    level at the original resolution (the LM pixel bounds it), says so, converts --roi,
+    and registers exactly as the original."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "large_volume", Path(__file__).resolve().parents[1] / "benchmarks" / "large_volume.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench._write_upsampled(tmp_path / "em2.ome.zarr", pair.em, 2)
+    write_ome_tiff(tmp_path / "lm.ome.tif", pair.lm)
+    from clemalign.io.readers import choose_em_level, ome_zarr_levels, roi_at_level
+
+    levels = ome_zarr_levels(tmp_path / "em2.ome.zarr")
+    assert levels[1][1] == pytest.approx(pair.em.voxel_size_um)
+    assert choose_em_level(tmp_path / "em2.ome.zarr", 0.22) == 1
+    level1 = read_volume(tmp_path / "em2.ome.zarr", level=1)
+    np.testing.assert_array_equal(level1.data, pair.em.data)
+    assert level1.origin_xyz_um == pytest.approx(pair.em.origin_xyz_um, abs=1e-9)
+    assert roi_at_level("3:9,10:21,0:5", (40, 60, 80), (20, 30, 40)) == "1:5,5:11,0:3"
+    nz, ny, nx = pair.em.shape_zyx
+    out = tmp_path / "out"
+    assert main(["register", str(tmp_path / "em2.ome.zarr"), str(tmp_path / "lm.ome.tif"),
+                 "-o", str(out), "--lm-channel", "mito", "--em-level", "auto", "--roi",
+                 f"0:{2 * nz},0:{2 * ny},0:{2 * nx}", "--outputs", "minimal"]) == 0
+    assert "EM pyramid level 1" in capfd.readouterr().out
+    em_to_lm = np.array(json.loads((out / "transform.json").read_text())["em_to_lm"])
+    points = pair.landmarks_em_um
+    from clemalign import Affine
+
+    moved = Affine(em_to_lm).apply(points) - registered[0].em_to_lm.apply(points)
+    assert np.linalg.norm(moved, axis=1).max() < 1e-6
+
+
+@pytest.mark.slow
+def test_an_em_too_large_to_hold_is_registered_on_its_block_means(pair, registered, tmp_path,
+                                                                   monkeypatch, capfd):
+    """A single-scale EM ×2 per axis read on demand (the size limit lowered to 0 here):
+    register reduces it to the LM's pixel by block means, which reproduces the original
+    EM, so the result is the original's; lm_in_em is on the full-resolution grid."""
+    monkeypatch.setattr("clemalign.io.readers.LAZY_ABOVE_BYTES", 0)
+    em = pair.em
+    up = np.asarray(em.data).repeat(2, 0).repeat(2, 1).repeat(2, 2)
+    origin = tuple(o - s / 4 for o, s in zip(em.origin_xyz_um, em.voxel_size_um[::-1],
+                                             strict=True))
+    big = Volume(up, tuple(v / 2 for v in em.voxel_size_um), origin)
+    write_volume(tmp_path / "em2.zarr", big)
+    write_ome_tiff(tmp_path / "lm.ome.tif", pair.lm)
+    out = tmp_path / "out"
+    assert main(["register", str(tmp_path / "em2.zarr"), str(tmp_path / "lm.ome.tif"),
+                 "-o", str(out), "--lm-channel", "mito", "--volume-format", "ome-zarr",
+                 "--outputs", "standard"]) == 0
+    assert "EM reduced by 2 × 2 × 2" in capfd.readouterr().out
+    record = json.loads((out / "transform.json").read_text())
+    points = pair.landmarks_em_um
+    from clemalign import Affine
+
+    moved = Affine(np.array(record["em_to_lm"])).apply(points) - \
+        registered[0].em_to_lm.apply(points)
+    assert np.linalg.norm(moved, axis=1).max() < 1e-6
+    assert record["lm_in_em"]["shape_zyx"] == list(up.shape)
+    assert record["lm_in_em"]["origin_xyz_um"] == pytest.approx(origin)
+    assert read_volume(out / "lm_in_em.ome.zarr").shape_zyx == up.shape

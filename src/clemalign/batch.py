@@ -22,6 +22,7 @@ import html
 import io
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -120,6 +121,28 @@ def _complete(folder: Path) -> bool:
     return (folder / "transform.json").is_file() and (folder / "run.json").is_file()
 
 
+# pairs run in threads of one process share the console: it is quiet while any runs, and
+# its own setting comes back when the last one ends (saving and restoring it per pair
+# left it quiet when two pairs overlapped)
+_QUIET_LOCK = threading.Lock()
+_quiet_state = {"depth": 0, "saved": False}
+
+
+def _quiet_enter(console) -> None:
+    with _QUIET_LOCK:
+        if _quiet_state["depth"] == 0:
+            _quiet_state["saved"] = console.quiet
+        _quiet_state["depth"] += 1
+        console.quiet = True
+
+
+def _quiet_leave(console) -> None:
+    with _QUIET_LOCK:
+        _quiet_state["depth"] -= 1
+        if _quiet_state["depth"] == 0:
+            console.quiet = _quiet_state["saved"]
+
+
 def _run_pair(job: PairJob, outdir: str, overwrite: bool, threads: int) -> dict:
     """One pair on a worker: the ``register`` command itself; a summary row."""
     import click
@@ -136,7 +159,7 @@ def _run_pair(job: PairJob, outdir: str, overwrite: bool, threads: int) -> dict:
     argv = ["register", *job.argv[:2], "-o", str(folder), "--workers", str(threads),
             *job.argv[2:]] + (["--overwrite"] if overwrite else [])
     t0 = time.perf_counter()
-    quiet, out.quiet = out.quiet, True  # the summary says what each pair's lines would
+    _quiet_enter(out)  # the summary says what each pair's lines would
     try:
         with click.Context(register_command) as ctx:
             register_command.parse_args(ctx, argv[1:])
@@ -151,7 +174,7 @@ def _run_pair(job: PairJob, outdir: str, overwrite: bool, threads: int) -> dict:
     except Exception as exc:  # reported in the summary; the other pairs go on
         status, message = "error", f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
     finally:
-        out.quiet = quiet
+        _quiet_leave(out)
     row.update(status=status, message=message, seconds=f"{time.perf_counter() - t0:.1f}")
     if status == "done":
         row.update(_from_record(folder))

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["is_lazy", "as_numpy", "depth_mean", "block_mean", "value_summary"]
+__all__ = ["is_lazy", "as_numpy", "depth_mean", "block_mean", "value_summary",
+           "level_factors", "reduce_to_level"]
 
 
 def is_lazy(data) -> bool:
@@ -73,3 +74,51 @@ def value_summary(data) -> tuple[int, float, float]:
         return int(n_bad), float(lo), float(hi)
     n_bad = int(np.count_nonzero(~np.isfinite(data))) if floating else 0
     return n_bad, float(np.min(data)), float(np.max(data))
+
+
+def level_factors(voxel_size_um: Sequence[float]) -> tuple[int, int, int]:
+    """Reduction ``(z, y, x)`` from one pyramid level to the next: y and x halve, z too
+    while its voxel stays no longer than the lateral one (the rule of the pyramids
+    :func:`clemalign.io.writers.write_ome_zarr_slabs` writes)."""
+    sz, sy, sx = (float(v) for v in voxel_size_um)
+    return (2 if sz * 2 <= min(sy, sx) else 1, 2, 2)
+
+
+def reduce_to_level(volume, finest_um: float):
+    """A single-channel volume reduced by pyramid steps (:func:`level_factors`) while its
+    lateral voxel stays at most ``finest_um``, by block means rounded to its type and
+    computed a z-slab at a time (a lazy volume is read once, a chunk at a time).
+
+    Returns
+    -------
+    (Volume, tuple of int)
+        The reduced volume in memory (the same one when no step applies) and the total
+        factors ``(z, y, x)``; its origin is the first block's centre.
+    """
+    from .volume import Volume
+
+    size = np.asarray(volume.voxel_size_um, float)
+    total = np.ones(3, int)
+    while max(size[1:] * 2) <= finest_um * (1 + 1e-6):
+        f = np.array(level_factors(size))
+        total *= f
+        size = size * f
+    if np.all(total == 1):
+        return volume, (1, 1, 1)
+    data = volume.data
+    shape = np.asarray(volume.shape_zyx) // total
+    out = np.empty(tuple(shape), dtype=data.dtype)
+    planes = max(1, int(2**27 // max(1, int(np.prod(volume.shape_zyx[1:])))))  # ~128 MB
+    step = int(total[0]) * max(1, planes // int(total[0]))
+    ny, nx = shape[1] * total[1], shape[2] * total[2]
+    for z0 in range(0, int(shape[0] * total[0]), step):
+        z1 = min(int(shape[0] * total[0]), z0 + step)
+        means = block_mean(data[z0:z1, :ny, :nx], total)
+        if out.dtype.kind in "ui":
+            means = np.rint(means)
+        out[z0 // total[0]:z1 // total[0]] = means.astype(out.dtype)
+    spacing = np.asarray(volume.voxel_size_um, float)
+    offset_xyz = ((total - 1) / 2.0 * spacing)[::-1]
+    origin = tuple(float(v) for v in np.asarray(volume.origin_xyz_um) + offset_xyz)
+    return Volume(out, tuple(float(v) for v in size), origin, volume.channel_names,
+                  volume.source), tuple(int(v) for v in total)

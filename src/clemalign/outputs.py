@@ -265,8 +265,8 @@ def _figures(result: RegistrationResult, em: Volume, overlay: Volume) -> dict:
 def write_registration(outdir: str | os.PathLike, result: RegistrationResult, em: Volume,
                        lm: Volume, *, landmarks: Landmarks | None = None,
                        overwrite: bool = False, outputs: OutputLevel = "all",
-                       volume_format: Literal["ome-tiff", "nrrd", "ome-zarr"] = "ome-tiff"
-                       ) -> dict[str, Path]:
+                       volume_format: Literal["ome-tiff", "nrrd", "ome-zarr"] = "ome-tiff",
+                       em_grid: Volume | None = None) -> dict[str, Path]:
     """Write the transform, LM on the EM grid, run record, figure and tool exports.
 
     Files (:data:`OUTPUT_FILES`): ``transform.json``, ``lm_in_em.ome.tif`` (or ``.nrrd``) and
@@ -297,6 +297,10 @@ def write_registration(outdir: str | os.PathLike, result: RegistrationResult, em
         ``lm_in_em.ome.zarr`` (multiscale, written a slab at a time; napari, MoBIE, Fiji's
         n5-viewer).  Above :data:`LM_IN_EM_IN_MEMORY_BYTES`, or when memory would not
         hold the whole grid, OME-Zarr is written whatever is chosen, and no overlay.
+    em_grid : Volume, optional
+        The EM whose grid ``lm_in_em`` and the overlay are on, when ``em`` is a reduced
+        copy of it (a pyramid level; its data are read only for the overlay); default
+        ``em``.
 
     Returns
     -------
@@ -313,12 +317,13 @@ def write_registration(outdir: str | os.PathLike, result: RegistrationResult, em
     outdir = Path(outdir)
     # every name is checked and, with overwrite, an earlier run's files of other names go
     with staged_output(outdir, OUTPUT_FILES, overwrite=overwrite) as staging:
-        written = _write_all(staging, result, em, lm, landmarks, names)
+        written = _write_all(staging, result, em, lm, landmarks, names, em_grid or em)
     return {name: outdir / name for name in OUTPUT_FILES if name in written}
 
 
 def _write_all(folder: Path, result: RegistrationResult, em: Volume, lm: Volume,
-               landmarks: Landmarks | None, names: frozenset[str]) -> set[str]:
+               landmarks: Landmarks | None, names: frozenset[str], em_grid: Volume
+               ) -> set[str]:
     """The chosen output files into an empty ``folder``; the names written."""
     from .report import build_report
 
@@ -331,7 +336,8 @@ def _write_all(folder: Path, result: RegistrationResult, em: Volume, lm: Volume,
     figures: dict = {}
     lm_name = next((n for n in LM_IN_EM_FILES.values() if n in names), None)
     if lm_name is not None:
-        record["lm_in_em"], figures = _write_images(folder, result, em, lm, names, lm_name)
+        record["lm_in_em"], figures = _write_images(folder, result, em, lm, names, lm_name,
+                                                    em_grid)
     write_json(folder / "transform.json", record, overwrite=False)
     _write_exports(folder, result, em, lm)
     written = {p.name for p in folder.iterdir()} | {"run.json"}
@@ -349,18 +355,18 @@ def _write_all(folder: Path, result: RegistrationResult, em: Volume, lm: Volume,
 
 
 def _write_images(folder: Path, result: RegistrationResult, em: Volume, lm: Volume,
-                  names: frozenset[str], lm_name: str) -> tuple[dict, dict]:
+                  names: frozenset[str], lm_name: str, grid: Volume) -> tuple[dict, dict]:
     """``lm_in_em`` (as ``lm_name``; as OME-Zarr a slab at a time when the whole grid
     would not fit in memory), the overlay (when chosen and in memory) and the figures;
     the ``lm_in_em`` record and the figures (title → (file, PNG, caption))."""
     roi = result.roi
     em_fig = figure_grid(em, roi)
     lm_fig = None
-    if lm_name.endswith(".zarr") or not lm_in_em_fits_in_memory(lm, em):
+    if lm_name.endswith(".zarr") or not lm_in_em_fits_in_memory(lm, grid):
         lm_name = LM_IN_EM_FILES["ome-zarr"]
-        write_lm_in_em_zarr(folder / lm_name, lm, em, result.em_to_lm)
+        write_lm_in_em_zarr(folder / lm_name, lm, grid, result.em_to_lm)
     else:
-        lm_in_em = resample_lm_to_em(lm, em, result.em_to_lm)
+        lm_in_em = resample_lm_to_em(lm, grid, result.em_to_lm)
         if lm_name.endswith(".nrrd"):
             write_nrrd_channels(folder / lm_name, list(lm_in_em.data),
                                 dtype=lm_in_em.data.dtype, voxel_size_um=lm_in_em.voxel_size_um,
@@ -369,15 +375,16 @@ def _write_images(folder: Path, result: RegistrationResult, em: Volume, lm: Volu
         else:
             write_ome_tiff(folder / lm_name, lm_in_em)
         if "overlay.ome.tif" in names:
-            write_overlay(folder / "overlay.ome.tif", em, lm_in_em)
-        if em_fig.shape_zyx == roi.shape:  # the figures' grid is the ROI's: crop, no resample
+            write_overlay(folder / "overlay.ome.tif", grid, lm_in_em)
+        if grid is em and em_fig.shape_zyx == roi.shape:  # the figures' grid: crop it
             lm_fig = Volume(lm_in_em.data[(slice(None), *roi.slices)], em.voxel_size_um,
                             em_fig.origin_xyz_um, lm_in_em.channel_names, lm_in_em.source)
         del lm_in_em
     if lm_fig is None:
         lm_fig = resample_lm_to_em(lm, em_fig, result.em_to_lm)
-    record = {"file": lm_name, "grid": "em", "shape_zyx": list(em.shape_zyx),
-              "origin_xyz_um": list(em.origin_xyz_um)}
+    record = {"file": lm_name, "grid": "em", "shape_zyx": list(grid.shape_zyx),
+              "voxel_size_um": list(grid.voxel_size_um),
+              "origin_xyz_um": list(grid.origin_xyz_um)}
     figures = _figures(result, em_fig, lm_fig)
     for name, png, _ in figures.values():
         _write_bytes(folder / name, png, False)

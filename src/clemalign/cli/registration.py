@@ -29,7 +29,7 @@ def _parse_slices(text: str | None) -> tuple[int, ...] | None:
 
 def _run_registration(em_vol, lm_vol, config, outdir: Path, overwrite: bool, landmarks=None,
                       workers: int | None = None, outputs: str = "all",
-                      volume_format: str = "ome-tiff"):
+                      volume_format: str = "ome-tiff", em_grid=None):
     """Register with a progress display per stage and write the outputs."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -53,7 +53,7 @@ def _run_registration(em_vol, lm_vol, config, outdir: Path, overwrite: bool, lan
         bar.update(tasks["fine"], completed=1.0)
         paths = write_registration(outdir, result, em_vol, lm_vol, landmarks=landmarks,
                                    overwrite=overwrite, outputs=outputs,
-                                   volume_format=volume_format)
+                                   volume_format=volume_format, em_grid=em_grid)
         bar.update(tasks["write"], completed=1.0)
     return result, paths
 
@@ -185,6 +185,13 @@ def _print_result(result, paths) -> None:
                    "numbers, like transform.tfm's) or lm_in_em.ome.zarr (multiscale, written "
                    "a slab at a time). Above 4 GiB (or what memory holds) OME-Zarr is "
                    "written in any case, without overlay.ome.tif.")
+@click.option("--em-level", default="auto", show_default=True, metavar="N|auto",
+              help="Pyramid level of a multiscale OME-Zarr EM to register (0: full "
+                   "resolution); auto: the coarsest whose pixel is no larger than the LM's "
+                   "(the registration's finest grid), and for an EM too large to hold "
+                   "(read on demand) without levels, its block means to that pixel. --roi "
+                   "stays in full-resolution indices; lm_in_em is on the full-resolution "
+                   "grid.")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
 def register_command(max_memory: float | None, **options) -> None:
     """Register EM to LM: pre-alignment (XY or 3D), then 3D mutual-information registration.
@@ -204,13 +211,30 @@ def _register(em: Path, lm: Path, outdir: Path, em_voxel_size: tuple[float, floa
               roi: str | None, model: str, em_slices: str | None, landmarks: Path | None,
               max_rotation_deg: float, no_mirror: bool, no_flip_z: bool, em_polarity: str,
               lm_polarity: str, prealign_mode: str, workers: int | None, strict: bool,
-              outputs: str, volume_format: str, overwrite: bool) -> None:
-    from ..io import read_clem_pair
+              outputs: str, volume_format: str, em_level: str, overwrite: bool) -> None:
+    from ..io import read_clem_pair, read_volume
+    from ..io.readers import roi_at_level
+    from ..lazy import is_lazy, reduce_to_level
     from ..pipeline import RegistrationConfig
 
+    level, roi = _em_level(em, lm, em_level, roi, em_voxel_size, lm_voxel_size)
     em_vol, lm_vol, _ = read_clem_pair(em, lm, em_voxel_size_um=em_voxel_size,
                                        lm_voxel_size_um=lm_voxel_size, lm_channel=lm_channel,
-                                       em_roi=roi)
+                                       em_roi=roi, em_level=level)
+    em_grid = None  # the full-resolution grid lm_in_em is written on, when not em_vol's
+    if level:
+        em_grid = read_volume(em, lazy=True)
+    elif em_level == "auto" and is_lazy(em_vol.data):
+        # a file too large to hold, at a finer pixel than the registration uses: its
+        # block means (the pyramid level it would have), read once, a chunk at a time
+        reduced, factors = reduce_to_level(em_vol, min(lm_vol.voxel_size_um[1:]))
+        if factors != (1, 1, 1):
+            out.print(f"EM reduced by {' × '.join(map(str, factors))} (z, y, x) block means "
+                      f"for the registration: {' × '.join(map(str, reduced.shape_zyx))} "
+                      f"voxels of {' × '.join(f'{v:.4g}' for v in reduced.voxel_size_um)} µm")
+            if roi:
+                roi = roi_at_level(roi, em_vol.shape_zyx, reduced.shape_zyx)
+            em_grid, em_vol = em_vol, reduced
     points = None
     if landmarks is not None:
         from ..evaluation import read_landmarks_csv
@@ -223,7 +247,7 @@ def _register(em: Path, lm: Path, outdir: Path, em_voxel_size: tuple[float, floa
         em_polarity=em_polarity, lm_polarity=lm_polarity,  # type: ignore[arg-type]
         prealign_mode=prealign_mode, em_slices=_parse_slices(em_slices))  # type: ignore[arg-type]
     result, paths = _run_registration(em_vol, lm_vol, config, outdir, overwrite, points, workers,
-                                      outputs, volume_format)
+                                      outputs, volume_format, em_grid)
     _print_result(result, paths)
     if points is not None:
         s = json.loads(paths["transform.json"].read_text())["evaluation"]["summary"]
@@ -231,6 +255,42 @@ def _register(em: Path, lm: Path, outdir: Path, em_voxel_size: tuple[float, floa
                    f"{s['median_um']:.3f} µm, max {s['max_um']:.3f} µm")
     if strict and result.confidence["verdict"] == "failed":
         raise click.exceptions.Exit(3)
+
+
+def _em_level(em: Path, lm: Path, em_level: str, roi: str | None,
+              em_voxel_size, lm_voxel_size) -> tuple[int, str | None]:
+    """The EM pyramid level to read (printed when not 0) and the ROI in its indices."""
+    from ..io import read_raw
+    from ..io.metadata import file_format
+    from ..io.readers import choose_em_level, ome_zarr_levels, roi_at_level
+
+    if em_level == "0" or (em_level == "auto" and (
+            file_format(em) != "ome-zarr" or len(ome_zarr_levels(em)) == 1)):
+        return 0, roi
+    if em_voxel_size is not None:
+        raise InputError("--em-level: --em-voxel-size gives the full-resolution voxel; use "
+                         "one or the other")
+    if em_level == "auto":
+        size = lm_voxel_size or read_raw(lm).voxel_size_um
+        if size is None:
+            raise InputError(f"{lm}: the file does not record a voxel size; pass "
+                             "--lm-voxel-size Z Y X (in µm)")
+        level = choose_em_level(em, min(size[1:]))
+    else:
+        try:
+            level = int(em_level)
+        except ValueError:
+            raise InputError(f"--em-level: expected a level number or auto, got "
+                             f"{em_level!r}") from None
+    if level == 0:
+        return 0, roi
+    levels = ome_zarr_levels(em)
+    if level >= len(levels):
+        raise InputError(f"--em-level: {em} has levels 0 to {len(levels) - 1}")
+    shape, size = levels[level]
+    out.print(f"EM pyramid level {level}: {' × '.join(map(str, shape))} voxels of "
+              f"{' × '.join(f'{v:.4g}' for v in size)} µm (z, y, x)")
+    return level, (roi_at_level(roi, levels[0][0], shape) if roi else None)
 
 
 @app.command()

@@ -30,7 +30,8 @@ from .metadata import (
     unit_to_um,
 )
 
-__all__ = ["read_volume", "read_raw", "RawImage", "read_clem_pair", "override_voxel_size"]
+__all__ = ["read_volume", "read_raw", "RawImage", "read_clem_pair", "override_voxel_size",
+           "ome_zarr_levels", "choose_em_level", "roi_at_level", "LAZY_ABOVE_BYTES"]
 
 # what a format reader returns: pixels, their axis letters (e.g. "ZCYX"), voxel size
 # (z, y, x) µm or None, origin (x, y, z) µm, channel names or None
@@ -73,7 +74,8 @@ def _lazy_array(array, lazy: bool | None):
 
 
 def read_volume(path: str | os.PathLike, *, voxel_size_um: Sequence[float] | None = None,
-                voxel_size_flag: str = "--voxel-size", lazy: bool | None = None) -> Volume:
+                voxel_size_flag: str = "--voxel-size", lazy: bool | None = None,
+                level: int = 0) -> Volume:
     """Read a 3D or 2D (optionally multi-channel) image with its voxel size in µm.
 
     Parameters
@@ -87,6 +89,11 @@ def read_volume(path: str | os.PathLike, *, voxel_size_um: Sequence[float] | Non
     voxel_size_flag : str
         The command-line flag that sets ``voxel_size_um``, named in the error when
         the file has no usable voxel size (e.g. ``"--em-voxel-size"``).
+    lazy : bool, optional
+        Read a compressed TIFF or an OME-Zarr on demand (a dask array); None: when it
+        is larger than :data:`LAZY_ABOVE_BYTES`.
+    level : int
+        Pyramid level of a multiscale OME-Zarr (0: full resolution).
 
     Returns
     -------
@@ -103,7 +110,7 @@ def read_volume(path: str | os.PathLike, *, voxel_size_um: Sequence[float] | Non
     path = Path(path)
     if voxel_size_um is not None:  # a bad flag is reported before the file is read
         size_zyx = override_voxel_size(voxel_size_um, flag=voxel_size_flag)
-    raw = read_raw(path, lazy=lazy)
+    raw = read_raw(path, lazy=lazy, level=level)
     if voxel_size_um is not None:  # now that the planes are known
         size_zyx = override_voxel_size(voxel_size_um, flag=voxel_size_flag,
                                        n_planes=raw.data.shape[1], path=path)
@@ -171,12 +178,14 @@ def override_voxel_size(voxel_size_um: Sequence[float], *, flag: str,
     return check_voxel_size(values, what=flag, flag=flag)
 
 
-def read_raw(path: str | os.PathLike, *, lazy: bool | None = None) -> RawImage:
+def read_raw(path: str | os.PathLike, *, lazy: bool | None = None, level: int = 0
+             ) -> RawImage:
     """Read pixels and metadata without requiring a voxel size (used by ``clemalign info``).
 
     ``lazy``: read a compressed TIFF or an OME-Zarr on demand, as a dask array (None:
     when larger than :data:`LAZY_ABOVE_BYTES`); other formats are read whole or
-    memory-mapped.
+    memory-mapped.  ``level``: the pyramid level of a multiscale OME-Zarr (0: full
+    resolution).
 
     Raises
     ------
@@ -186,8 +195,11 @@ def read_raw(path: str | os.PathLike, *, lazy: bool | None = None) -> RawImage:
     path = Path(path)
     _check_input_path(path)
     fmt = file_format(path)
+    if level and fmt != "ome-zarr":
+        raise InputError(f"{path}: only a multiscale OME-Zarr has pyramid levels; read "
+                         "level 0")
     readers = {"ome-tiff": lambda p: _read_tiff(p, lazy), "tiff": lambda p: _read_tiff(p, lazy),
-               "mrc": _read_mrc, "ome-zarr": lambda p: _read_ome_zarr(p, lazy),
+               "mrc": _read_mrc, "ome-zarr": lambda p: _read_ome_zarr(p, lazy, level),
                "nrrd": _read_nrrd, "npy": _read_npy, "png": _read_png, "vendor": _read_vendor}
     try:
         data, axes, size_zyx, origin_xyz, names = readers[fmt](path)
@@ -365,7 +377,42 @@ def _read_mrc(path: Path) -> _Read:
     return data, axes, size, origin_xyz, None
 
 
-def _read_ome_zarr(path: Path, lazy: bool | None = None) -> _Read:
+def ome_zarr_levels(path: str | os.PathLike) -> list[tuple[tuple[int, ...], tuple[float, ...]]]:
+    """Shape and voxel size ``(z, y, x)`` in µm of every level of a multiscale OME-Zarr,
+    full resolution first (metadata only)."""
+    path = Path(path)
+    levels = []
+    n = _ome_zarr_level_count(path)
+    for level in range(n):
+        data, _, size, _, _ = _read_ome_zarr(path, True, level)
+        if size is None:
+            raise InputError(f"{path}: its axes carry no units; the levels cannot be compared")
+        levels.append((tuple(int(v) for v in data.shape[-3:]), tuple(size)))
+    return levels
+
+
+def _ome_zarr_level_count(path: Path) -> int:
+    import zarr
+
+    attrs = dict(zarr.open_group(str(path), mode="r").attrs)
+    multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
+    return len(multiscales[0]["datasets"]) if multiscales else 1
+
+
+def choose_em_level(em_path: str | os.PathLike, lm_pixel_um: float) -> int:
+    """The coarsest level of a multiscale OME-Zarr EM whose lateral voxel is no larger
+    than the LM's lateral pixel (the registration's finest grid: the pre-alignment's
+    common pixel); level 0 for any other file."""
+    if file_format(em_path) != "ome-zarr":
+        return 0
+    best = 0
+    for level, (_, size) in enumerate(ome_zarr_levels(em_path)):
+        if max(size[1], size[2]) <= lm_pixel_um * (1 + 1e-6):
+            best = level
+    return best
+
+
+def _read_ome_zarr(path: Path, lazy: bool | None = None, level: int = 0) -> _Read:
     import zarr
 
     group = zarr.open_group(str(path), mode="r")
@@ -377,7 +424,10 @@ def _read_ome_zarr(path: Path, lazy: bool | None = None) -> _Read:
     axes_meta = ms.get("axes") or [{"name": n} for n in "tczyx"]
     axes_meta = [a if isinstance(a, dict) else {"name": a} for a in axes_meta]
     axes = "".join(a["name"][0].upper() for a in axes_meta)
-    dataset = ms["datasets"][0]
+    if not 0 <= level < len(ms["datasets"]):
+        raise InputError(f"{path}: no pyramid level {level} (it has {len(ms['datasets'])}: "
+                         f"0 to {len(ms['datasets']) - 1})")
+    dataset = ms["datasets"][level]
     data = _lazy_array(group[dataset["path"]], lazy)
     scale = np.ones(len(axes_meta))
     translation = np.zeros(len(axes_meta))
@@ -505,8 +555,8 @@ def _same_file(a: Path, b: Path, max_bytes: int = 2**30) -> bool:
 def read_clem_pair(em_path: str | os.PathLike, lm_path: str | os.PathLike, *,
                    em_voxel_size_um: Sequence[float] | None = None,
                    lm_voxel_size_um: Sequence[float] | None = None,
-                   lm_channel: int | str | None = 0, em_roi: str | None = None
-                   ) -> tuple[Volume, Volume, Volume]:
+                   lm_channel: int | str | None = 0, em_roi: str | None = None,
+                   em_level: int = 0) -> tuple[Volume, Volume, Volume]:
     """Read and check the two inputs of a registration.
 
     Parameters
@@ -521,7 +571,10 @@ def read_clem_pair(em_path: str | os.PathLike, lm_path: str | os.PathLike, *,
         channels (the registration chooses).
     em_roi : str, optional
         ``--roi``: the EM's values are checked inside it only (a memory-mapped EM is
-        then read only there).
+        then read only there).  Voxel indices of the level read (:func:`roi_at_level`
+        converts full-resolution ones).
+    em_level : int
+        Pyramid level of a multiscale OME-Zarr EM to read (see :func:`choose_em_level`).
 
     Returns
     -------
@@ -539,7 +592,8 @@ def read_clem_pair(em_path: str | os.PathLike, lm_path: str | os.PathLike, *,
     """
     from ..volume import check_image_values, parse_roi
 
-    em = read_volume(em_path, voxel_size_um=em_voxel_size_um, voxel_size_flag="--em-voxel-size")
+    em = read_volume(em_path, voxel_size_um=em_voxel_size_um, voxel_size_flag="--em-voxel-size",
+                     level=em_level)
     lm = read_volume(lm_path, voxel_size_um=lm_voxel_size_um, voxel_size_flag="--lm-voxel-size")
     if _same_file(Path(em_path), Path(lm_path)):
         raise InputError(f"{lm_path}: the same image as the EM ({em_path}); give the "
@@ -560,3 +614,16 @@ def read_clem_pair(em_path: str | os.PathLike, lm_path: str | os.PathLike, *,
     check_image_values(lm_aligned.data, what=f"{lm_path}" + (
         f" (channel {lm_channel!r})" if lm_channel is not None else ""))
     return em, lm, lm_aligned
+
+
+def roi_at_level(roi: str, full_shape_zyx: Sequence[int], level_shape_zyx: Sequence[int]) -> str:
+    """An ROI in full-resolution voxel indices as the indices of a pyramid level that
+    covers it (each level an integer reduction of the one above: bounds widened)."""
+    from ..volume import parse_roi
+
+    full = parse_roi(roi, full_shape_zyx)
+    f = [max(1, round(a / b)) for a, b in zip(full_shape_zyx, level_shape_zyx, strict=True)]
+    lo = [full.z0 // f[0], full.y0 // f[1], full.x0 // f[2]]
+    hi = [min(n, -(-e // k)) for n, e, k in
+          zip(level_shape_zyx, (full.z1, full.y1, full.x1), f, strict=True)]
+    return ",".join(f"{a}:{b}" for a, b in zip(lo, hi, strict=True))

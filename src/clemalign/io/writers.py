@@ -276,7 +276,7 @@ def write_ome_zarr_slabs(path: str | os.PathLike, shape_czyx: Sequence[int], *,
     """
     import zarr
 
-    from ..lazy import block_mean
+    from ..lazy import block_mean, level_factors
 
     dtype = np.dtype(dtype)
     min_level_side_px = min_level_side_px or _ZARR_MIN_LEVEL_SIDE_PX
@@ -288,7 +288,8 @@ def write_ome_zarr_slabs(path: str | os.PathLike, shape_czyx: Sequence[int], *,
     levels = [(np.array([nz, ny, nx]), size)]
     while max(levels[-1][0][1:]) > min_level_side_px and len(levels) < 8:
         shape, vs = levels[-1]
-        factor = np.array([2 if vs[0] * 2 <= vs[1] and shape[0] >= 2 else 1, 2, 2])
+        factor = np.array(level_factors(vs))
+        factor[0] = factor[0] if shape[0] >= 2 else 1
         levels.append((shape // factor, vs * factor))
     ox, oy, oz = (float(v) for v in origin_xyz_um)
     axes = [{"name": "c", "type": "channel"}] + [
