@@ -41,6 +41,14 @@ def info(file: Path, voxel_size: tuple[float, float, float] | None) -> None:
         out.print("  extent (z, y, x):     " + " × ".join(f"{e:.4g}" for e in extent) + " µm")
     out.print("  origin (x, y, z):     " + ", ".join(f"{o:.6g}" for o in raw.origin_xyz_um)
                + " µm")
+    if raw.format == "ome-zarr":
+        from ..io.readers import ome_zarr_levels
+
+        levels = ome_zarr_levels(file)
+        if len(levels) > 1:
+            out.print(f"  pyramid levels: {len(levels)} (" + "; ".join(
+                f"{i}: {' × '.join(map(str, shape))} of {size[2]:.4g} µm"
+                for i, (shape, size) in enumerate(levels)) + ")")
     names = raw.channel_names or tuple(f"C{i}" for i in range(c))
     problems = []
     for i, name in enumerate(names):
