@@ -224,3 +224,21 @@ def test_roi_from_shapes_bounds_z_only_when_drawn_on_two_planes():
     assert roi_from_box(roi_outline_zyx(roi, em), em) == Roi(0, 40, 5, 31, 7, 50)
     with pytest.raises(InputError, match="outside the EM"):
         roi_from_box(roi_outline_zyx(roi, em) + [0, 100, 0], em)
+
+
+def test_reader_opens_a_multiscale_ome_zarr_as_a_pyramid(tmp_path):
+    from clemalign.io.writers import write_ome_zarr_slabs
+    from clemalign.napari_plugin.reader import get_reader
+
+    data = np.random.default_rng(0).integers(0, 200, (2, 8, 96, 80)).astype(np.uint8)
+    write_ome_zarr_slabs(tmp_path / "lm_in_em.ome.zarr", data.shape, dtype=np.uint8,
+                         voxel_size_um=(0.5, 0.1, 0.1), slab=lambda z0, z1: data[:, z0:z1],
+                         min_level_side_px=32)
+    layers = get_reader(str(tmp_path / "lm_in_em.ome.zarr"))(str(tmp_path / "lm_in_em.ome.zarr"))
+    assert len(layers) == 2
+    pyramid, kwargs, _ = layers[1]
+    assert kwargs["multiscale"] and len(pyramid) == 3
+    np.testing.assert_array_equal(np.asarray(pyramid[0]), data[1])
+    viewer = ViewerModel()
+    viewer.add_layer(Layer.create(*layers[1]))
+    assert viewer.layers[0].multiscale and viewer.layers[0].scale[1] == pytest.approx(0.1)

@@ -46,4 +46,21 @@ def read_layers(path: str | list[str]) -> list[LayerData]:
     except InputError as exc:
         raise ValueError(str(exc)) from None  # napari shows a reader's ValueError
     name = path.name.split(".")[0]
-    return layer_data(volume, name=name, role="volume")
+    layers = layer_data(volume, name=name, role="volume")
+    if raw.format == "ome-zarr":
+        _add_pyramid(path, layers)
+    return layers
+
+
+def _add_pyramid(path: Path, layers: list[LayerData]) -> None:
+    """A multiscale OME-Zarr's levels as napari's multiscale data (read on demand):
+    napari shows the level the zoom needs (e.g. a ``lm_in_em.ome.zarr``)."""
+    from ..io.readers import ome_zarr_levels, read_raw
+
+    if len(ome_zarr_levels(path)) < 2:
+        return
+    levels = [read_raw(path, lazy=True, level=i).data
+              for i in range(len(ome_zarr_levels(path)))]
+    for c, (_, kwargs, _) in enumerate(layers):
+        # napari wants each level at most the size of the one above, same ndim
+        layers[c] = ([level[c] for level in levels], {**kwargs, "multiscale": True}, "image")
