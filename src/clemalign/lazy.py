@@ -36,25 +36,41 @@ def as_numpy(data, dtype=None) -> np.ndarray:
     return np.asarray(data, dtype=dtype)
 
 
+# a lazy volume is reduced a z-slab of about this many bytes at a time
+SLAB_BYTES = 128 * 2**20
+
+
+def _slabs(data, multiple: int = 1):
+    """``(z0, z1)`` ranges of about :data:`SLAB_BYTES` (a multiple of ``multiple``
+    planes) covering a 3D array's first axis."""
+    plane = max(1, int(np.prod(data.shape[1:])) * data.dtype.itemsize)
+    step = multiple * max(1, int(SLAB_BYTES // (plane * multiple)))
+    n = data.shape[0]
+    return [(z0, min(n, z0 + step)) for z0 in range(0, n, step)]
+
+
 def depth_mean(data, box: tuple[slice, slice, slice] | None = None) -> np.ndarray:
     """Mean over z of ``data[box]``, float32, without a float copy of the crop (numpy:
-    accumulated in float32; dask: chunk by chunk)."""
+    accumulated in float32; dask: a slab at a time into one float64 sum, so memory holds
+    one slab and one plane whatever the depth)."""
     part = data if box is None else data[box]
     if is_lazy(part):
-        return np.asarray(_compute(part.mean(axis=0, dtype=np.float64))[0], np.float32)
+        total = np.zeros(part.shape[1:], np.float64)
+        for z0, z1 in _slabs(part):
+            total += as_numpy(part[z0:z1]).sum(axis=0, dtype=np.float64)
+        return (total / part.shape[0]).astype(np.float32)
     return np.mean(part, axis=0, dtype=np.float32)
 
 
 def block_mean(data, block: Sequence[int]) -> np.ndarray:
     """Means of ``block``-sized blocks (z, y, x) of a 3D array whose shape is a multiple
-    of ``block``, float32; a dask array is reduced chunk by chunk."""
+    of ``block``, float32; a dask array is read a z-slab at a time (whole blocks each)."""
     b = [int(v) for v in block]
     if is_lazy(data):
-        import dask.array as da
-
-        out = da.coarsen(np.mean, data, {0: b[0], 1: b[1], 2: b[2]}, trim_excess=True,
-                         dtype=np.float64)
-        return np.asarray(_compute(out)[0], np.float32)
+        out = np.empty([n // k for n, k in zip(data.shape, b, strict=True)], np.float32)
+        for z0, z1 in _slabs(data, b[0]):
+            out[z0 // b[0]:z1 // b[0]] = block_mean(as_numpy(data[z0:z1]), b)
+        return out
     z, y, x = data.shape
     return np.asarray(data).reshape(z // b[0], b[0], y // b[1], b[1], x // b[2], b[2]).mean(
         axis=(1, 3, 5), dtype=np.float32)
@@ -108,12 +124,9 @@ def reduce_to_level(volume, finest_um: float):
     data = volume.data
     shape = np.asarray(volume.shape_zyx) // total
     out = np.empty(tuple(shape), dtype=data.dtype)
-    planes = max(1, int(2**27 // max(1, int(np.prod(volume.shape_zyx[1:])))))  # ~128 MB
-    step = int(total[0]) * max(1, planes // int(total[0]))
-    ny, nx = shape[1] * total[1], shape[2] * total[2]
-    for z0 in range(0, int(shape[0] * total[0]), step):
-        z1 = min(int(shape[0] * total[0]), z0 + step)
-        means = block_mean(data[z0:z1, :ny, :nx], total)
+    nz, ny, nx = (int(n * f) for n, f in zip(shape, total, strict=True))
+    for z0, z1 in _slabs(data[:nz], int(total[0])):
+        means = block_mean(as_numpy(data[z0:z1, :ny, :nx]), total)
         if out.dtype.kind in "ui":
             means = np.rint(means)
         out[z0 // total[0]:z1 // total[0]] = means.astype(out.dtype)
