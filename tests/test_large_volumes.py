@@ -153,7 +153,7 @@ def test_em_level_auto_reads_the_pyramid_level_the_registration_needs(pair, regi
 
     levels = ome_zarr_levels(tmp_path / "em2.ome.zarr")
     assert levels[1][1] == pytest.approx(pair.em.voxel_size_um)
-    assert choose_em_level(tmp_path / "em2.ome.zarr", 0.22) == 1
+    assert choose_em_level(levels, 0.22) == 1
     level1 = read_volume(tmp_path / "em2.ome.zarr", level=1)
     np.testing.assert_array_equal(level1.data, pair.em.data)
     assert level1.origin_xyz_um == pytest.approx(pair.em.origin_xyz_um, abs=1e-9)

@@ -45,7 +45,7 @@ with warnings.catch_warnings():  # napari's and pydantic's deprecation warnings 
         pytest.skip(f"napari's Qt part does not load: {exc}", allow_module_level=True)
 
 from clemalign import Affine, Volume, write_ome_tiff  # noqa: E402
-from clemalign.napari_plugin.layers import lm_affine_zyx  # noqa: E402
+from clemalign.transform_io import lm_to_em_zyx  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning",
                                         "ignore:Non-orthogonal slicing:UserWarning")
@@ -139,7 +139,7 @@ def test_widget_registers_the_sample_and_places_the_lm_exactly(registered):
     assert error.mean() < 0.5, error.mean()
     for name in ("LM [mito]", "LM [autofluorescence]"):  # both channels moved
         layer = viewer.layers[name]
-        np.testing.assert_allclose(layer.affine.affine_matrix, lm_affine_zyx(result.em_to_lm),
+        np.testing.assert_allclose(layer.affine.affine_matrix, lm_to_em_zyx(result.em_to_lm),
                                    atol=1e-12)
         np.testing.assert_allclose(
             layer.affine.affine_matrix[:3, :3],
@@ -170,7 +170,7 @@ def test_save_writes_the_register_folder_and_load_applies_it(registered, qapp, s
                  "ecclem_transform.xml"):
         other.load_transform(folder / name)
         np.testing.assert_allclose(fresh.layers["LM [mito]"].affine.affine_matrix,
-                                   lm_affine_zyx(widget.result.em_to_lm), atol=1e-6)
+                                   lm_to_em_zyx(widget.result.em_to_lm), atol=1e-6)
     other.load_transform(tmp_path / "missing.json")
     assert "no such" in other.status.text()
 

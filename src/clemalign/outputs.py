@@ -207,9 +207,9 @@ def _png_bytes(fig) -> bytes:
     return buf.getvalue()
 
 
-def _figures(result: RegistrationResult, em: Volume, overlay: Volume) -> dict:
-    """Title → (file name, PNG bytes, caption) of every figure; ``em`` is the EM ROI on
-    the figures' grid (:func:`figure_grid`) and ``overlay`` the LM on the same grid."""
+def _figures(result: RegistrationResult, em_roi: Volume, overlay: Volume) -> dict:
+    """Title → (file name, PNG bytes, caption) of every figure; ``em_roi`` is the EM ROI
+    on the figures' grid (:func:`figure_grid`) and ``overlay`` the LM on the same grid."""
     from .figures import (
         plot_checkerboard,
         plot_orientation,
@@ -222,7 +222,6 @@ def _figures(result: RegistrationResult, em: Volume, overlay: Volume) -> dict:
         plot_slice_overlays,
     )
 
-    em_roi = em  # the ROI on the figures' grid (figure_grid)
     sel = result.prealign.scale_selections
     selections = {"EM slices": sel.get("em"), "LM projection": sel.get("lm"),
                   "LM planes": sel.get("LM planes")}
@@ -269,8 +268,8 @@ def write_registration(outdir: str | os.PathLike, result: RegistrationResult, em
                        em_grid: Volume | None = None) -> dict[str, Path]:
     """Write the transform, LM on the EM grid, run record, figure and tool exports.
 
-    Files (:data:`OUTPUT_FILES`): ``transform.json``, ``lm_in_em.ome.tif`` (or ``.nrrd``) and
-    ``overlay.ome.tif`` (on the whole EM grid: :func:`lm_on_em_grid`), ``run.json``,
+    Files (:data:`OUTPUT_FILES`): ``transform.json``, ``lm_in_em.ome.tif`` (or ``.nrrd``,
+    ``.ome.zarr``) and ``overlay.ome.tif`` (on the whole EM grid), ``run.json``,
     ``report.html``, the figures and, for other tools, ``transform.tfm`` (ITK/SimpleITK/
     elastix), ``ngff_transform.json`` (OME-NGFF), ``bigwarp_landmarks.csv`` (BigWarp),
     ``napari_affine.json`` and ``ecclem_transform.xml`` (see :mod:`clemalign.transform_io`).

@@ -45,7 +45,7 @@ from .transforms import Affine
 __all__ = ["roi_points_um", "write_itk_tfm", "read_itk_tfm", "write_bigwarp_csv",
            "read_bigwarp_csv", "napari_affine", "write_napari_json", "write_ecclem_xml",
            "read_ecclem_xml", "EcclemImage", "write_ngff_transform", "read_ngff_transform",
-           "read_transform", "fit_affine"]
+           "read_transform", "fit_affine", "lm_to_em_zyx"]
 
 NGFF_VERSION = "0.6"
 
@@ -175,6 +175,12 @@ def read_bigwarp_csv(path: str | os.PathLike) -> Affine:
     return fit_affine(np.array(em_pts), np.array(lm_pts), origin=path)
 
 
+def lm_to_em_zyx(em_to_lm: Affine) -> np.ndarray:
+    """``lm_to_em`` as a 4×4 on napari's ``(z, y, x)`` world points (µm): the affine of an
+    LM layer that keeps its own scale and translate."""
+    return _SWAP @ em_to_lm.inverse().matrix @ _SWAP
+
+
 def napari_affine(em_to_lm: Affine, lm_voxel_size_um: Sequence[float],
                   lm_origin_xyz_um: Sequence[float] = (0.0, 0.0, 0.0)) -> np.ndarray:
     """4×4 ``(z, y, x)`` affine placing LM *voxel indices* in the EM's world (µm).
@@ -185,8 +191,7 @@ def napari_affine(em_to_lm: Affine, lm_voxel_size_um: Sequence[float],
     sz, sy, sx = (float(v) for v in lm_voxel_size_um)
     ox, oy, oz = (float(v) for v in lm_origin_xyz_um)
     index_to_lm_zyx = np.array([[sz, 0, 0, oz], [0, sy, 0, oy], [0, 0, sx, ox], [0, 0, 0, 1]])
-    lm_to_em_zyx = _SWAP @ em_to_lm.inverse().matrix @ _SWAP
-    return lm_to_em_zyx @ index_to_lm_zyx
+    return lm_to_em_zyx(em_to_lm) @ index_to_lm_zyx
 
 
 def write_napari_json(path: str | os.PathLike, em_to_lm: Affine,

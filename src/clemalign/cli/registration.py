@@ -264,18 +264,21 @@ def _em_level(em: Path, lm: Path, em_level: str, roi: str | None,
     from ..io.metadata import file_format
     from ..io.readers import choose_em_level, ome_zarr_levels, roi_at_level
 
-    if em_level == "0" or (em_level == "auto" and (
-            file_format(em) != "ome-zarr" or len(ome_zarr_levels(em)) == 1)):
+    if em_level == "0":
+        return 0, roi
+    levels = ome_zarr_levels(em) if file_format(em) == "ome-zarr" else []
+    if em_level == "auto" and len(levels) < 2:
         return 0, roi
     if em_voxel_size is not None:
         raise InputError("--em-level: --em-voxel-size gives the full-resolution voxel; use "
                          "one or the other")
     if em_level == "auto":
-        size = lm_voxel_size or read_raw(lm).voxel_size_um
+        # the LM's voxel size from its metadata (its pixels are not read here)
+        size = lm_voxel_size or read_raw(lm, lazy=True).voxel_size_um
         if size is None:
             raise InputError(f"{lm}: the file does not record a voxel size; pass "
                              "--lm-voxel-size Z Y X (in µm)")
-        level = choose_em_level(em, min(size[1:]))
+        level = choose_em_level(levels, min(size[1:]))
     else:
         try:
             level = int(em_level)
@@ -284,9 +287,8 @@ def _em_level(em: Path, lm: Path, em_level: str, roi: str | None,
                              f"{em_level!r}") from None
     if level == 0:
         return 0, roi
-    levels = ome_zarr_levels(em)
     if level >= len(levels):
-        raise InputError(f"--em-level: {em} has levels 0 to {len(levels) - 1}")
+        raise InputError(f"--em-level: {em} has levels 0 to {max(len(levels), 1) - 1}")
     shape, size = levels[level]
     out.print(f"EM pyramid level {level}: {' × '.join(map(str, shape))} voxels of "
               f"{' × '.join(f'{v:.4g}' for v in size)} µm (z, y, x)")

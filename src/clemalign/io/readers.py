@@ -379,11 +379,10 @@ def _read_mrc(path: Path) -> _Read:
 
 def ome_zarr_levels(path: str | os.PathLike) -> list[tuple[tuple[int, ...], tuple[float, ...]]]:
     """Shape and voxel size ``(z, y, x)`` in µm of every level of a multiscale OME-Zarr,
-    full resolution first (metadata only)."""
+    full resolution first (metadata only: the levels are opened, not read)."""
     path = Path(path)
     levels = []
-    n = _ome_zarr_level_count(path)
-    for level in range(n):
+    for level in range(len(_multiscales(path)[2]["datasets"])):
         data, _, size, _, _ = _read_ome_zarr(path, True, level)
         if size is None:
             raise InputError(f"{path}: its axes carry no units; the levels cannot be compared")
@@ -391,28 +390,20 @@ def ome_zarr_levels(path: str | os.PathLike) -> list[tuple[tuple[int, ...], tupl
     return levels
 
 
-def _ome_zarr_level_count(path: Path) -> int:
-    import zarr
-
-    attrs = dict(zarr.open_group(str(path), mode="r").attrs)
-    multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
-    return len(multiscales[0]["datasets"]) if multiscales else 1
-
-
-def choose_em_level(em_path: str | os.PathLike, lm_pixel_um: float) -> int:
-    """The coarsest level of a multiscale OME-Zarr EM whose lateral voxel is no larger
-    than the LM's lateral pixel (the registration's finest grid: the pre-alignment's
-    common pixel); level 0 for any other file."""
-    if file_format(em_path) != "ome-zarr":
-        return 0
+def choose_em_level(levels: Sequence[tuple[Sequence[int], Sequence[float]]],
+                    lm_pixel_um: float) -> int:
+    """Of an EM's pyramid levels (:func:`ome_zarr_levels`), the coarsest whose lateral
+    voxel is no larger than the LM's lateral pixel (the registration's finest grid: the
+    pre-alignment's common pixel)."""
     best = 0
-    for level, (_, size) in enumerate(ome_zarr_levels(em_path)):
+    for level, (_, size) in enumerate(levels):
         if max(size[1], size[2]) <= lm_pixel_um * (1 + 1e-6):
             best = level
     return best
 
 
-def _read_ome_zarr(path: Path, lazy: bool | None = None, level: int = 0) -> _Read:
+def _multiscales(path: Path):
+    """The group, its attributes and its first ``multiscales`` entry (NGFF 0.4 or 0.5)."""
     import zarr
 
     group = zarr.open_group(str(path), mode="r")
@@ -420,7 +411,11 @@ def _read_ome_zarr(path: Path, lazy: bool | None = None, level: int = 0) -> _Rea
     multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
     if not multiscales:
         raise InputError(f"{path}: not an OME-Zarr image (no 'multiscales' metadata)")
-    ms = multiscales[0]
+    return group, attrs, multiscales[0]
+
+
+def _read_ome_zarr(path: Path, lazy: bool | None = None, level: int = 0) -> _Read:
+    group, attrs, ms = _multiscales(path)
     axes_meta = ms.get("axes") or [{"name": n} for n in "tczyx"]
     axes_meta = [a if isinstance(a, dict) else {"name": a} for a in axes_meta]
     axes = "".join(a["name"][0].upper() for a in axes_meta)

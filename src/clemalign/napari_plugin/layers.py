@@ -4,7 +4,8 @@ and sample data, and testable on their own).
 A layer's world coordinates are ``(z, y, x)`` µm: ``scale`` is the voxel size and
 ``translate`` the origin in ``(z, y, x)``.  The registered LM keeps its own scale and
 translate; its ``affine`` (applied after them, as napari composes) is ``lm_to_em`` in
-napari's ``(z, y, x)`` order, so the LM lands on the EM without being resampled.
+napari's ``(z, y, x)`` order (:func:`clemalign.transform_io.lm_to_em_zyx`), so the LM
+lands on the EM without being resampled.
 """
 
 from __future__ import annotations
@@ -15,16 +16,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..transforms import Affine
 from ..volume import Roi, Volume
 
-__all__ = ["LayerData", "layer_data", "volume_from_layer", "lm_affine_zyx", "roi_from_box",
-           "roi_outline_zyx", "METADATA_KEY"]
+__all__ = ["LayerData", "layer_data", "volume_from_layer", "roi_from_box", "roi_outline_zyx",
+           "METADATA_KEY"]
 
 # what the reader and the widget record in a layer's metadata
 METADATA_KEY = "clemalign"
-# (x, y, z) <-> (z, y, x) on homogeneous 4-vectors; its own inverse
-_SWAP = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=float)
 LayerData = tuple[Any, dict, str]
 
 
@@ -89,12 +87,6 @@ def volume_from_layer(layer, voxel_size_um: Sequence[float] | None = None, *,
     return Volume(np.asarray(data), size, tuple(translate[::-1]), (str(meta.get("channel",
                                                                         layer.name)),),
                   source)
-
-
-def lm_affine_zyx(em_to_lm: Affine) -> np.ndarray:
-    """The LM layer's ``affine``: ``lm_to_em`` in napari's ``(z, y, x)`` order (its scale
-    and translate stay the LM's voxel size and origin)."""
-    return _SWAP @ em_to_lm.inverse().matrix @ _SWAP
 
 
 def roi_from_box(corners_zyx_um: np.ndarray, em: Volume) -> Roi:

@@ -31,10 +31,14 @@ def read_layers(path: str | list[str]) -> list[LayerData]:
     import warnings
 
     from ..io import read_raw
+    from ..io.metadata import file_format
+    from ..io.readers import ome_zarr_levels
     from ..volume import Volume
 
     path = Path(path[0] if isinstance(path, list) else path)
-    raw = read_raw(path)
+    n_levels = len(ome_zarr_levels(path)) if file_format(path) == "ome-zarr" else 1
+    # a pyramid is read on demand, level by level, as napari asks for it
+    raw = read_raw(path, lazy=True if n_levels > 1 else None)
     size = raw.voxel_size_um
     if size is None:
         warnings.warn(f"{path}: the file records no voxel size; enter it (µm) in the "
@@ -47,20 +51,9 @@ def read_layers(path: str | list[str]) -> list[LayerData]:
         raise ValueError(str(exc)) from None  # napari shows a reader's ValueError
     name = path.name.split(".")[0]
     layers = layer_data(volume, name=name, role="volume")
-    if raw.format == "ome-zarr":
-        _add_pyramid(path, layers)
+    if n_levels > 1:  # napari shows the level the zoom needs (e.g. a lm_in_em.ome.zarr)
+        levels = [raw.data] + [read_raw(path, lazy=True, level=i).data
+                               for i in range(1, n_levels)]
+        layers = [([level[c] for level in levels], {**kwargs, "multiscale": True}, kind)
+                  for c, (_, kwargs, kind) in enumerate(layers)]
     return layers
-
-
-def _add_pyramid(path: Path, layers: list[LayerData]) -> None:
-    """A multiscale OME-Zarr's levels as napari's multiscale data (read on demand):
-    napari shows the level the zoom needs (e.g. a ``lm_in_em.ome.zarr``)."""
-    from ..io.readers import ome_zarr_levels, read_raw
-
-    if len(ome_zarr_levels(path)) < 2:
-        return
-    levels = [read_raw(path, lazy=True, level=i).data
-              for i in range(len(ome_zarr_levels(path)))]
-    for c, (_, kwargs, _) in enumerate(layers):
-        # napari wants each level at most the size of the one above, same ndim
-        layers[c] = ([level[c] for level in levels], {**kwargs, "multiscale": True}, "image")

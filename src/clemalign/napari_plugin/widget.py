@@ -30,7 +30,8 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import InputError
-from .layers import METADATA_KEY, lm_affine_zyx, roi_from_box, roi_outline_zyx, volume_from_layer
+from ..transform_io import lm_to_em_zyx
+from .layers import METADATA_KEY, roi_from_box, roi_outline_zyx, volume_from_layer
 
 __all__ = ["RegisterWidget", "Cancelled"]
 
@@ -338,7 +339,7 @@ class RegisterWidget(QWidget):
             if layer is None:
                 raise InputError("choose the LM layer the transform applies to")
             group = self._lm_group(layer)
-        affine = lm_affine_zyx(em_to_lm)
+        affine = lm_to_em_zyx(em_to_lm)
         for layer in group:
             if layer.ndim == 2:  # a 2D LM plane: the in-plane part (z is dropped)
                 layer.affine = affine[np.ix_([1, 2, 3], [1, 2, 3])]
