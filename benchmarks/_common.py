@@ -43,7 +43,7 @@ def run_tasks(fn, tasks: list, workers: int) -> list:
         from dask.distributed import Client, LocalCluster
 
         with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                          dashboard_address=None) as cluster, Client(cluster) as client:
+                          dashboard_address=":0") as cluster, Client(cluster) as client:
             futures = client.map(fn, tasks, pure=False)
             return [r for out in client.gather(futures) for r in out]
     return [r for t in tasks for r in fn(t)]

@@ -29,7 +29,7 @@ def _batch(jobs, outdir: Path, workers: int, kill_after_s: float | None = None) 
 
     from clemalign.batch import BatchConfig, register_many
 
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None)
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0")
     killed = []
     if kill_after_s is not None:
         with Client(cluster) as probe:

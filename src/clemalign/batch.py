@@ -195,7 +195,8 @@ def _client(config: BatchConfig):
     if config.scheduler:
         return Client(config.scheduler), None
     cluster = LocalCluster(n_workers=config.workers, threads_per_worker=1,
-                           processes=config.processes, dashboard_address=None)
+                           processes=config.processes,
+                           dashboard_address=":0")  # any free port: 8787 may be taken
     return Client(cluster), cluster
 
 
