@@ -7,7 +7,7 @@ Variants (``Registration3DConfig`` fields; everything else default):
 * ``sig0.7_px0.3``: σ = 0.7 µm on a 0.3 µm lateral grid, for the whole 3D stage;
 * ``sig0.5_px0.22``: σ = 0.5 µm at the LM's own pixel, for the whole 3D stage;
 * ``final0.7``, ``final0.5``: the default stages, then one more affine level at that σ
-  (``Registration3DConfig.final_sigma_um``).
+  (``Registration3DConfig.final_levels_um``).
 
 Run:  python benchmarks/fine_scale_probe.py [--seeds 20] [--variants default sig0.7_px0.3]
 """
@@ -31,8 +31,8 @@ VARIANTS = {
                      "working_voxels": 40_000_000},
     "sig0.5_px0.22": {"log_sigma_um": 0.5, "working_pixel_um": 0.22,
                       "working_voxels": 40_000_000},
-    "final0.7": {"final_sigma_um": 0.7},
-    "final0.5": {"final_sigma_um": 0.5},
+    "final0.7": {"final_levels_um": ((0.7, 0.7),)},
+    "final0.5": {"final_levels_um": ((0.5, 0.5),)},
 }
 
 

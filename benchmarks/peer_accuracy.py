@@ -84,7 +84,8 @@ def _run_methods(case: dict, em, lm, truth, points_em, roi: str | None,
         config = RegistrationConfig(roi=roi, lm_channel=0)
         final = os.environ.get("CLEMALIGN_BENCH_FINAL_SIGMA")  # --final-sigma-um
         if final:
-            config = replace(config, fine=replace(config.fine, final_sigma_um=float(final)))
+            config = replace(config, fine=replace(config.fine, final_levels_um=(
+                (float(final), float(final)),)))
         res = register(em, lm, config=config)
         pre_tf, full_tf, level = res.prealign.initial_em_to_lm, res.em_to_lm, \
             res.confidence["verdict"]
@@ -246,7 +247,7 @@ def main(argv=None) -> None:
     parser.add_argument("--peers", nargs="+", default=None,
                         help="only these peers (default: all), e.g. ants_from_prealign")
     parser.add_argument("--final-sigma-um", type=float, default=None,
-                        help="clemalign with Registration3DConfig.final_sigma_um (issue 21)")
+                        help="clemalign with one final level at this σ (final_levels_um, issue 21)")
     args = parser.parse_args(argv)
     if args.final_sigma_um:
         os.environ["CLEMALIGN_BENCH_FINAL_SIGMA"] = str(args.final_sigma_um)

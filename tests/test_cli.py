@@ -264,12 +264,20 @@ def test_register_writes_outputs(registered):
     em_to_lm, lm_to_em = np.array(record["em_to_lm"]), np.array(record["lm_to_em"])
     np.testing.assert_allclose(em_to_lm @ lm_to_em, np.eye(4), atol=1e-9)
     assert record["em_voxel_size_um"] == [0.05, 0.14, 0.14]
-    assert set(record["stages"]) == {"rigid", "affine"}
+    assert set(record["stages"]) == {"rigid", "affine", "affine at σ 0.5 µm (z 1 µm)",
+                                     "affine at σ 0.5 µm"}
     assert {"shift_xy_um", "confidence", "angle_deg"} <= set(record["prealign"])
     overlay = read_volume(out / "lm_in_em.ome.tif")
     assert overlay.data.shape[0] == 2 and overlay.voxel_size_um == (0.05, 0.14, 0.14)
     run = json.loads((out / "run.json").read_text())
     assert run["config"]["lm_channel"] == "mito" and run["config"]["fine"]["model"] == "affine"
+    # where the seconds went: reading, both stages, each output (issue 22's profile)
+    timings = run["timings_s"]
+    assert {"read", "prealign", "fine", "total", "outputs"} <= set(timings)
+    assert {"lm_in_em resampling", "lm_in_em.ome.tif", "overlay.ome.tif", "prealign.png",
+            "report.html", "transform files", "total"} <= set(timings["outputs"])
+    steps = sum(v for k, v in timings["outputs"].items() if k != "total")
+    assert steps == pytest.approx(timings["outputs"]["total"], rel=0.05, abs=0.05)
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 
 class StepTimer:
-    """``tick(name, fraction)`` records the seconds since the previous tick under ``name``.
+    """``tick(name, fraction)`` adds the seconds since the previous tick to ``name``.
 
     ``timings`` holds them; ``total()`` adds the time since the timer started.
     """
@@ -19,7 +19,7 @@ class StepTimer:
 
     def tick(self, name: str, fraction: float) -> None:
         now = time.perf_counter()
-        self.timings[name] = now - self._last
+        self.timings[name] = self.timings.get(name, 0.0) + now - self._last
         self._last = now
         if self._progress is not None:
             self._progress(name, fraction)

@@ -15,6 +15,7 @@ from typing import Literal
 
 import numpy as np
 
+from ._timing import StepTimer
 from .errors import InputError
 from .evaluation import Landmarks, tre_table
 from .io import atomic_write_text, write_json, write_ome_tiff
@@ -207,9 +208,10 @@ def _png_bytes(fig) -> bytes:
     return buf.getvalue()
 
 
-def _figures(result: RegistrationResult, em_roi: Volume, overlay: Volume) -> dict:
-    """Title → (file name, PNG bytes, caption) of every figure; ``em_roi`` is the EM ROI
-    on the figures' grid (:func:`figure_grid`) and ``overlay`` the LM on the same grid."""
+def _figure_plans(result: RegistrationResult, em_roi: Volume, overlay: Volume) -> list:
+    """(title, file name, draw, caption) of every figure, ``draw()`` returning the
+    matplotlib figure; ``em_roi`` is the EM ROI on the figures' grid
+    (:func:`figure_grid`) and ``overlay`` the LM on the same grid."""
     from .figures import (
         plot_checkerboard,
         plot_orientation,
@@ -226,46 +228,58 @@ def _figures(result: RegistrationResult, em_roi: Volume, overlay: Volume) -> dic
     selections = {"EM slices": sel.get("em"), "LM projection": sel.get("lm"),
                   "LM planes": sel.get("LM planes")}
     selections = {k: v for k, v in selections.items() if v}
-    if isinstance(result.prealign, Prealign3DResult):
-        pre_fig = (plot_prealignment_3d(result.prealign),
-                   "The EM ROI's box placed in the LM volume by the 3D pre-alignment, over the "
-                   "LM blob response projected along z (left) and y (right).")
-        orient_fig = (plot_orientation_3d(result.prealign, result.fine.starts),
-                      "Best NCC over every 3D offset per in-plane angle, for the four "
-                      "handednesses; the hypotheses refined and the mutual information each "
-                      "reached in the 3D stage.")
+    pre, starts = result.prealign, result.fine.starts
+    if isinstance(pre, Prealign3DResult):
+        plans = [("Pre-alignment", "prealign.png", lambda: plot_prealignment_3d(pre),
+                  "The EM ROI's box placed in the LM volume by the 3D pre-alignment, over "
+                  "the LM blob response projected along z (left) and y (right)."),
+                 ("Orientation", "orientation.png", lambda: plot_orientation_3d(pre, starts),
+                  "Best NCC over every 3D offset per in-plane angle, for the four "
+                  "handednesses; the hypotheses refined and the mutual information each "
+                  "reached in the 3D stage.")]
     else:
-        pre_fig = (plot_prealignment(result.prealign),
-                   "Candidate positions of the EM ROI centre over the LoG of the LM "
-                   "projection; the fused ROI outline in yellow.")
-        orient_fig = (plot_orientation(result.prealign, result.fine.starts),
-                      "Best NCC over the LM field per in-plane angle, direct and mirrored "
-                      "EM; the hypotheses passed on and the mutual information each "
-                      "reached in the 3D stage.")
-    return {
-        "Pre-alignment": ("prealign.png", _png_bytes(pre_fig[0]), pre_fig[1]),
-        "Orientation": ("orientation.png", _png_bytes(orient_fig[0]), orient_fig[1]),
-        "Scale selection": ("scale_selection.png", _png_bytes(plot_scale_selection(selections)),
-                            "Scale-space blob count per LoG sigma; dashed: the selected scale."),
-        "Overlay slices": ("overlay_slices.png", _png_bytes(plot_slice_overlays(em_roi, overlay)),
-                           "EM slices with the registered fluorescence (green)."),
-        "Orthogonal views": ("orthogonal_views.png",
-                             _png_bytes(plot_orthogonal_views(em_roi, overlay)),
-                             "XY, XZ and YZ planes through the ROI centre, true aspect."),
-        "Projections": ("projection_overlay.png",
-                        _png_bytes(plot_projection_overlay(em_roi, overlay)),
-                        "EM mean projection and fluorescence maximum projection over the ROI."),
-        "Checkerboard": ("checkerboard.png", _png_bytes(plot_checkerboard(em_roi, overlay)),
-                         "Alternating tiles of EM and inverted fluorescence: structures "
-                         "should continue across tile edges."),
-    }
+        plans = [("Pre-alignment", "prealign.png", lambda: plot_prealignment(pre),
+                  "Candidate positions of the EM ROI centre over the LoG of the LM "
+                  "projection; the fused ROI outline in yellow."),
+                 ("Orientation", "orientation.png", lambda: plot_orientation(pre, starts),
+                  "Best NCC over the LM field per in-plane angle, direct and mirrored "
+                  "EM; the hypotheses passed on and the mutual information each "
+                  "reached in the 3D stage.")]
+    return plans + [
+        ("Scale selection", "scale_selection.png", lambda: plot_scale_selection(selections),
+         "Scale-space blob count per LoG sigma; dashed: the selected scale."),
+        ("Overlay slices", "overlay_slices.png", lambda: plot_slice_overlays(em_roi, overlay),
+         "EM slices with the registered fluorescence (green)."),
+        ("Orthogonal views", "orthogonal_views.png",
+         lambda: plot_orthogonal_views(em_roi, overlay),
+         "XY, XZ and YZ planes through the ROI centre, true aspect."),
+        ("Projections", "projection_overlay.png",
+         lambda: plot_projection_overlay(em_roi, overlay),
+         "EM mean projection and fluorescence maximum projection over the ROI."),
+        ("Checkerboard", "checkerboard.png", lambda: plot_checkerboard(em_roi, overlay),
+         "Alternating tiles of EM and inverted fluorescence: structures should continue "
+         "across tile edges."),
+    ]
+
+
+def _figures(result: RegistrationResult, em_roi: Volume, overlay: Volume,
+             timer: StepTimer | None = None) -> dict:
+    """Title → (file name, PNG bytes, caption) of every figure (see :func:`_figure_plans`);
+    each one's seconds ticked on ``timer`` under its file name."""
+    out = {}
+    for title, name, draw, caption in _figure_plans(result, em_roi, overlay):
+        out[title] = (name, _png_bytes(draw()), caption)
+        if timer is not None:
+            timer.tick(name, 0.0)
+    return out
 
 
 def write_registration(outdir: str | os.PathLike, result: RegistrationResult, em: Volume,
                        lm: Volume, *, landmarks: Landmarks | None = None,
                        overwrite: bool = False, outputs: OutputLevel = "all",
                        volume_format: Literal["ome-tiff", "nrrd", "ome-zarr"] = "ome-tiff",
-                       em_grid: Volume | None = None) -> dict[str, Path]:
+                       em_grid: Volume | None = None,
+                       input_timings_s: dict[str, float] | None = None) -> dict[str, Path]:
     """Write the transform, LM on the EM grid, run record, figure and tool exports.
 
     Files (:data:`OUTPUT_FILES`): ``transform.json``, ``lm_in_em.ome.tif`` (or ``.nrrd``,
@@ -300,6 +314,9 @@ def write_registration(outdir: str | os.PathLike, result: RegistrationResult, em
         The EM whose grid ``lm_in_em`` and the overlay are on, when ``em`` is a reduced
         copy of it (a pyramid level; its data are read only for the overlay); default
         ``em``.
+    input_timings_s : dict, optional
+        Seconds spent before the registration (e.g. ``{"read": ...}``), recorded with
+        the registration's and the outputs' own (per file) in ``run.json``.
 
     Returns
     -------
@@ -316,16 +333,18 @@ def write_registration(outdir: str | os.PathLike, result: RegistrationResult, em
     outdir = Path(outdir)
     # every name is checked and, with overwrite, an earlier run's files of other names go
     with staged_output(outdir, OUTPUT_FILES, overwrite=overwrite) as staging:
-        written = _write_all(staging, result, em, lm, landmarks, names, em_grid or em)
+        written = _write_all(staging, result, em, lm, landmarks, names, em_grid or em,
+                             input_timings_s or {})
     return {name: outdir / name for name in OUTPUT_FILES if name in written}
 
 
 def _write_all(folder: Path, result: RegistrationResult, em: Volume, lm: Volume,
-               landmarks: Landmarks | None, names: frozenset[str], em_grid: Volume
-               ) -> set[str]:
+               landmarks: Landmarks | None, names: frozenset[str], em_grid: Volume,
+               input_timings_s: dict[str, float]) -> set[str]:
     """The chosen output files into an empty ``folder``; the names written."""
     from .report import build_report
 
+    timer = StepTimer()
     evaluation = None
     if landmarks is not None:
         evaluation = tre_table(result.em_to_lm, landmarks, em_pixel_um=em.voxel_size_um[2])
@@ -336,36 +355,43 @@ def _write_all(folder: Path, result: RegistrationResult, em: Volume, lm: Volume,
     lm_name = next((n for n in LM_IN_EM_FILES.values() if n in names), None)
     if lm_name is not None:
         record["lm_in_em"], figures = _write_images(folder, result, em, lm, names, lm_name,
-                                                    em_grid)
+                                                    em_grid, timer)
     write_json(folder / "transform.json", record, overwrite=False)
     _write_exports(folder, result, em, lm)
+    timer.tick("transform files", 0.0)
     written = {p.name for p in folder.iterdir()} | {"run.json"}
+    page = None
     if "report.html" in names:
         written.add("report.html")
-    write_json(folder / "run.json", _run_record(result, em, lm, sorted(written)),
-               overwrite=False)
-    if "report.html" in names:
         page = build_report(result, em, lm,
                             figures={title: (png, caption)
                                      for title, (_, png, caption) in figures.items()},
                             evaluation=evaluation, files=sorted(written))
         atomic_write_text(folder / "report.html", page, overwrite=False)
+        timer.tick("report.html", 0.0)
+    timings = {**input_timings_s, **result.timings_s, "outputs": timer.total()}
+    write_json(folder / "run.json", _run_record(result, em, lm, sorted(written), timings),
+               overwrite=False)
     return written
 
 
 def _write_images(folder: Path, result: RegistrationResult, em: Volume, lm: Volume,
-                  names: frozenset[str], lm_name: str, grid: Volume) -> tuple[dict, dict]:
+                  names: frozenset[str], lm_name: str, grid: Volume, timer: StepTimer
+                  ) -> tuple[dict, dict]:
     """``lm_in_em`` (as ``lm_name``; as OME-Zarr a slab at a time when the whole grid
     would not fit in memory), the overlay (when chosen and in memory) and the figures;
     the ``lm_in_em`` record and the figures (title → (file, PNG, caption))."""
     roi = result.roi
     em_fig = figure_grid(em, roi)
+    timer.tick("figure grid", 0.0)
     lm_fig = None
     if lm_name.endswith(".zarr") or not lm_in_em_fits_in_memory(lm, grid):
         lm_name = LM_IN_EM_FILES["ome-zarr"]
         write_lm_in_em_zarr(folder / lm_name, lm, grid, result.em_to_lm)
+        timer.tick(lm_name, 0.0)
     else:
         lm_in_em = resample_lm_to_em(lm, grid, result.em_to_lm)
+        timer.tick("lm_in_em resampling", 0.0)
         if lm_name.endswith(".nrrd"):
             write_nrrd_channels(folder / lm_name, list(lm_in_em.data),
                                 dtype=lm_in_em.data.dtype, voxel_size_um=lm_in_em.voxel_size_um,
@@ -373,20 +399,24 @@ def _write_images(folder: Path, result: RegistrationResult, em: Volume, lm: Volu
                                 channel_names=lm_in_em.channel_names)
         else:
             write_ome_tiff(folder / lm_name, lm_in_em)
+        timer.tick(lm_name, 0.0)
         if "overlay.ome.tif" in names:
             write_overlay(folder / "overlay.ome.tif", grid, lm_in_em)
+            timer.tick("overlay.ome.tif", 0.0)
         if grid is em and em_fig.shape_zyx == roi.shape:  # the figures' grid: crop it
             lm_fig = Volume(lm_in_em.data[(slice(None), *roi.slices)], em.voxel_size_um,
                             em_fig.origin_xyz_um, lm_in_em.channel_names, lm_in_em.source)
         del lm_in_em
     if lm_fig is None:
         lm_fig = resample_lm_to_em(lm, em_fig, result.em_to_lm)
+    timer.tick("figure grid", 0.0)
     record = {"file": lm_name, "grid": "em", "shape_zyx": list(grid.shape_zyx),
               "voxel_size_um": list(grid.voxel_size_um),
               "origin_xyz_um": list(grid.origin_xyz_um)}
-    figures = _figures(result, em_fig, lm_fig)
+    figures = _figures(result, em_fig, lm_fig, timer)
     for name, png, _ in figures.values():
         _write_bytes(folder / name, png, False)
+    timer.tick("figure files", 0.0)
     return record, figures
 
 
@@ -408,7 +438,8 @@ def _write_exports(folder: Path, result: RegistrationResult, em: Volume, lm: Vol
                                     Path(lm.source or "").name))
 
 
-def _run_record(result: RegistrationResult, em: Volume, lm: Volume, files: list[str]) -> dict:
+def _run_record(result: RegistrationResult, em: Volume, lm: Volume, files: list[str],
+                timings_s: dict) -> dict:
     from . import __version__
 
     return {"clemalign_version": __version__, "python": platform.python_version(),
@@ -417,7 +448,7 @@ def _run_record(result: RegistrationResult, em: Volume, lm: Volume, files: list[
                        "lm_voxel_size_um": list(lm.voxel_size_um),
                        "em_shape_zyx": list(em.shape_zyx), "lm_shape": list(lm.data.shape)},
             "config": result.config.to_dict(), "confidence": result.confidence,
-            "timings_s": result.timings_s, "outputs": files}
+            "timings_s": timings_s, "outputs": files}
 
 
 def _write_bytes(path: Path, data: bytes, overwrite: bool) -> Path:

@@ -29,7 +29,8 @@ def _parse_slices(text: str | None) -> tuple[int, ...] | None:
 
 def _run_registration(em_vol, lm_vol, config, outdir: Path, overwrite: bool, landmarks=None,
                       workers: int | None = None, outputs: str = "all",
-                      volume_format: str = "ome-tiff", em_grid=None):
+                      volume_format: str = "ome-tiff", em_grid=None,
+                      input_timings_s: dict | None = None):
     """Register with a progress display per stage and write the outputs."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -53,7 +54,8 @@ def _run_registration(em_vol, lm_vol, config, outdir: Path, overwrite: bool, lan
         bar.update(tasks["fine"], completed=1.0)
         paths = write_registration(outdir, result, em_vol, lm_vol, landmarks=landmarks,
                                    overwrite=overwrite, outputs=outputs,
-                                   volume_format=volume_format, em_grid=em_grid)
+                                   volume_format=volume_format, em_grid=em_grid,
+                                   input_timings_s=input_timings_s)
         bar.update(tasks["write"], completed=1.0)
     return result, paths
 
@@ -217,6 +219,7 @@ def _register(em: Path, lm: Path, outdir: Path, em_voxel_size: tuple[float, floa
     from ..lazy import is_lazy, reduce_to_level
     from ..pipeline import RegistrationConfig
 
+    t0 = time.perf_counter()
     level, roi = _em_level(em, lm, em_level, roi, em_voxel_size, lm_voxel_size)
     em_vol, lm_vol, _ = read_clem_pair(em, lm, em_voxel_size_um=em_voxel_size,
                                        lm_voxel_size_um=lm_voxel_size, lm_channel=lm_channel,
@@ -246,8 +249,9 @@ def _register(em: Path, lm: Path, outdir: Path, em_voxel_size: tuple[float, floa
         max_rotation_deg=max_rotation_deg, mirror=not no_mirror, flip_z=not no_flip_z,
         em_polarity=em_polarity, lm_polarity=lm_polarity,  # type: ignore[arg-type]
         prealign_mode=prealign_mode, em_slices=_parse_slices(em_slices))  # type: ignore[arg-type]
+    read_s = time.perf_counter() - t0
     result, paths = _run_registration(em_vol, lm_vol, config, outdir, overwrite, points, workers,
-                                      outputs, volume_format, em_grid)
+                                      outputs, volume_format, em_grid, {"read": read_s})
     _print_result(result, paths)
     if points is not None:
         s = json.loads(paths["transform.json"].read_text())["evaluation"]["summary"]
@@ -325,18 +329,20 @@ def demo(outdir: Path, scene: str, seed: int, scale: float, overwrite: bool) -> 
     with err.status(f"simulating a {scene} CLEM pair"):
         pair = simulate_scene(scene, seed=seed, scale=scale)
         files = write_simulated_pair(data_dir, pair, overwrite=overwrite)
-    out.print(f"simulated {scene} pair (seed {seed}) in {time.perf_counter() - start:.1f} s "
-               f"→ {data_dir}")
+    simulate_s = time.perf_counter() - start
+    out.print(f"simulated {scene} pair (seed {seed}) in {simulate_s:.1f} s → {data_dir}")
     channel = pair.lm.channel_names[0]
     em_vol, lm_vol, _ = read_clem_pair(files["em.ome.tif"], files["lm.ome.tif"],
                                        lm_channel=channel, em_roi=pair.roi)
     from ..evaluation import read_landmarks_csv
 
     points = read_landmarks_csv(files["landmarks.csv"])
+    read_s = time.perf_counter() - start - simulate_s
     config = RegistrationConfig(roi=pair.roi, lm_channel=channel)
     if pair.roi:
         out.print(f"registering with --roi {pair.roi} --lm-channel {channel}")
-    result, paths = _run_registration(em_vol, lm_vol, config, outdir, overwrite, points)
+    result, paths = _run_registration(em_vol, lm_vol, config, outdir, overwrite, points,
+                                      input_timings_s={"simulate": simulate_s, "read": read_s})
     _print_result(result, paths)
     tre = target_registration_error(result.em_to_lm, pair.landmarks_em_um, pair.landmarks_lm_um)
     em_px = float(pair.em.voxel_size_um[2])

@@ -8,11 +8,12 @@ from typing import Literal
 from ..errors import InputError
 from ..transforms import Affine
 
-__all__ = ["AFFINE_EM_Z_TERMS", "AFFINE_PARAMETERS", "AFFINE_Z_TERMS", "AffineZ", "Model",
+__all__ = ["AFFINE_EM_Z_TERMS", "AFFINE_PARAMETERS", "AFFINE_Z_TERMS", "AffineZ", "HELD_TERMS",
+           "Model",
            "Registration3DConfig", "Registration3DResult", "StageResult"]
 
 Model = Literal["rigid", "affine"]
-AffineZ = Literal["auto", "free", "em_z", "rigid"]
+AffineZ = Literal["auto", "free", "em_z", "rigid", "in_plane"]
 
 # the affine parameters SimpleITK optimises, row-major matrix then translation
 AFFINE_PARAMETERS = ("xx", "xy", "xz", "yx", "yy", "yz", "zx", "zy", "zz", "tx", "ty", "tz")
@@ -20,6 +21,9 @@ AFFINE_PARAMETERS = ("xx", "xy", "xz", "yx", "yy", "yz", "zx", "zy", "zz", "tx",
 # from EM x and y (affine_z="rigid")
 AFFINE_EM_Z_TERMS = ("xz", "yz", "zz")
 AFFINE_Z_TERMS = ("xz", "yz", "zx", "zy", "zz")
+# affine parameters each ``affine_z`` setting holds at the stage's start
+HELD_TERMS = {"free": (), "em_z": AFFINE_EM_Z_TERMS, "rigid": AFFINE_Z_TERMS,
+              "in_plane": (*AFFINE_Z_TERMS, "tz")}
 
 
 @dataclass(frozen=True)
@@ -83,7 +87,9 @@ class Registration3DConfig:
         unknown (an XY pre-alignment: a monolayer or section, whose few µm of cells do
         not fix how EM z maps — fitted freely ``zz`` came out 0.87–0.94 for a truth
         within 3 % of 1 — while its wide field does fix the tilt), ``"free"`` after a 3D
-        pre-alignment.  Measured on 20 tilted and 20 untilted monolayer pairs
+        pre-alignment.  ``"in_plane"`` also holds the z translation: only the in-plane
+        2D affine moves (an option of the final level, see ``final_affine_z``).
+        Measured on 20 tilted and 20 untilted monolayer pairs
         (``benchmarks/results/mono_ablation_*.md``): tilted < 0.5 µm free 16, em_z 19,
         rigid 18 (medians 0.334, 0.321, 0.360 µm); untilted medians 0.269, 0.281,
         0.296 µm.
@@ -95,12 +101,23 @@ class Registration3DConfig:
         pre-alignment (median 0.080 µm) while the affine moved one 0.21 µm away (median
         0.093 µm); on simulated sections whose truth has 2–3 % anisotropic scale the
         affine is better (4 pairs: 0.07–0.51 vs 0.12–1.02 µm).
-    final_sigma_um : float, optional
-        A last affine level after the stages above, on the LoG at this finer scale and
-        a working pixel of ``max(LM pixel, σ/2.25)``, from their result; kept only if it
-        raises the mutual information at that level.  The confidence evidence stays that
-        of the level above (its levels were calibrated there).  None (default): no such
-        level.  ``benchmarks/results/fine_scale_probe.md`` has its ablation.
+    final_levels_um : tuple of (float, float)
+        Last affine levels after the stages above, each from the one before, on the LoG
+        at these finer scales, ``(σ_z, σ_lateral)`` in µm, on one working grid of lateral
+        pixel ``max(LM pixel, σ_lateral/2.25)``; each is kept only if it raises the
+        mutual information at its own scale; levels under two LM or EM pixels, or not
+        finer than the stages' σ, are skipped.  The confidence evidence stays that of the
+        stages above (its levels were calibrated there).  Empty: none.  Default: σ 0.5 µm
+        in-plane with 1 µm along z (the LM's axial resolution; it fixes x and y where
+        the 1 µm LoG left a bias of ~0.1 µm without moving the z terms on few
+        structures), then 0.5 µm isotropic (z terms too, where the data fix them).
+        Measured (``benchmarks/results/final_level_ablation_*.md``, median landmark
+        error): 20 registration-accuracy pairs 0.281 µm without, 0.129 with the
+        isotropic level alone, 0.302 with the anisotropic alone, 0.125 with both; peer
+        pairs (default / border / EM noise) 0.157 / 0.153 / 0.154 without, 0.157 /
+        0.153 / 0.192 isotropic alone, 0.118 / 0.119 / 0.141 both.
+    final_affine_z : {"auto", "free", "em_z", "rigid", "in_plane"}
+        ``affine_z`` of the final levels (``"auto"``: that of the stages above).
     """
 
     model: Model = "affine"
@@ -124,18 +141,21 @@ class Registration3DConfig:
     min_overlap_fraction: float = 0.02
     affine_z: AffineZ = "auto"
     plane_model: Literal["similarity", "affine"] = "similarity"
-    final_sigma_um: float | None = None
+    final_levels_um: tuple[tuple[float, float], ...] = ((1.0, 0.5), (0.5, 0.5))
+    final_affine_z: AffineZ = "auto"
 
     def __post_init__(self) -> None:
         # Python names in the messages: the CLI validates its own flags (click.Choice)
         if self.model not in ("rigid", "affine"):
             raise InputError(f"model: expected 'rigid' or 'affine', got {self.model!r}")
-        if self.final_sigma_um is not None and not self.final_sigma_um > 0:
-            raise InputError(f"final_sigma_um: expected a positive scale (µm), got "
-                             f"{self.final_sigma_um}")
-        if self.affine_z not in ("auto", "free", "em_z", "rigid"):
-            raise InputError(f"affine_z: expected 'auto', 'free', 'em_z' or 'rigid', got "
-                             f"{self.affine_z!r}")
+        for level in self.final_levels_um:
+            if len(level) != 2 or not all(v > 0 for v in level):
+                raise InputError(f"final_levels_um: expected (σ_z, σ_lateral) pairs of "
+                                 f"positive scales (µm), got {level!r}")
+        for name in ("affine_z", "final_affine_z"):
+            if getattr(self, name) not in ("auto", *HELD_TERMS):
+                raise InputError(f"{name}: expected 'auto', 'free', 'em_z', 'rigid' or "
+                                 f"'in_plane', got {getattr(self, name)!r}")
         if self.plane_model not in ("similarity", "affine"):
             raise InputError(f"plane_model: expected 'similarity' or 'affine', got "
                              f"{self.plane_model!r}")
@@ -203,7 +223,10 @@ class Registration3DResult:
     ``metric_initial`` / ``metric_final`` are minus the mutual information (nats) of the
     working LoG images, evaluated on one fixed set of samples for the start (after the z
     search) and the final transform — comparable between runs and inputs, unlike the
-    per-stage SimpleITK values (Mattes MI on each stage's own samples).
+    per-stage SimpleITK values (Mattes MI on each stage's own samples).  Both, like
+    the perturbations below, are those of the stages before the final levels
+    (``final_levels_um``), at the working LoG scale: the confidence levels were
+    calibrated there.
     ``starts`` lists every start tried (orientation hypotheses) with its z offset (µm) and
     mutual information after the rigid stage; ``mirrored`` says whether the chosen one
     flips handedness.  ``mutual_information_perturbed`` is the final MI after moving the

@@ -77,18 +77,35 @@ def _prepare(em: Volume, lm: Volume, roi: tuple[slice, slice, slice],
              try_reversed_z: bool, config: Registration3DConfig, timer: StepTimer,
              polarity: tuple[Polarity, Polarity]) -> _Workspace:
     """Resample the EM ROI and the LM crop onto the working grid, filter, draw samples."""
+    em_w, lm_w = _working_pair(em, lm, roi, starts, grid, z_range_um, try_reversed_z, config)
+    timer.tick("resample", 0.1)
+    ws = _workspace(em, roi, em_w, lm_w, grid.sigma_um, config, polarity)
+    timer.tick("representation", 0.2)
+    return ws
+
+
+def _working_pair(em: Volume, lm: Volume, roi: tuple[slice, slice, slice],
+                  starts: Sequence[Affine], grid: WorkingGrid, z_range_um: float | None,
+                  try_reversed_z: bool, config: Registration3DConfig) -> tuple[Volume, Volume]:
+    """The EM ROI and the LM crop around ``starts`` on the working grid."""
     em_w = working_volume(em, (grid.z_um, grid.pixel_um, grid.pixel_um), roi)
     box = lm_crop_box(em, lm, roi, starts, margin_um=config.margin_um,
                       z_range_um=z_range_um, reversed_too=try_reversed_z)
     # the LM also goes onto the working pixel (never finer than its own voxels)
     lm_w = working_volume(lm, (lm.voxel_size_um[0], grid.pixel_um, grid.pixel_um), box)
-    timer.tick("resample", 0.1)
-    fixed_arr, moving_arr = working_images(em_w, lm_w, grid.sigma_um, config.representation,
+    return em_w, lm_w
+
+
+def _workspace(em: Volume, roi: tuple[slice, slice, slice], em_w: Volume, lm_w: Volume,
+               sigma_um: float | tuple[float, float, float], config: Registration3DConfig,
+               polarity: tuple[Polarity, Polarity]) -> _Workspace:
+    """The representations of the working pair at ``sigma_um`` (scalar or z, y, x), the
+    metric's samples and the moving image."""
+    fixed_arr, moving_arr = working_images(em_w, lm_w, sigma_um, config.representation,
                                            polarity)
     moving = to_sitk(lm_w.with_data(np.ascontiguousarray(moving_arr, dtype=np.float32)))
     samples = Samples.draw(em_w, config.samples, config.seed)
     metric = MetricContext(samples, samples.head(3), lm_w, moving_arr, config.histogram_bins)
-    timer.tick("representation", 0.2)
     centre = em.index_to_physical(np.array([(s.start + s.stop - 1) / 2.0 for s in roi]))
     return _Workspace(em_w, lm_w, fixed_arr, moving, centre, metric)
 
@@ -243,25 +260,45 @@ def register_3d(em: Volume, lm: Volume, initial_em_to_lm: Affine, *,
             tried.append(trial)
             timer.tick("rigid", 0.2 + 0.4 * (k + 1) / len(starts))
     result = _finish(ws, tried, starts, grid, z_range_um is not None, config, timer)
-    if config.final_sigma_um is not None and config.model == "affine":
-        result = _final_level(em, lm, roi, result, grid, config, polarity)
+    # not after an affine stage that did not run (too little overlap to refine)
+    if config.final_levels_um and config.model == "affine" and result.stages[-1].parameters:
+        result = _final_levels(em, lm, roi, result, grid, config, polarity)
+        timer.tick("final levels", 1.0)
+        result = replace(result, timings_s=timer.total())
     return result
 
 
-def _final_level(em: Volume, lm: Volume, roi: tuple[slice, slice, slice],
-                 result: Registration3DResult, grid: WorkingGrid,
-                 config: Registration3DConfig,
-                 polarity: tuple[Polarity, Polarity]) -> Registration3DResult:
-    """One more affine stage on the LoG at ``config.final_sigma_um`` from the result,
-    kept only if it raises the MI at that level (the evidence stays the level above's)."""
-    sigma = float(config.final_sigma_um)
-    fine = WorkingGrid(sigma, grid.z_um, max(float(lm.voxel_size_um[2]), sigma / 2.25))
-    ws = _prepare(em, lm, roi, [result.em_to_lm], fine, None, False, config,
-                  StepTimer(None), polarity)
-    frame = ws.frame(result.mirrored)
-    g_start = result.em_to_lm @ frame.pre  # the frame's flip is its own inverse
-    stage = replace(_affine_if_better(ws, frame, g_start, config, before="before it"),
-                    name=f"affine at σ {sigma:g} µm")
-    final = stage.em_to_lm @ frame.pre if stage.kept else result.em_to_lm
-    return replace(result, em_to_lm=final,
-                   stages=(*result.stages, replace(stage, em_to_lm=stage.em_to_lm @ frame.pre)))
+def _final_levels(em: Volume, lm: Volume, roi: tuple[slice, slice, slice],
+                  result: Registration3DResult, grid: WorkingGrid,
+                  config: Registration3DConfig,
+                  polarity: tuple[Polarity, Polarity]) -> Registration3DResult:
+    """The affine levels of ``config.final_levels_um`` in turn from the result, each kept
+    only if it raises the MI at its own scale (the evidence stays the stages above's).
+
+    One working grid for all (lateral pixel from the finest σ); only the LoG differs.  A
+    level whose lateral σ is under two pixels of the LM or the EM (a LoG finer than the
+    data resolve: thick tissue's 1 µm microCT voxels), or not finer than the stages'
+    own σ, is skipped.
+    """
+    if config.final_affine_z != "auto":
+        config = replace(config, affine_z=config.final_affine_z)
+    floor = 2.0 * max(float(lm.voxel_size_um[2]), float(em.voxel_size_um[2]))
+    levels = [(z, lateral) for z, lateral in config.final_levels_um
+              if floor <= lateral < grid.sigma_um]
+    if not levels:
+        return result
+    finest = min(lateral for _, lateral in levels)
+    fine = WorkingGrid(finest, grid.z_um, max(float(lm.voxel_size_um[2]), finest / 2.25))
+    em_w, lm_w = _working_pair(em, lm, roi, [result.em_to_lm], fine, None, False, config)
+    for sigma_z, sigma in levels:
+        ws = _workspace(em, roi, em_w, lm_w, (sigma_z, sigma, sigma), config, polarity)
+        frame = ws.frame(result.mirrored)
+        g_start = result.em_to_lm @ frame.pre  # the frame's flip is its own inverse
+        name = (f"affine at σ {sigma:g} µm" if sigma_z == sigma else
+                f"affine at σ {sigma:g} µm (z {sigma_z:g} µm)")
+        stage = replace(_affine_if_better(ws, frame, g_start, config, before="before it"),
+                        name=name)
+        final = stage.em_to_lm @ frame.pre if stage.kept else result.em_to_lm
+        result = replace(result, em_to_lm=final, stages=(
+            *result.stages, replace(stage, em_to_lm=stage.em_to_lm @ frame.pre)))
+    return result

@@ -19,11 +19,10 @@ import numpy as np
 
 from ..errors import InputError
 from ..transforms import Affine
-from ..volume import Volume, inside_grid, to_sitk
+from ..volume import Volume, to_sitk
 from .config import (
-    AFFINE_EM_Z_TERMS,
     AFFINE_PARAMETERS,
-    AFFINE_Z_TERMS,
+    HELD_TERMS,
     Model,
     Registration3DConfig,
     StageResult,
@@ -198,15 +197,20 @@ def overlap_mask(fixed_vol: Volume, placement: Affine, moving_vol: Volume,
         Mask on the fixed grid (1 inside).
     """
     nz, ny, nx = fixed_vol.shape_zyx
-    j, i = np.mgrid[0:ny, 0:nx]
-    plane = np.stack([np.zeros(j.size), j.ravel(), i.ravel()], axis=1).astype(float)
-    lo = np.asarray(moving_margin_vox, float)
-    mask = np.zeros(fixed_vol.shape_zyx, np.uint8)
-    for k in range(nz):
-        plane[:, 0] = k
-        idx = moving_vol.physical_to_index(placement.apply(fixed_vol.index_to_physical(plane)))
-        mask[k] = inside_grid(idx - lo, np.array(moving_vol.shape_zyx) - 2 * lo).reshape(ny, nx)
-    return mask
+    # fixed (i, j, k) → moving (i, j, k) is one affine map: each moving index is a sum of
+    # per-axis terms, evaluated by broadcasting (no per-voxel point list)
+    to_moving = (np.linalg.inv(moving_vol.index_to_physical_matrix()) @ placement.matrix
+                 @ fixed_vol.index_to_physical_matrix())
+    axes = (np.arange(nx, dtype=float)[None, None, :], np.arange(ny, dtype=float)[None, :, None],
+            np.arange(nz, dtype=float)[:, None, None])
+    mask = np.ones(fixed_vol.shape_zyx, bool)
+    # moving axis a (i, j, k) against its size and margin, given (z, y, x)
+    for a, (n, lo) in enumerate(zip(moving_vol.shape_zyx[::-1], list(moving_margin_vox)[::-1],
+                                    strict=True)):
+        c = to_moving[a]
+        idx = c[0] * axes[0] + c[1] * axes[1] + (c[2] * axes[2] + c[3])
+        mask &= (idx >= lo) & (idx <= n - 1 - lo)
+    return mask.view(np.uint8)
 
 
 def _optimise(model: Model, images: StageImages, start: Affine,
@@ -221,8 +225,7 @@ def _optimise(model: Model, images: StageImages, start: Affine,
     reg = registration_method(config, n_fixed, iterations)
     if fixed_mask is not None:
         reg.SetMetricFixedMask(fixed_mask)
-    held = {"rigid": AFFINE_Z_TERMS, "em_z": AFFINE_EM_Z_TERMS}.get(
-        config.affine_z, ()) if model == "affine" else ()
+    held = HELD_TERMS.get(config.affine_z, ()) if model == "affine" else ()
     if held:  # a zero weight keeps a parameter at its start
         reg.SetOptimizerWeights([0.0 if p in held else 1.0 for p in AFFINE_PARAMETERS])
     reg.SetInitialTransform(initial, inPlace=False)
@@ -240,7 +243,8 @@ def run_stage(model: Model, images: StageImages, start: Affine,
     The rigid stage samples the whole fixed image; the affine stage only the fixed voxels
     that ``start`` maps inside the LM (see :func:`overlap_mask`), and does not run where
     they are fewer than ``config.min_overlap_fraction`` of the fixed image.  With
-    ``config.affine_z == "rigid"`` the affine stage holds its z terms at ``start``
+    ``config.affine_z`` other than ``"free"`` the affine stage holds those terms
+    (:data:`~clemalign.registration.config.HELD_TERMS`) at ``start``
     (``"auto"`` is resolved by :func:`~clemalign.registration.register_3d`; here it
     means ``"free"``).
 

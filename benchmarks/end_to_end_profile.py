@@ -1,0 +1,136 @@
+"""Issue 22: where the seconds of ``clemalign register`` go, end to end, at the
+publication's first-experiment size (EM 666×903×247 at 0.14/0.14/0.05 µm, LM
+2×1024×1024×16 at 0.22/0.22/0.6 µm; the simulator's default pair, seed 100, written as
+OME-TIFF like ``speed_scaling.py``'s case a), and of ``clemalign demo``.
+
+Each run is a fresh process under ``/usr/bin/time -v`` (wall time, peak resident memory);
+the per-step seconds come from the run's ``run.json`` (``timings_s``: reading, the
+pre-alignment's and the 3D stage's steps, and each output file).  "start-up and rest" is
+the wall time not covered by them (interpreter, imports, argument parsing; for code that
+did not time reading and outputs, those too).  ``PYTHONPATH=<other checkout>/src`` profiles
+another version of the package (the "before").  Run it with the
+machine otherwise idle.
+
+Run:  python benchmarks/end_to_end_profile.py [--runs 3] [--outputs all standard]
+      [--name end_to_end_profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, write_results  # noqa: E402
+
+
+def timed(cmd: list[str], out: Path) -> dict:
+    """One command under /usr/bin/time -v; wall, peak RSS and ``out/run.json``'s timings."""
+    proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-2000:])
+    wall = re.search(r"Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):([\d.]+)", proc.stderr)
+    h, m, s = (float(g or 0) for g in wall.groups())
+    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
+    run = json.loads((out / "run.json").read_text())
+    record = json.loads((out / "transform.json").read_text())
+    return {"wall_s": 3600 * h + 60 * m + s, "peak_rss_gb": rss / 1e6,
+            "timings_s": run["timings_s"], "prealign_steps": record["timings_s"]["prealign_steps"],
+            "fine_steps": record["timings_s"]["fine_steps"], "em_to_lm": record["em_to_lm"]}
+
+
+def steps(row: dict) -> dict[str, float]:
+    """Flat step → seconds of one run (stage totals left out, start-up added)."""
+    t = row["timings_s"]
+    flat = {k: t[k] for k in ("simulate", "read") if k in t}
+    # "*_s" steps ran side by side inside "search" (the pre-alignment's Parts A and B)
+    flat |= {f"pre-alignment: {k}": v for k, v in row["prealign_steps"].items()
+             if k != "total" and not k.endswith("_s")}
+    flat |= {f"3D stage: {k}": v for k, v in row["fine_steps"].items() if k != "total"}
+    flat["register (other)"] = t["total"] - t["prealign"] - t["fine"]
+    # runs of code before the outputs were timed per file (the "before" profile)
+    flat |= {f"outputs: {k}": v for k, v in t.get("outputs", {}).items() if k != "total"}
+    flat["start-up and rest"] = row["wall_s"] - sum(flat.values())
+    return flat
+
+
+def main() -> None:
+    from clemalign import Affine, simulate_pair, write_simulated_pair
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--outputs", nargs="+", default=["all", "standard"])
+    parser.add_argument("--no-demo", action="store_true")
+    parser.add_argument("--name", default="end_to_end_profile")
+    parser.add_argument("--render", type=Path, default=None,
+                        help="only rewrite the tables of an earlier run's JSON")
+    args = parser.parse_args()
+    if args.render is not None:
+        payload = json.loads(args.render.read_text())
+        write_results(args.name, payload, table(args.name, payload["runs"], payload["date"],
+                                                payload["machine"]))
+        return
+    python = [sys.executable, "-m", "clemalign"]
+    runs: dict[str, list[dict]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        pair = simulate_pair(seed=100)
+        files = write_simulated_pair(tmp / "pair", pair)
+        for level in args.outputs:
+            for k in range(args.runs):
+                out = tmp / f"out_{level}_{k}"
+                row = timed([*python, "register", str(files["em.ome.tif"]),
+                             str(files["lm.ome.tif"]), "-o", str(out), "--lm-channel", "0",
+                             "--outputs", level], out)
+                est = Affine(np.asarray(row["em_to_lm"], float))
+                row["tre_um"] = float(np.linalg.norm(
+                    est.apply(pair.landmarks_em_um) - pair.em_to_lm.apply(pair.landmarks_em_um),
+                    axis=1).mean())
+                runs.setdefault(f"register --outputs {level}", []).append(row)
+                print(f"register --outputs {level} run {k}: {row['wall_s']:.1f} s, "
+                      f"{row['peak_rss_gb']:.2f} GB, TRE {row['tre_um']:.3f} µm", flush=True)
+        if not args.no_demo:
+            for k in range(args.runs):
+                out = tmp / f"demo_{k}"
+                row = timed([*python, "demo", "-o", str(out)], out)
+                runs.setdefault("demo", []).append(row)
+                print(f"demo run {k}: {row['wall_s']:.1f} s, {row['peak_rss_gb']:.2f} GB",
+                      flush=True)
+    write_results(args.name, {"machine": machine(), "date": time.strftime("%Y-%m-%d"),
+                              "runs": runs},
+                  table(args.name, runs, time.strftime("%Y-%m-%d"), machine()))
+
+
+def table(name: str, runs: dict[str, list[dict]], date: str, mach: dict) -> str:
+    """The markdown tables: wall and memory per command, then each command's steps."""
+    n = max(len(rows) for rows in runs.values())
+    lines = [f"# End-to-end profile (issue 22): {name}", "",
+             f"{date}, {mach['cores']} cores, {mach['memory_gib']} GiB; fresh process per "
+             f"run, `/usr/bin/time -v`; median of {n} runs (seconds).", "",
+             "| command | wall s (median) | runs | peak RSS GB (max) | TRE µm |",
+             "|---|---|---|---|---|"]
+    for name, rows in runs.items():
+        walls = [r["wall_s"] for r in rows]
+        tre = f"{np.median([r['tre_um'] for r in rows]):.3f}" if "tre_um" in rows[0] else "–"
+        lines.append(f"| `{name}` | {np.median(walls):.2f} | "
+                     f"{', '.join(f'{w:.1f}' for w in walls)} | "
+                     f"{max(r['peak_rss_gb'] for r in rows):.2f} | {tre} |")
+    for name, rows in runs.items():
+        per_run = [steps(r) for r in rows]
+        keys = list(dict.fromkeys(k for p in per_run for k in p))
+        lines += ["", f"## `{name}`: steps", "", "| step | s (median) |", "|---|---|"]
+        for key in keys:
+            lines.append(f"| {key} | {np.median([p.get(key, 0.0) for p in per_run]):.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
