@@ -34,6 +34,21 @@ def write_results(name: str, payload: dict, table_md: str) -> None:
     print(table_md)
 
 
+def time_v(cmd: list[str]) -> tuple[float, float]:
+    """Run ``cmd`` under ``/usr/bin/time -v``: (wall s, peak resident memory GB); raises
+    with the end of its stderr when it fails."""
+    import re
+    import subprocess
+
+    proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-2000:])
+    wall = re.search(r"Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):([\d.]+)", proc.stderr)
+    h, m, s = (float(g or 0) for g in wall.groups())
+    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
+    return 3600 * h + 60 * m + s, rss / 1e6
+
+
 def run_tasks(fn, tasks: list, workers: int) -> list:
     """``fn`` over ``tasks`` (each returns a list of rows) on a dask.distributed
     LocalCluster of ``workers`` single-threaded worker processes when more than one (in

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,20 +27,15 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, write_results  # noqa: E402
+from _common import machine, time_v, write_results  # noqa: E402
 
 
 def timed(cmd: list[str], out: Path) -> dict:
     """One command under /usr/bin/time -v; wall, peak RSS and ``out/run.json``'s timings."""
-    proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(proc.stderr[-2000:])
-    wall = re.search(r"Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):([\d.]+)", proc.stderr)
-    h, m, s = (float(g or 0) for g in wall.groups())
-    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
+    wall_s, peak_rss_gb = time_v(cmd)
     run = json.loads((out / "run.json").read_text())
     record = json.loads((out / "transform.json").read_text())
-    return {"wall_s": 3600 * h + 60 * m + s, "peak_rss_gb": rss / 1e6,
+    return {"wall_s": wall_s, "peak_rss_gb": peak_rss_gb,
             "timings_s": run["timings_s"], "prealign_steps": record["timings_s"]["prealign_steps"],
             "fine_steps": record["timings_s"]["fine_steps"], "em_to_lm": record["em_to_lm"]}
 

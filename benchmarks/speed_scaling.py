@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,26 +32,21 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, machine, write_results  # noqa: E402
+from _common import RESULTS, machine, time_v, write_results  # noqa: E402
 
 PUBLICATION_S = {"a": {"prealign": 92.0, "fine": 13.5}, "b": {"prealign": 234.0, "fine": 15.4}}
 
 
 def timed_register(em_path: Path, lm_path: Path, out: Path, extra: list[str] = ()) -> dict:
     """``clemalign register`` under /usr/bin/time -v: wall, peak RSS and stage seconds."""
-    cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "clemalign", "register",
+    cmd = [sys.executable, "-m", "clemalign", "register",
            str(em_path), str(lm_path), "-o", str(out), *extra]
     if "--lm-channel" not in extra:  # the label, as in the earlier runs (not the channel scan)
         cmd += ["--lm-channel", "0"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(proc.stderr[-2000:])
-    wall = re.search(r"Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):([\d.]+)", proc.stderr)
-    h, m, s = (float(g or 0) for g in wall.groups())
-    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
+    wall_s, peak_rss_gb = time_v(cmd)
     record = json.loads((out / "transform.json").read_text())
     t = record["timings_s"]
-    return {"wall_s": 3600 * h + 60 * m + s, "peak_rss_gb": rss / 1e6,
+    return {"wall_s": wall_s, "peak_rss_gb": peak_rss_gb,
             "prealign_s": t["prealign"], "fine_s": t["fine"],
             "register_s": t["total"], "em_to_lm": record["em_to_lm"],
             "verdict": record["confidence"]["verdict"]}

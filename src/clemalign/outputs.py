@@ -230,22 +230,22 @@ def _figure_plans(result: RegistrationResult, em_roi: Volume, overlay: Volume) -
     selections = {k: v for k, v in selections.items() if v}
     pre, starts = result.prealign, result.fine.starts
     if isinstance(pre, Prealign3DResult):
-        plans = [("Pre-alignment", "prealign.png", lambda: plot_prealignment_3d(pre),
-                  "The EM ROI's box placed in the LM volume by the 3D pre-alignment, over "
-                  "the LM blob response projected along z (left) and y (right)."),
-                 ("Orientation", "orientation.png", lambda: plot_orientation_3d(pre, starts),
-                  "Best NCC over every 3D offset per in-plane angle, for the four "
-                  "handednesses; the hypotheses refined and the mutual information each "
-                  "reached in the 3D stage.")]
+        plot_pre, plot_orient = plot_prealignment_3d, plot_orientation_3d
+        pre_caption = ("The EM ROI's box placed in the LM volume by the 3D pre-alignment, "
+                       "over the LM blob response projected along z (left) and y (right).")
+        orient_caption = ("Best NCC over every 3D offset per in-plane angle, for the four "
+                          "handednesses; the hypotheses refined and the mutual information "
+                          "each reached in the 3D stage.")
     else:
-        plans = [("Pre-alignment", "prealign.png", lambda: plot_prealignment(pre),
-                  "Candidate positions of the EM ROI centre over the LoG of the LM "
-                  "projection; the fused ROI outline in yellow."),
-                 ("Orientation", "orientation.png", lambda: plot_orientation(pre, starts),
-                  "Best NCC over the LM field per in-plane angle, direct and mirrored "
-                  "EM; the hypotheses passed on and the mutual information each "
-                  "reached in the 3D stage.")]
-    return plans + [
+        plot_pre, plot_orient = plot_prealignment, plot_orientation
+        pre_caption = ("Candidate positions of the EM ROI centre over the LoG of the LM "
+                       "projection; the fused ROI outline in yellow.")
+        orient_caption = ("Best NCC over the LM field per in-plane angle, direct and mirrored "
+                          "EM; the hypotheses passed on and the mutual information each "
+                          "reached in the 3D stage.")
+    return [
+        ("Pre-alignment", "prealign.png", lambda: plot_pre(pre), pre_caption),
+        ("Orientation", "orientation.png", lambda: plot_orient(pre, starts), orient_caption),
         ("Scale selection", "scale_selection.png", lambda: plot_scale_selection(selections),
          "Scale-space blob count per LoG sigma; dashed: the selected scale."),
         ("Overlay slices", "overlay_slices.png", lambda: plot_slice_overlays(em_roi, overlay),
