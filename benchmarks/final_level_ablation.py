@@ -17,7 +17,14 @@ turn, each ``(σ_z, σ_lateral)`` µm):
 * ``raw0.5_em_z``: raw intensities at the LM pixel (the representation ANTs registers);
 * ``log0.5_z1_em_z``, ``log0.5_z1_in_plane``: an anisotropic LoG, σ 0.5 µm in-plane and
   1 µm along z (the LM's z voxel is 0.6 µm, its axial blur several times its lateral);
-* ``log0.5_z1_then_0.5_em_z``: the anisotropic level, then the isotropic one.
+* ``log0.5_z1_then_0.5_em_z``: the anisotropic level, then the isotropic one (the
+  default until issue 22; its pyramid smoothed as the stages');
+* ``both_unsmoothed_pyramid``, ``both_no_pyramid``: the same levels with a shrink-2
+  level that is not smoothed first (the LoG already is; the default since issue 22), or
+  none (issue 22: the smoothing of the full-size images was a third of their time).
+
+The other variants take the pyramid smoothing of the package's default (unsmoothed since
+issue 22; results files before it were measured smoothed).
 
 Each pair runs ``register`` once with a capture of the final levels' inputs (EM, LM
 channel, ROI, the stages' result before them); every variant then runs
@@ -49,7 +56,13 @@ VARIANTS: dict[str, dict] = {
     "raw0.5_em_z": {"final_levels_um": ((0.5, 0.5),), "representation": "raw"},
     "log0.5_z1_em_z": {"final_levels_um": ((1.0, 0.5),)},
     "log0.5_z1_in_plane": {"final_levels_um": ((1.0, 0.5),), "final_affine_z": "in_plane"},
-    "log0.5_z1_then_0.5_em_z": {"final_levels_um": ((1.0, 0.5), (0.5, 0.5))},
+    "log0.5_z1_then_0.5_em_z": {"final_levels_um": ((1.0, 0.5), (0.5, 0.5)),
+                                "final_smoothing": True},
+    # issue 22: the same two levels, cheaper pyramids
+    "both_unsmoothed_pyramid": {"final_levels_um": ((1.0, 0.5), (0.5, 0.5)),
+                                "final_smoothing": False},
+    "both_no_pyramid": {"final_levels_um": ((1.0, 0.5), (0.5, 0.5)),
+                        "shrink_factors": (1,), "smoothing_sigmas_um": (0.0,)},
 }
 
 

@@ -282,6 +282,8 @@ def _final_levels(em: Volume, lm: Volume, roi: tuple[slice, slice, slice],
     """
     if config.final_affine_z != "auto":
         config = replace(config, affine_z=config.final_affine_z)
+    if not config.final_smoothing:
+        config = replace(config, smoothing_sigmas_um=(0.0,) * len(config.shrink_factors))
     floor = 2.0 * max(float(lm.voxel_size_um[2]), float(em.voxel_size_um[2]))
     levels = [(z, lateral) for z, lateral in config.final_levels_um
               if floor <= lateral < grid.sigma_um]

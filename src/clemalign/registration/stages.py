@@ -88,12 +88,20 @@ def _initial_transform(model: Model, start: Affine, centre_xyz: np.ndarray) -> A
 
 
 def registration_method(config: Registration3DConfig, n_fixed: int, iterations: int) -> Any:
-    """The ImageRegistrationMethod: Mattes MI on ``config.samples`` of ``n_fixed`` voxels,
-    regular-step gradient descent scaled by physical shift, the configured pyramid."""
+    """The ImageRegistrationMethod: Mattes MI on ``config.samples`` of ``n_fixed`` voxels
+    (image gradients by central differences at the samples), regular-step gradient
+    descent scaled by physical shift, the configured pyramid."""
     import SimpleITK as sitk
 
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=config.histogram_bins)
+    # the moving image's gradient by central differences at the samples, not a whole-image
+    # recursive-Gaussian gradient per pyramid level (on one ITK thread that filter was most
+    # of each stage's time: publication-size pair 4.3 s → 1.7 s per σ-1 stage; the 20
+    # registration-accuracy pairs' median 0.119 µm, was 0.125); Mattes does not use the
+    # fixed image's gradient, whose filter is off too
+    reg.MetricUseMovingImageGradientFilterOff()
+    reg.MetricUseFixedImageGradientFilterOff()
     reg.SetMetricSamplingStrategy(reg.RANDOM)
     reg.SetMetricSamplingPercentage(min(1.0, config.samples / max(n_fixed, 1)), config.seed)
     reg.SetInterpolator(sitk.sitkLinear)
@@ -197,19 +205,32 @@ def overlap_mask(fixed_vol: Volume, placement: Affine, moving_vol: Volume,
         Mask on the fixed grid (1 inside).
     """
     nz, ny, nx = fixed_vol.shape_zyx
-    # fixed (i, j, k) → moving (i, j, k) is one affine map: each moving index is a sum of
-    # per-axis terms, evaluated by broadcasting (no per-voxel point list)
+    # fixed (i, j, k) → moving (i, j, k) is one affine map, so along each fixed x row
+    # every moving index is linear in i: the row's inside part is one interval of i,
+    # found per row (no per-voxel evaluation of the map)
     to_moving = (np.linalg.inv(moving_vol.index_to_physical_matrix()) @ placement.matrix
                  @ fixed_vol.index_to_physical_matrix())
-    axes = (np.arange(nx, dtype=float)[None, None, :], np.arange(ny, dtype=float)[None, :, None],
-            np.arange(nz, dtype=float)[:, None, None])
-    mask = np.ones(fixed_vol.shape_zyx, bool)
+    j = np.arange(ny, dtype=float)[None, :]
+    k = np.arange(nz, dtype=float)[:, None]
+    first = np.full((nz, ny), -np.inf)
+    last = np.full((nz, ny), np.inf)
     # moving axis a (i, j, k) against its size and margin, given (z, y, x)
-    for a, (n, lo) in enumerate(zip(moving_vol.shape_zyx[::-1], list(moving_margin_vox)[::-1],
-                                    strict=True)):
+    for a, (n, m) in enumerate(zip(moving_vol.shape_zyx[::-1], list(moving_margin_vox)[::-1],
+                                   strict=True)):
         c = to_moving[a]
-        idx = c[0] * axes[0] + c[1] * axes[1] + (c[2] * axes[2] + c[3])
-        mask &= (idx >= lo) & (idx <= n - 1 - lo)
+        rest = c[1] * j + (c[2] * k + c[3])
+        lo, hi = float(m), float(n - 1 - m)
+        if c[0] != 0.0:
+            ends = ((lo - rest) / c[0], (hi - rest) / c[0])
+            lower, upper = (ends if c[0] > 0 else ends[::-1])
+        else:  # this moving index does not change along the row: all in or all out
+            inside = (rest >= lo) & (rest <= hi)
+            lower = np.where(inside, -np.inf, np.inf)
+            upper = np.where(inside, np.inf, -np.inf)
+        first = np.maximum(first, lower)
+        last = np.minimum(last, upper)
+    i = np.arange(nx, dtype=float)
+    mask = (i >= first[..., None]) & (i <= last[..., None])
     return mask.view(np.uint8)
 
 
