@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import platform
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
@@ -373,8 +372,10 @@ def _write_all(folder: Path, result: RegistrationResult, em: Volume, lm: Volume,
         atomic_write_text(folder / "report.html", page, overwrite=False)
         timer.tick("report.html", 0.0)
     # the steps in turn (they add up to the total), then the files written beside them
-    timings = {**input_timings_s, **result.timings_s,
-               "outputs": {**timer.total(), **({"beside the figures": beside} if beside else {})}}
+    outputs_s = timer.total()
+    if beside:
+        outputs_s["beside the figures"] = beside
+    timings = {**input_timings_s, **result.timings_s, "outputs": outputs_s}
     write_json(folder / "run.json", _run_record(result, em, lm, sorted(written), timings),
                overwrite=False)
     return written
@@ -416,8 +417,9 @@ def _write_images(folder: Path, result: RegistrationResult, em: Volume, lm: Volu
         for name, png, _ in figures.values():
             _write_bytes(folder / name, png, False)
         timer.tick("figure files", 0.0)
-        beside = {} if pending is None else pending.result()  # re-raises a failed write
+        beside = {}
         if pending is not None:
+            beside = pending.result()  # re-raises a failed write
             timer.tick("image files (after the figures)", 0.0)
     record = {"file": lm_name, "grid": "em", "shape_zyx": list(grid.shape_zyx),
               "voxel_size_um": list(grid.voxel_size_um),
@@ -429,8 +431,7 @@ def _write_lm_in_em_files(folder: Path, lm_in_em: Volume, grid: Volume, names: f
                           lm_name: str) -> dict[str, float]:
     """``lm_in_em`` as ``lm_name`` (OME-TIFF or NRRD) and, when chosen, the overlay with
     ``grid`` (the EM); each file's seconds (they overlap the figures')."""
-    seconds = {}
-    t0 = time.perf_counter()
+    timer = StepTimer()
     if lm_name.endswith(".nrrd"):
         write_nrrd_channels(folder / lm_name, list(lm_in_em.data), dtype=lm_in_em.data.dtype,
                             voxel_size_um=lm_in_em.voxel_size_um,
@@ -438,12 +439,11 @@ def _write_lm_in_em_files(folder: Path, lm_in_em: Volume, grid: Volume, names: f
                             channel_names=lm_in_em.channel_names)
     else:
         write_ome_tiff(folder / lm_name, lm_in_em)
-    seconds[lm_name] = time.perf_counter() - t0
+    timer.tick(lm_name, 0.0)
     if "overlay.ome.tif" in names:
-        t0 = time.perf_counter()
         write_overlay(folder / "overlay.ome.tif", grid, lm_in_em)
-        seconds["overlay.ome.tif"] = time.perf_counter() - t0
-    return seconds
+        timer.tick("overlay.ome.tif", 0.0)
+    return timer.timings
 
 
 def _write_exports(folder: Path, result: RegistrationResult, em: Volume, lm: Volume) -> None:
