@@ -149,7 +149,7 @@ def _optimise(model: str, fixed, moving, start: Affine, centre_xy: np.ndarray,
     initial = _in_plane(start, centre_xy, model)
     iterations = config.rigid_iterations if model == "rigid" else config.affine_iterations
     t0 = time.perf_counter()
-    reg = registration_method(config, n_fixed, iterations)
+    reg = registration_method(config, n_fixed, iterations, gradient_filter=True)
     reg.SetInitialTransform(initial, inPlace=False)
     run = execute(reg, fixed, moving, initial)
     return StageResult(f"{model} in-plane", _embed(run.transform, float(start.matrix[2, 3])),
