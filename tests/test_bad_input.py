@@ -393,7 +393,8 @@ def test_lm_in_em_and_overlay_lie_on_the_em_grid(section_result, tmp_path, monke
     monkeypatch.setattr(clemalign.pipeline, "register", lambda *a, **k: result)
     out = tmp_path / "out"
     assert main(["register", str(tmp_path / "em.ome.tif"), str(tmp_path / "lm.ome.tif"), "-o",
-                 str(out), "--lm-channel", "0"] + (["--roi", roi] if roi else [])) == 0
+                 str(out), "--lm-channel", "0", "--outputs", "all"]
+                + (["--roi", roi] if roi else [])) == 0
     em_file = read_volume(tmp_path / "em.ome.tif")
     for name, channels in (("lm_in_em.ome.tif", 1), ("overlay.ome.tif", 2)):
         vol = read_volume(out / name)
@@ -485,6 +486,36 @@ def test_register_help_lists_every_output(capsys):
         assert name in text and f"`{name}`" in readme, name
 
 
+@pytest.mark.parametrize("name", ["lm_in_em.ome.tif", "lm_in_em.nrrd"])
+def test_lm_in_em_resampled_as_written_equals_the_whole_grid(tmp_path, monkeypatch, name):
+    """Without the overlay, lm_in_em is resampled a few planes at a time as the file is
+    written (issue 22): the file holds exactly what resampling the whole grid gives."""
+    import clemalign.outputs as outputs
+    from clemalign import read_volume
+    from clemalign.transforms import Affine, rotation_matrix_xyz
+
+    rng = np.random.default_rng(5)
+    lm = Volume(rng.integers(0, 4000, (2, 6, 40, 50), dtype=np.uint16), (0.6, 0.22, 0.22),
+                (1.0, -2.0, 0.5), ("mito", "dapi"))
+    em = Volume(np.zeros((11, 30, 25), np.uint8), (0.05, 0.14, 0.14), (0.3, 0.2, 0.1))
+    em_to_lm = Affine.from_linear_translation(rotation_matrix_xyz((4.0, -3.0, 20.0)),
+                                              np.array([2.0, 3.0, 1.5]))
+    monkeypatch.setattr(outputs, "_SLAB_PLANES", 4)  # 11 planes: slabs of 4, 4, 3
+    timings = outputs._write_lm_in_em_files(tmp_path, lm, em, em_to_lm, frozenset(), name)
+    assert set(timings) == {f"{name} (resampled as written)"}
+    whole = outputs.resample_lm_to_em(lm, em, em_to_lm)
+    assert whole.data.any()
+    written = read_volume(tmp_path / name)
+    np.testing.assert_array_equal(np.asarray(written.data), whole.data)
+    assert written.voxel_size_um == pytest.approx(em.voxel_size_um)
+    if name.endswith(".nrrd"):
+        assert written.origin_xyz_um == pytest.approx(em.origin_xyz_um)
+    else:  # the origin as the OME plane positions (what Bio-Formats reads)
+        with tifffile.TiffFile(tmp_path / name) as tif:
+            assert 'PositionX="0.3"' in tif.ome_metadata
+            assert 'PositionZ="0.1"' in tif.ome_metadata
+
+
 @pytest.mark.parametrize("level", ["minimal", "standard"])
 def test_outputs_levels_write_their_files_and_clear_stale_ones(section_result, tmp_path,
                                                                monkeypatch, level):
@@ -493,9 +524,11 @@ def test_outputs_levels_write_their_files_and_clear_stale_ones(section_result, t
     from clemalign.outputs import OUTPUT_LEVELS
 
     out, argv = _stand_in_run(section_result, tmp_path, monkeypatch, {})
-    assert main(argv + ["--overwrite"]) == 0  # everything first
+    assert main(argv + ["--outputs", "all", "--overwrite"]) == 0  # everything first
     assert (out / "overlay.ome.tif").exists()
-    assert main(argv + ["--outputs", level, "--overwrite"]) == 0
+    # standard is the default (issue 22: the overlay is a second copy of lm_in_em)
+    assert main(argv + (["--outputs", level] if level != "standard" else [])
+                + ["--overwrite"]) == 0
     names = {p.name for p in out.iterdir()}
     assert names <= OUTPUT_LEVELS[level] and "transform.json" in names
     assert ("report.html" in names) == (level == "standard")
@@ -507,6 +540,9 @@ def test_outputs_levels_write_their_files_and_clear_stale_ones(section_result, t
 
         page = (out / "report.html").read_text()
         assert set(re.findall(r"href='([^']+)'", page)) <= names
+        # Fiji's steps: the side-by-side one, and how to get the overlay
+        assert "--outputs all</code>: it adds overlay.ome.tif" in page
+        assert "Channels Tool" not in page
 
 
 # ------------------------------------------------------- many pairs (issue 19, batch part)

@@ -246,7 +246,8 @@ def registered(tmp_path_factory):
     assert main(["simulate", str(data), "--seed", "3", "--scale", "0.3"]) == 0
     out = root / "out"
     args = ["register", str(data / "em.ome.tif"), str(data / "lm.ome.tif"), "-o", str(out),
-            "--lm-channel", "mito", "--landmarks", str(data / "landmarks.csv")]
+            "--lm-channel", "mito", "--landmarks", str(data / "landmarks.csv"),
+            "--outputs", "all"]
     status, result, _, _ = _main_keeping_result(args)
     assert status == 0
     return {"data": data, "out": out, "args": args, "result": result,
@@ -274,11 +275,12 @@ def test_register_writes_outputs(registered):
     # where the seconds went: reading, both stages, each output (issue 22's profile)
     timings = run["timings_s"]
     assert {"read", "prealign", "fine", "total", "outputs"} <= set(timings)
-    assert {"lm_in_em resampling", "image files (after the figures)", "prealign.png",
+    assert {"figure grid", "image files (after the figures)", "prealign.png",
             "report.html", "transform files", "total"} <= set(timings["outputs"])
-    # the image files are written on a thread while the figures render: listed apart
+    # the LM is resampled onto the EM grid and written on a thread while the figures
+    # render: listed apart
     beside = timings["outputs"]["beside the figures"]
-    assert set(beside) == {"lm_in_em.ome.tif", "overlay.ome.tif"}
+    assert set(beside) == {"lm_in_em resampling", "lm_in_em.ome.tif", "overlay.ome.tif"}
     assert all(0 < s < timings["outputs"]["total"] for s in beside.values())
     steps = sum(v for k, v in timings["outputs"].items()
                 if k not in ("total", "beside the figures"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import platform
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -19,7 +20,7 @@ import numpy as np
 from ._timing import StepTimer
 from .errors import InputError
 from .evaluation import Landmarks, tre_table
-from .io import atomic_write_text, write_json, write_ome_tiff
+from .io import atomic_write_text, write_json
 from .io.output_folder import staged_output
 from .io.writers import write_nrrd_channels, write_ome_tiff_channels
 from .lazy import as_numpy
@@ -40,7 +41,8 @@ from .volume import Roi, Volume, to_sitk
 
 __all__ = ["OUTPUT_FILES", "OUTPUT_LEVELS", "LM_IN_EM_FILES", "FIGURE_FILES",
            "resample_lm_to_em", "lm_in_em_fits_in_memory", "write_lm_in_em_zarr",
-           "figure_grid", "write_overlay", "write_registration", "transform_record"]
+           "figure_grid", "prepare_figures", "write_overlay", "write_registration",
+           "transform_record"]
 
 FIGURE_FILES = ("prealign.png", "orientation.png", "scale_selection.png", "overlay_slices.png",
                 "orthogonal_views.png", "projection_overlay.png", "checkerboard.png")
@@ -50,8 +52,11 @@ LM_IN_EM_FILES = {"ome-tiff": "lm_in_em.ome.tif", "nrrd": "lm_in_em.nrrd",
 # above this the LM on the EM grid is written as lm_in_em.ome.zarr, a slab at a time
 # (also when memory would not hold it): a whole-grid file would not fit in memory
 LM_IN_EM_IN_MEMORY_BYTES = 4 * 2**30
-# the figures show the EM ROI at most this many pixels across (block means above it)
-FIGURE_MAX_SIDE_PX = 1024
+# the figures show the EM ROI at most this many pixels across (block means above it):
+# their panels are at most ~650 px wide (100 dpi), and smaller data render faster
+FIGURE_MAX_SIDE_PX = 640
+# planes of the EM grid resampled at a time when lm_in_em is written without the overlay
+_SLAB_PLANES = 16
 OUTPUT_FILES = ("transform.json", "lm_in_em.ome.tif", "lm_in_em.nrrd", "lm_in_em.ome.zarr",
                 "overlay.ome.tif", "run.json",
                 "report.html", "transform.tfm", "ngff_transform.json", "bigwarp_landmarks.csv",
@@ -107,34 +112,117 @@ def resample_lm_to_em(lm: Volume, em: Volume, em_to_lm: Affine, roi: Roi | None 
     Volume
         ``(c, z, y, x)`` in the LM's dtype, EM voxel size, origin at the ROI's first voxel.
     """
-    import SimpleITK as sitk
+    resampled = _ResampledChannels.of(lm, em, em_to_lm, roi)
+    return Volume(np.stack(resampled.channels), em.voxel_size_um, resampled.origin_xyz_um,
+                  resampled.channel_names, lm.source)
 
-    roi = roi or Roi(0, em.shape_zyx[0], 0, em.shape_zyx[1], 0, em.shape_zyx[2])
-    origin = em.index_to_physical(np.array([roi.z0, roi.y0, roi.x0], float))
-    reference = sitk.Image([roi.shape[2], roi.shape[1], roi.shape[0]], sitk.sitkUInt8)
-    reference.SetSpacing(tuple(float(s) for s in em.spacing_xyz_um))
-    reference.SetOrigin(tuple(float(o) for o in origin))
-    transform = sitk.AffineTransform(3)
-    transform.SetMatrix(tuple(float(v) for v in em_to_lm.linear.ravel()))
-    transform.SetTranslation(tuple(float(v) for v in em_to_lm.translation_um))
-    channels = [lm.data] if lm.data.ndim == 3 else list(lm.data)
-    # the output, one channel's float copy for SimpleITK and its resampled image
+
+class _Resampler:
+    """SimpleITK's linear resampling of LM channels onto (z-slabs of) an EM grid through
+    ``em_to_lm``; the LM channels converted once."""
+
+    def __init__(self, lm: Volume, em: Volume, em_to_lm: Affine, roi: Roi | None = None):
+        import SimpleITK as sitk
+
+        self.roi = roi or Roi(0, em.shape_zyx[0], 0, em.shape_zyx[1], 0, em.shape_zyx[2])
+        self.em = em
+        self.origin_xyz_um = tuple(float(v) for v in em.index_to_physical(
+            np.array([self.roi.z0, self.roi.y0, self.roi.x0], float)))
+        self.transform = sitk.AffineTransform(3)
+        self.transform.SetMatrix(tuple(float(v) for v in em_to_lm.linear.ravel()))
+        self.transform.SetTranslation(tuple(float(v) for v in em_to_lm.translation_um))
+        channels = [lm.data] if lm.data.ndim == 3 else list(lm.data)
+        self.images = [to_sitk(Volume(np.asarray(c), lm.voxel_size_um, lm.origin_xyz_um))
+                       for c in channels]
+        self.dtype = np.dtype(lm.data.dtype)
+        self.channel_names = tuple(lm.channel_names
+                                   or tuple(f"C{i}" for i in range(len(channels))))
+
+    def slab(self, c: int, z0: int, z1: int):
+        """Channel ``c`` on the ROI's planes ``z0:z1`` (relative to the ROI), as a
+        SimpleITK image."""
+        import SimpleITK as sitk
+
+        roi = self.roi
+        reference = sitk.Image([roi.shape[2], roi.shape[1], z1 - z0], sitk.sitkUInt8)
+        reference.SetSpacing(tuple(float(s) for s in self.em.spacing_xyz_um))
+        reference.SetOrigin(tuple(float(v) for v in self.em.index_to_physical(
+            np.array([roi.z0 + z0, roi.y0, roi.x0], float))))
+        image = self.images[c]
+        return sitk.Resample(image, reference, self.transform, sitk.sitkLinear, 0.0,
+                             image.GetPixelID())
+
+
+@dataclass(frozen=True, eq=False)
+class _ResampledChannels:
+    """The LM channels on an EM grid as SimpleITK resampled them: ``channels`` are
+    ``(z, y, x)`` views of ``images``' buffers (kept alive with them), so the whole grid is
+    never copied into one ``(c, z, y, x)`` array (at the publication's size that copy
+    was 600 MB of fresh memory and 1.5 s)."""
+
+    images: tuple
+    channels: tuple[np.ndarray, ...]
+    voxel_size_um: tuple[float, float, float]
+    origin_xyz_um: tuple[float, float, float]
+    channel_names: tuple[str, ...]
+
+    @classmethod
+    def of(cls, lm: Volume, em: Volume, em_to_lm: Affine, roi: Roi | None = None
+           ) -> _ResampledChannels:
+        import SimpleITK as sitk
+
+        roi = roi or Roi(0, em.shape_zyx[0], 0, em.shape_zyx[1], 0, em.shape_zyx[2])
+        _check_lm_in_em_memory(lm, em, roi, lm.n_channels)
+        resampler = _Resampler(lm, em, em_to_lm, roi)
+        images = tuple(resampler.slab(c, 0, roi.shape[0]) for c in range(lm.n_channels))
+        return cls(images, tuple(sitk.GetArrayViewFromImage(im) for im in images),
+                   tuple(float(v) for v in em.voxel_size_um), resampler.origin_xyz_um,
+                   resampler.channel_names)
+
+
+def _check_lm_in_em_memory(lm: Volume, em: Volume, roi: Roi, n_channels: int) -> None:
+    """Refuse (one line) when ``n_channels`` LM channels on the ROI's grid and the LM's
+    copies for SimpleITK would not fit in memory."""
     itemsize = lm.data.dtype.itemsize
-    check_memory(float(np.prod(roi.shape)) * itemsize * (len(channels) + 1)
-                 + float(np.prod(lm.shape_zyx)) * 4,
-                 f"the LM on the EM grid ({len(channels)} channel(s) × {roi.shape} voxels of "
-                 f"{em.voxel_size_um} µm)", "choose a smaller --roi")
-    out = None
-    for c, data in enumerate(channels):
-        image = to_sitk(Volume(np.asarray(data), lm.voxel_size_um, lm.origin_xyz_um))
-        resampled = sitk.Resample(image, reference, transform, sitk.sitkLinear, 0.0,
-                                  image.GetPixelID())
-        array = sitk.GetArrayViewFromImage(resampled)
-        if out is None:
-            out = np.empty((len(channels),) + array.shape, dtype=array.dtype)
-        out[c] = array
-    names = lm.channel_names or tuple(f"C{i}" for i in range(len(channels)))
-    return Volume(out, em.voxel_size_um, tuple(float(v) for v in origin), names, lm.source)
+    check_memory(float(np.prod(roi.shape)) * itemsize * n_channels
+                 + float(np.prod(lm.shape_zyx)) * itemsize * lm.n_channels,
+                 f"the LM on the EM grid ({n_channels} channel(s) × {roi.shape} voxels "
+                 f"of {em.voxel_size_um} µm)", "choose a smaller --roi")
+
+
+class _StreamedChannel:
+    """One LM channel on an EM grid for the plane-by-plane writers: ``[k]`` gives plane
+    ``k`` (asked for in order), resampled a z-slab at a time, the next slab on a thread
+    while the writer writes this one.  Memory: two slabs, not the grid (600 MB of fresh
+    memory at the publication's size)."""
+
+    def __init__(self, resampler: _Resampler, c: int, pool: ThreadPoolExecutor,
+                 slab_planes: int):
+        self.resampler, self.c, self.pool, self.slab_planes = resampler, c, pool, slab_planes
+        self.shape = resampler.roi.shape
+        self.dtype = resampler.dtype
+        self._z0 = -1
+        self._array: np.ndarray | None = None
+        self._next = None
+
+    def _submit(self, z0: int):
+        z1 = min(z0 + self.slab_planes, self.shape[0])
+        return z0, self.pool.submit(self._resample, z0, z1)
+
+    def _resample(self, z0: int, z1: int) -> np.ndarray:
+        import SimpleITK as sitk
+
+        return sitk.GetArrayFromImage(self.resampler.slab(self.c, z0, z1))
+
+    def __getitem__(self, k: int) -> np.ndarray:
+        if self._array is None or not self._z0 <= k < self._z0 + len(self._array):
+            z0 = k - k % self.slab_planes
+            if self._next is None or self._next[0] != z0:
+                self._next = self._submit(z0)
+            self._z0, self._array = self._next[0], self._next[1].result()
+            after = z0 + self.slab_planes
+            self._next = self._submit(after) if after < self.shape[0] else None
+        return self._array[k - self._z0]
 
 
 def lm_in_em_bytes(lm: Volume, em: Volume) -> float:
@@ -185,14 +273,35 @@ def figure_grid(em: Volume, roi: Roi) -> Volume:
     return working_volume(em, (sz * fz, sy * f, sx * f), roi.slices)
 
 
-def write_overlay(path: Path, em: Volume, lm_in_em: Volume) -> Path:
+def prepare_figures(em: Volume, roi: Roi) -> Volume:
+    """What the figures need before the registration's result: :func:`figure_grid`, and
+    matplotlib imported with its fonts loaded (otherwise the first figure's ~0.4 s).
+
+    Returns
+    -------
+    Volume
+        ``figure_grid(em, roi)``, for :func:`write_registration`'s ``figure_em``.
+    """
+    grid = figure_grid(em, roi)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(1, 1))
+    fig.text(0.5, 0.5, "x (µm)")
+    FigureCanvasAgg(fig).draw()
+    return grid
+
+
+def write_overlay(path: Path, em: Volume, lm_in_em: Volume | _ResampledChannels) -> Path:
     """EM and the LM channels as one multi-channel OME-TIFF of one pixel type (EM first):
     Fiji opens it as a composite overlay, which it cannot merge from files of two bit
     depths.  Written plane by plane (no copy of the stack in memory)."""
-    dtype = np.result_type(em.data.dtype, lm_in_em.data.dtype)
+    lm_channels = (list(lm_in_em.channels) if isinstance(lm_in_em, _ResampledChannels)
+                   else list(lm_in_em.data))
+    dtype = np.result_type(em.data.dtype, lm_channels[0].dtype)
     if dtype.kind == "f" or dtype.itemsize > 2:
         dtype = np.dtype(np.float32)
-    return write_ome_tiff_channels(path, [em.data, *lm_in_em.data], dtype=dtype,
+    return write_ome_tiff_channels(path, [em.data, *lm_channels], dtype=dtype,
                                    voxel_size_um=em.voxel_size_um,
                                    origin_xyz_um=em.origin_xyz_um,
                                    channel_names=("EM", *(lm_in_em.channel_names or ())))
@@ -277,10 +386,11 @@ def _figures(result: RegistrationResult, em_roi: Volume, overlay: Volume,
 
 def write_registration(outdir: str | os.PathLike, result: RegistrationResult, em: Volume,
                        lm: Volume, *, landmarks: Landmarks | None = None,
-                       overwrite: bool = False, outputs: OutputLevel = "all",
+                       overwrite: bool = False, outputs: OutputLevel = "standard",
                        volume_format: Literal["ome-tiff", "nrrd", "ome-zarr"] = "ome-tiff",
                        em_grid: Volume | None = None,
-                       input_timings_s: dict[str, float] | None = None) -> dict[str, Path]:
+                       input_timings_s: dict[str, float] | None = None,
+                       figure_em: Volume | None = None) -> dict[str, Path]:
     """Write the transform, LM on the EM grid, run record, figure and tool exports.
 
     Files (:data:`OUTPUT_FILES`): ``transform.json``, ``lm_in_em.ome.tif`` (or ``.nrrd``,
@@ -302,9 +412,11 @@ def write_registration(outdir: str | os.PathLike, result: RegistrationResult, em
     overwrite : bool
         Replace existing files; otherwise refuse before writing anything.
     outputs : {"all", "standard", "minimal"}
-        Which files (:data:`OUTPUT_LEVELS`): ``all``; ``standard`` without
-        ``overlay.ome.tif`` (a second copy of the LM on the EM grid); ``minimal``: the
-        transform files and ``run.json`` only (batch runs; no image is resampled).
+        Which files (:data:`OUTPUT_LEVELS`): ``standard`` all but ``overlay.ome.tif``
+        (``lm_in_em`` is then resampled a slab at a time as it is written); ``all`` also
+        the overlay (a second copy of the LM on the EM grid: both are resampled whole);
+        ``minimal``: the transform files and ``run.json`` only (batch runs; no image is
+        resampled).
     volume_format : {"ome-tiff", "nrrd", "ome-zarr"}
         The LM on the EM grid as ``lm_in_em.ome.tif`` (Fiji, napari), ``lm_in_em.nrrd``
         (ITK, SimpleITK, 3D Slicer: spacing in µm, which they read as plain numbers) or
@@ -318,6 +430,9 @@ def write_registration(outdir: str | os.PathLike, result: RegistrationResult, em
     input_timings_s : dict, optional
         Seconds spent before the registration (e.g. ``{"read": ...}``), recorded with
         the registration's and the outputs' own (per file) in ``run.json``.
+    figure_em : Volume, optional
+        ``figure_grid(em, result.roi)`` when it was made ahead (it needs only the EM and
+        the ROI: the CLI makes it while the 3D stage runs on one ITK thread).
 
     Returns
     -------
@@ -335,13 +450,14 @@ def write_registration(outdir: str | os.PathLike, result: RegistrationResult, em
     # every name is checked and, with overwrite, an earlier run's files of other names go
     with staged_output(outdir, OUTPUT_FILES, overwrite=overwrite) as staging:
         written = _write_all(staging, result, em, lm, landmarks, names, em_grid or em,
-                             input_timings_s or {})
+                             input_timings_s or {}, figure_em)
     return {name: outdir / name for name in OUTPUT_FILES if name in written}
 
 
 def _write_all(folder: Path, result: RegistrationResult, em: Volume, lm: Volume,
                landmarks: Landmarks | None, names: frozenset[str], em_grid: Volume,
-               input_timings_s: dict[str, float]) -> set[str]:
+               input_timings_s: dict[str, float], figure_em: Volume | None = None
+               ) -> set[str]:
     """The chosen output files into an empty ``folder``; the names written."""
     from .report import build_report
 
@@ -357,7 +473,8 @@ def _write_all(folder: Path, result: RegistrationResult, em: Volume, lm: Volume,
     lm_name = next((n for n in LM_IN_EM_FILES.values() if n in names), None)
     if lm_name is not None:
         record["lm_in_em"], figures, beside = _write_images(folder, result, em, lm, names,
-                                                            lm_name, em_grid, timer)
+                                                            lm_name, em_grid, timer,
+                                                            figure_em)
     write_json(folder / "transform.json", record, overwrite=False)
     _write_exports(folder, result, em, lm)
     timer.tick("transform files", 0.0)
@@ -382,67 +499,67 @@ def _write_all(folder: Path, result: RegistrationResult, em: Volume, lm: Volume,
 
 
 def _write_images(folder: Path, result: RegistrationResult, em: Volume, lm: Volume,
-                  names: frozenset[str], lm_name: str, grid: Volume, timer: StepTimer
-                  ) -> tuple[dict, dict, dict]:
+                  names: frozenset[str], lm_name: str, grid: Volume, timer: StepTimer,
+                  figure_em: Volume | None = None) -> tuple[dict, dict, dict]:
     """``lm_in_em`` (as ``lm_name``; as OME-Zarr a slab at a time when the whole grid
     would not fit in memory), the overlay (when chosen and in memory) and the figures;
     the ``lm_in_em`` record, the figures (title → (file, PNG, caption)) and the seconds
-    of the image files written beside the figures (file → s, not in ``timer``)."""
-    roi = result.roi
-    em_fig = figure_grid(em, roi)
-    timer.tick("figure grid", 0.0)
-    lm_fig = None
+    of the steps that ran beside the figures (step → s, not in ``timer``).
+
+    The figures show the EM ROI on their own reduced grid (:func:`figure_grid`) with the
+    LM resampled onto it, so the whole-grid resampling and its files need not wait: they
+    run on a thread while the figures render (SimpleITK and file I/O release the GIL,
+    matplotlib holds it).
+    """
+    if lm_name.endswith(".zarr") or not lm_in_em_fits_in_memory(lm, grid):
+        lm_name = LM_IN_EM_FILES["ome-zarr"]
     with ThreadPoolExecutor(1) as pool:
-        pending = None
-        if lm_name.endswith(".zarr") or not lm_in_em_fits_in_memory(lm, grid):
-            lm_name = LM_IN_EM_FILES["ome-zarr"]
-            write_lm_in_em_zarr(folder / lm_name, lm, grid, result.em_to_lm)
-            timer.tick(lm_name, 0.0)
-        else:
-            lm_in_em = resample_lm_to_em(lm, grid, result.em_to_lm)
-            timer.tick("lm_in_em resampling", 0.0)
-            # the image files are written on a thread while the figures render: file I/O
-            # and numpy's conversions release the GIL, matplotlib holds it (measured at the
-            # publication's size: 3.2 s of writes mostly hidden behind 2.9 s of figures)
-            pending = pool.submit(_write_lm_in_em_files, folder, lm_in_em, grid, names, lm_name)
-            if grid is em and em_fig.shape_zyx == roi.shape:  # the figures' grid: crop it
-                lm_fig = Volume(lm_in_em.data[(slice(None), *roi.slices)], em.voxel_size_um,
-                                em_fig.origin_xyz_um, lm_in_em.channel_names,
-                                lm_in_em.source)
-            del lm_in_em
-        if lm_fig is None:
-            lm_fig = resample_lm_to_em(lm, em_fig, result.em_to_lm)
+        pending = pool.submit(_write_lm_in_em_files, folder, lm, grid, result.em_to_lm,
+                              names, lm_name)
+        em_fig = figure_em if figure_em is not None else figure_grid(em, result.roi)
+        lm_fig = resample_lm_to_em(lm, em_fig, result.em_to_lm)
         timer.tick("figure grid", 0.0)
         figures = _figures(result, em_fig, lm_fig, timer)
         for name, png, _ in figures.values():
             _write_bytes(folder / name, png, False)
         timer.tick("figure files", 0.0)
-        beside = {}
-        if pending is not None:
-            beside = pending.result()  # re-raises a failed write
-            timer.tick("image files (after the figures)", 0.0)
+        beside = pending.result()  # re-raises a failed resampling or write
+        timer.tick("image files (after the figures)", 0.0)
     record = {"file": lm_name, "grid": "em", "shape_zyx": list(grid.shape_zyx),
               "voxel_size_um": list(grid.voxel_size_um),
               "origin_xyz_um": list(grid.origin_xyz_um)}
     return record, figures, beside
 
 
-def _write_lm_in_em_files(folder: Path, lm_in_em: Volume, grid: Volume, names: frozenset[str],
-                          lm_name: str) -> dict[str, float]:
-    """``lm_in_em`` as ``lm_name`` (OME-TIFF or NRRD) and, when chosen, the overlay with
-    ``grid`` (the EM); each file's seconds (they overlap the figures')."""
+def _write_lm_in_em_files(folder: Path, lm: Volume, grid: Volume, em_to_lm: Affine,
+                          names: frozenset[str], lm_name: str) -> dict[str, float]:
+    """The LM resampled onto ``grid`` (the EM) and written as ``lm_name`` (OME-TIFF,
+    NRRD, or OME-Zarr a slab at a time) and, when chosen and in memory, the overlay;
+    each step's seconds."""
     timer = StepTimer()
-    if lm_name.endswith(".nrrd"):
-        write_nrrd_channels(folder / lm_name, list(lm_in_em.data), dtype=lm_in_em.data.dtype,
-                            voxel_size_um=lm_in_em.voxel_size_um,
-                            origin_xyz_um=lm_in_em.origin_xyz_um,
-                            channel_names=lm_in_em.channel_names)
-    else:
-        write_ome_tiff(folder / lm_name, lm_in_em)
+    if lm_name.endswith(".zarr"):
+        write_lm_in_em_zarr(folder / lm_name, lm, grid, em_to_lm)
+        timer.tick(lm_name, 0.0)
+        return timer.timings
+    write = write_nrrd_channels if lm_name.endswith(".nrrd") else write_ome_tiff_channels
+    kwargs = {"dtype": lm.data.dtype, "voxel_size_um": grid.voxel_size_um,
+              "origin_xyz_um": grid.origin_xyz_um,
+              "channel_names": lm.channel_names or None}
+    if "overlay.ome.tif" not in names:
+        # resampled a slab at a time as the file is written: no whole-grid copy
+        with ThreadPoolExecutor(1) as pool:
+            resampler = _Resampler(lm, grid, em_to_lm)
+            write(folder / lm_name, [_StreamedChannel(resampler, c, pool, _SLAB_PLANES)
+                                     for c in range(lm.n_channels)], **kwargs)
+        timer.tick(f"{lm_name} (resampled as written)", 0.0)
+        return timer.timings
+    # the overlay needs the channels again: resampled whole, once, for both files
+    lm_in_em = _ResampledChannels.of(lm, grid, em_to_lm)
+    timer.tick("lm_in_em resampling", 0.0)
+    write(folder / lm_name, list(lm_in_em.channels), **kwargs)
     timer.tick(lm_name, 0.0)
-    if "overlay.ome.tif" in names:
-        write_overlay(folder / "overlay.ome.tif", grid, lm_in_em)
-        timer.tick("overlay.ome.tif", 0.0)
+    write_overlay(folder / "overlay.ome.tif", grid, lm_in_em)
+    timer.tick("overlay.ome.tif", 0.0)
     return timer.timings
 
 

@@ -28,26 +28,36 @@ def _parse_slices(text: str | None) -> tuple[int, ...] | None:
 
 
 def _run_registration(em_vol, lm_vol, config, outdir: Path, overwrite: bool, landmarks=None,
-                      workers: int | None = None, outputs: str = "all",
+                      workers: int | None = None, outputs: str = "standard",
                       volume_format: str = "ome-tiff", em_grid=None,
                       input_timings_s: dict | None = None):
     """Register with a progress display per stage and write the outputs."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..io.output_folder import refuse_existing
-    from ..outputs import OUTPUT_FILES, write_registration
+    from ..outputs import OUTPUT_FILES, prepare_figures, write_registration
     from ..pipeline import register
+    from ..volume import parse_roi
 
     refuse_existing(outdir, OUTPUT_FILES, overwrite=overwrite)  # before the expensive work
     columns = (TextColumn("{task.description:<22}"), BarColumn(), TimeElapsedColumn())
     # bars on a terminal only: a batch log gets the summary lines, not bar frames
-    with Progress(*columns, console=err, transient=False, disable=not err.is_terminal) as bar:
+    with Progress(*columns, console=err, transient=False,
+                  disable=not err.is_terminal) as bar, ThreadPoolExecutor(1) as ahead:
         tasks = {"prealign": bar.add_task("pre-alignment", total=1.0),
                  "fine": bar.add_task("fine registration", total=1.0),
                  "write": bar.add_task("writing outputs", total=1.0)}
+        figures_ahead = []
 
         def progress(stage: str, fraction: float) -> None:
             bar.update(tasks[stage], completed=fraction)
+            # the figures' EM grid needs only the EM and the ROI: made while the 3D
+            # stage's optimisers hold one core (the pre-alignment keeps both busy)
+            if stage == "fine" and not figures_ahead and outputs != "minimal":
+                figures_ahead.append(ahead.submit(
+                    prepare_figures, em_vol, parse_roi(config.roi, em_vol.shape_zyx)))
 
         result = register(em_vol, lm_vol, config=config, progress=progress, workers=workers)
         bar.update(tasks["prealign"], completed=1.0)
@@ -55,7 +65,9 @@ def _run_registration(em_vol, lm_vol, config, outdir: Path, overwrite: bool, lan
         paths = write_registration(outdir, result, em_vol, lm_vol, landmarks=landmarks,
                                    overwrite=overwrite, outputs=outputs,
                                    volume_format=volume_format, em_grid=em_grid,
-                                   input_timings_s=input_timings_s)
+                                   input_timings_s=input_timings_s,
+                                   figure_em=figures_ahead[0].result() if figures_ahead
+                                   else None)
         bar.update(tasks["write"], completed=1.0)
     return result, paths
 
@@ -127,7 +139,7 @@ def _print_result(result, paths) -> None:
 @click.option("-o", "--outdir", type=click.Path(path_type=Path, file_okay=False), required=True,
               help="Output folder: transform.json, lm_in_em.ome.tif (or lm_in_em.nrrd, "
                    "lm_in_em.ome.zarr), "
-                   "overlay.ome.tif, "
+                   "overlay.ome.tif (with --outputs all), "
                    "report.html, run.json, transform.tfm, ngff_transform.json, "
                    "bigwarp_landmarks.csv, napari_affine.json, ecclem_transform.xml and the "
                    "figures prealign.png, "
@@ -175,11 +187,12 @@ def _print_result(result, paths) -> None:
 @click.option("--max-memory", type=POSITIVE, default=None, metavar="GIB",
               help="Largest array allowed, GiB [default: the memory available]; a run that "
                    "would need more stops before allocating, naming what is too large.")
-@click.option("--outputs", type=click.Choice(["all", "standard", "minimal"]), default="all",
-              show_default=True,
-              help="Files to write: all; standard (without overlay.ome.tif, a second copy of "
-                   "the LM on the EM grid); minimal (transform files and run.json only: no "
-                   "image resampled, for batch runs).")
+@click.option("--outputs", type=click.Choice(["all", "standard", "minimal"]),
+              default="standard", show_default=True,
+              help="Files to write: standard (everything but overlay.ome.tif); all (also "
+                   "overlay.ome.tif, the EM and the LM on the EM grid in one file for Fiji: "
+                   "a second copy of the LM on the EM grid, ~20 % more time); minimal "
+                   "(transform files and run.json only: no image resampled, for batch runs).")
 @click.option("--volume-format", type=click.Choice(["ome-tiff", "nrrd", "ome-zarr"]),
               default="ome-tiff", show_default=True,
               help="The LM on the EM grid as lm_in_em.ome.tif (Fiji, napari), lm_in_em.nrrd "

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 import numpy as np
 
@@ -25,7 +26,7 @@ from .config import Registration3DConfig, Registration3DResult, StageResult
 from .metric import MetricContext, Samples
 from .stages import StageImages, run_stage
 from .starts import StartTrial, ZSearch, ZSearchPlan, perturbation_mi, z_search
-from .working import WorkingGrid, lm_crop_box, mirror_x, working_images, working_volume
+from .working import WorkingGrid, lm_crop_box, mirror_x, working_image, working_volume
 
 __all__ = ["register_3d"]
 
@@ -41,6 +42,55 @@ class _Frame:
     pre: Affine
     arr: np.ndarray
     images: StageImages
+
+
+class _FixedSide(NamedTuple):
+    """The EM's representation on a working grid and the metric's samples of it."""
+
+    arr: np.ndarray
+    samples: Samples
+
+
+@dataclass(frozen=True, eq=False)
+class _FinalFixed:
+    """The final levels' EM side, which needs nothing the stages before them find: the
+    EM ROI on their working grid, and per level its representation and the samples.
+
+    Computed on a thread while the rigid and affine stages run on one ITK thread (the
+    publication-size pair: ~1.5 s of filtering that no longer waits for them).
+    """
+
+    levels: tuple[tuple[float, float], ...]
+    grid: WorkingGrid
+    em_w: Volume
+    sides: tuple[_FixedSide, ...]
+
+    @staticmethod
+    def plan(em: Volume, lm: Volume, grid: WorkingGrid, config: Registration3DConfig
+             ) -> tuple[tuple[tuple[float, float], ...], WorkingGrid] | None:
+        """The final levels that apply and their working grid, or None (see
+        :func:`_final_levels`)."""
+        if not config.final_levels_um or config.model != "affine":
+            return None
+        floor = 2.0 * max(float(lm.voxel_size_um[2]), float(em.voxel_size_um[2]))
+        levels = tuple((z, lateral) for z, lateral in config.final_levels_um
+                       if floor <= lateral < grid.sigma_um)
+        if not levels:
+            return None
+        finest = min(lateral for _, lateral in levels)
+        return levels, WorkingGrid(finest, grid.z_um,
+                                   max(float(lm.voxel_size_um[2]), finest / 2.25))
+
+    @classmethod
+    def compute(cls, em: Volume, roi: tuple[slice, slice, slice],
+                levels: tuple[tuple[float, float], ...], fine: WorkingGrid,
+                config: Registration3DConfig, polarity: tuple[Polarity, Polarity]
+                ) -> _FinalFixed:
+        em_w = working_volume(em, (fine.z_um, fine.pixel_um, fine.pixel_um), roi)
+        samples = Samples.draw(em_w, config.samples, config.seed)
+        return cls(levels, fine, em_w, tuple(
+            _FixedSide(working_image(em_w, (sz, s, s), config.representation, polarity[0]),
+                       samples) for sz, s in levels))
 
 
 @dataclass(eq=False)
@@ -98,13 +148,17 @@ def _working_pair(em: Volume, lm: Volume, roi: tuple[slice, slice, slice],
 
 def _workspace(em: Volume, roi: tuple[slice, slice, slice], em_w: Volume, lm_w: Volume,
                sigma_um: float | tuple[float, float, float], config: Registration3DConfig,
-               polarity: tuple[Polarity, Polarity]) -> _Workspace:
+               polarity: tuple[Polarity, Polarity], fixed: _FixedSide | None = None
+               ) -> _Workspace:
     """The representations of the working pair at ``sigma_um`` (scalar or z, y, x), the
-    metric's samples and the moving image."""
-    fixed_arr, moving_arr = working_images(em_w, lm_w, sigma_um, config.representation,
-                                           polarity)
+    metric's samples and the moving image; the EM's representation and the samples are
+    ``fixed``'s when given (computed ahead, see :class:`_FinalFixed`)."""
+    if fixed is None:
+        fixed = _FixedSide(working_image(em_w, sigma_um, config.representation, polarity[0]),
+                           Samples.draw(em_w, config.samples, config.seed))
+    fixed_arr, samples = fixed
+    moving_arr = working_image(lm_w, sigma_um, config.representation, polarity[1])
     moving = to_sitk(lm_w.with_data(np.ascontiguousarray(moving_arr, dtype=np.float32)))
-    samples = Samples.draw(em_w, config.samples, config.seed)
     metric = MetricContext(samples, samples.head(3), lm_w, moving_arr, config.histogram_bins)
     centre = em.index_to_physical(np.array([(s.start + s.stop - 1) / 2.0 for s in roi]))
     return _Workspace(em_w, lm_w, fixed_arr, moving, centre, metric)
@@ -249,6 +303,22 @@ def register_3d(em: Volume, lm: Volume, initial_em_to_lm: Affine, *,
     grid = WorkingGrid.choose(em, lm, roi, lm_sigma_um, config)
     ws = _prepare(em, lm, roi, starts, grid, z_range_um, try_reversed_z, config, timer,
                   polarity)
+    final_plan = _FinalFixed.plan(em, lm, grid, config)
+    with ThreadPoolExecutor(1) as ahead:
+        final_fixed = None if final_plan is None else ahead.submit(
+            _FinalFixed.compute, em, roi, *final_plan, config, polarity)
+        result = _stages(em, lm, roi, starts, ws, grid, z_range_um, try_reversed_z, config,
+                         timer, polarity, workers, final_fixed)
+    return result
+
+
+def _stages(em: Volume, lm: Volume, roi: tuple[slice, slice, slice], starts: list[Affine],
+            ws: _Workspace, grid: WorkingGrid, z_range_um: float | None,
+            try_reversed_z: bool, config: Registration3DConfig, timer: StepTimer,
+            polarity: tuple[Polarity, Polarity], workers: int | None,
+            final_fixed: Future | None) -> Registration3DResult:
+    """z search and rigid stage of every start, the best one's affine stage, the final
+    levels (their EM side from ``final_fixed``)."""
     plan = None if not config.z_search else ZSearchPlan(
         lm, ws.em_w.extent_um[0], z_range_um, float(config.z_step_um or lm.voxel_size_um[0] / 2),
         try_reversed_z, config.max_tilt_deg if z_range_um is None else 0.0)
@@ -261,15 +331,15 @@ def register_3d(em: Volume, lm: Volume, initial_em_to_lm: Affine, *,
             timer.tick("rigid", 0.2 + 0.4 * (k + 1) / len(starts))
     result = _finish(ws, tried, starts, grid, z_range_um is not None, config, timer)
     # not after an affine stage that did not run (too little overlap to refine)
-    if config.final_levels_um and config.model == "affine" and result.stages[-1].parameters:
-        result = _final_levels(em, lm, roi, result, grid, config, polarity)
+    if final_fixed is not None and result.stages[-1].parameters:
+        result = _final_levels(em, lm, roi, result, final_fixed.result(), config, polarity)
         timer.tick("final levels", 1.0)
         result = replace(result, timings_s=timer.total())
     return result
 
 
 def _final_levels(em: Volume, lm: Volume, roi: tuple[slice, slice, slice],
-                  result: Registration3DResult, grid: WorkingGrid,
+                  result: Registration3DResult, fixed: _FinalFixed,
                   config: Registration3DConfig,
                   polarity: tuple[Polarity, Polarity]) -> Registration3DResult:
     """The affine levels of ``config.final_levels_um`` in turn from the result, each kept
@@ -278,22 +348,20 @@ def _final_levels(em: Volume, lm: Volume, roi: tuple[slice, slice, slice],
     One working grid for all (lateral pixel from the finest σ); only the LoG differs.  A
     level whose lateral σ is under two pixels of the LM or the EM (a LoG finer than the
     data resolve: thick tissue's 1 µm microCT voxels), or not finer than the stages'
-    own σ, is skipped.
+    own σ, is skipped (:meth:`_FinalFixed.plan`).  The EM side comes computed
+    (``fixed``); the LM is cropped around the result.
     """
     if config.final_affine_z != "auto":
         config = replace(config, affine_z=config.final_affine_z)
     if not config.final_smoothing:
         config = replace(config, smoothing_sigmas_um=(0.0,) * len(config.shrink_factors))
-    floor = 2.0 * max(float(lm.voxel_size_um[2]), float(em.voxel_size_um[2]))
-    levels = [(z, lateral) for z, lateral in config.final_levels_um
-              if floor <= lateral < grid.sigma_um]
-    if not levels:
-        return result
-    finest = min(lateral for _, lateral in levels)
-    fine = WorkingGrid(finest, grid.z_um, max(float(lm.voxel_size_um[2]), finest / 2.25))
-    em_w, lm_w = _working_pair(em, lm, roi, [result.em_to_lm], fine, None, False, config)
-    for sigma_z, sigma in levels:
-        ws = _workspace(em, roi, em_w, lm_w, (sigma_z, sigma, sigma), config, polarity)
+    fine, em_w = fixed.grid, fixed.em_w
+    box = lm_crop_box(em, lm, roi, [result.em_to_lm], margin_um=config.margin_um,
+                      z_range_um=None, reversed_too=False)
+    lm_w = working_volume(lm, (lm.voxel_size_um[0], fine.pixel_um, fine.pixel_um), box)
+    for (sigma_z, sigma), side in zip(fixed.levels, fixed.sides, strict=True):
+        ws = _workspace(em, roi, em_w, lm_w, (sigma_z, sigma, sigma), config, polarity,
+                        side)
         frame = ws.frame(result.mirrored)
         g_start = result.em_to_lm @ frame.pre  # the frame's flip is its own inverse
         name = (f"affine at σ {sigma:g} µm" if sigma_z == sigma else

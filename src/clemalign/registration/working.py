@@ -22,8 +22,8 @@ from ..transforms import Affine
 from ..volume import Volume, regular_sample, scale_axes
 from .config import Registration3DConfig
 
-__all__ = ["WorkingGrid", "clip_tails", "lm_crop_box", "mirror_x", "working_images",
-           "working_volume", "MIN_LOG_SIGMA_UM"]
+__all__ = ["WorkingGrid", "clip_tails", "lm_crop_box", "mirror_x", "working_image",
+           "working_images", "working_volume", "MIN_LOG_SIGMA_UM"]
 
 # the 3D stage's LoG scale is the LM's structure scale but never finer: at 1 µm the
 # working grid (σ/2.25 ≈ 0.44 µm, z half the LM's 0.6 µm voxel) stays cheap, and the
@@ -199,16 +199,21 @@ def working_images(em_w: Volume, lm_w: Volume, sigma_um: float, representation: 
     fixed, moving : ndarray
         Same shapes as the volumes' data.
     """
+    return (working_image(em_w, sigma_um, representation, polarity[0]),
+            working_image(lm_w, sigma_um, representation, polarity[1]))
+
+
+def working_image(volume: Volume, sigma_um: float | tuple[float, float, float],
+                  representation: str, polarity: Polarity) -> np.ndarray:
+    """One side of :func:`working_images`: the LoG made positive on blobs of
+    ``polarity`` with clipped tails, or (``"raw"``) the intensities, negated for dark
+    blobs."""
     if representation == "log":
         # sigma is a few working pixels: full-resolution filtering is cheaper than the
         # pyramid's 3D spline upsampling here
-        fixed = clip_tails(blob_response(em_w.data, sigma_um, em_w.voxel_size_um,
-                                          polarity[0], fast=False))
-        moving = clip_tails(blob_response(lm_w.data, sigma_um, lm_w.voxel_size_um,
-                                           polarity[1], fast=False))
-        return fixed, moving
-    return (-em_w.data if polarity[0] == "dark" else em_w.data,
-            lm_w.data if polarity[1] == "bright" else -lm_w.data)
+        return clip_tails(blob_response(volume.data, sigma_um, volume.voxel_size_um,
+                                        polarity, fast=False))
+    return -volume.data if polarity == "dark" else volume.data
 
 
 def mirror_x(volume: Volume) -> Affine:
