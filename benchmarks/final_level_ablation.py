@@ -100,7 +100,9 @@ def pair_task(task: tuple[str, str, int, list[str]]) -> list[dict]:
             base.fine, final_levels_um=((0.5, 0.5),))))
     finally:
         core._final_levels = final_levels
-    em, lm, roi, result, grid, config, polarity = captured["args"]
+    # (the EM side register_3d computed ahead for the captured run's own levels is left
+    # out: each variant's is computed for its levels)
+    em, lm, roi, result, grid, config, polarity = captured["args"][:7]
     rows = []
     for name in variants:
         t0 = time.perf_counter()

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from clemalign import Volume, write_ome_tiff
+from clemalign import InputError, Volume, write_ome_tiff
 from clemalign.cli import main
 
 RNG = np.random.default_rng(0)
@@ -371,11 +371,14 @@ def test_markup_in_channel_and_landmark_names_is_printed_as_is(files, tmp_path, 
 # ------------------------------------------------- outputs that overlay the EM (issue 18)
 
 
-@pytest.mark.parametrize("roi", [None, "0:1,20:150,30:170"])
-def test_lm_in_em_and_overlay_lie_on_the_em_grid(section_result, tmp_path, monkeypatch, roi):
+@pytest.mark.parametrize("roi, level", [(None, "all"), ("0:1,20:150,30:170", "all"),
+                                        ("0:1,20:150,30:170", "standard")])
+def test_lm_in_em_and_overlay_lie_on_the_em_grid(section_result, tmp_path, monkeypatch, roi,
+                                                  level):
     """With and without --roi: voxel (k, j, i) of lm_in_em.ome.tif and overlay.ome.tif is
     EM voxel (k, j, i) — same shape, voxel size and origin as the EM file, read back with
-    clemalign, with tifffile's OME metadata and with SimpleITK (lateral spacing, mm)."""
+    clemalign, with tifffile's OME metadata and with SimpleITK (lateral spacing, mm).
+    The default outputs (no overlay; lm_in_em resampled as it is written) too."""
     import dataclasses
 
     import SimpleITK as sitk
@@ -393,10 +396,12 @@ def test_lm_in_em_and_overlay_lie_on_the_em_grid(section_result, tmp_path, monke
     monkeypatch.setattr(clemalign.pipeline, "register", lambda *a, **k: result)
     out = tmp_path / "out"
     assert main(["register", str(tmp_path / "em.ome.tif"), str(tmp_path / "lm.ome.tif"), "-o",
-                 str(out), "--lm-channel", "0", "--outputs", "all"]
+                 str(out), "--lm-channel", "0", "--outputs", level]
                 + (["--roi", roi] if roi else [])) == 0
     em_file = read_volume(tmp_path / "em.ome.tif")
-    for name, channels in (("lm_in_em.ome.tif", 1), ("overlay.ome.tif", 2)):
+    files = (("lm_in_em.ome.tif", 1), ("overlay.ome.tif", 2))
+    assert (out / "overlay.ome.tif").exists() == (level == "all")
+    for name, channels in files[:2 if level == "all" else 1]:
         vol = read_volume(out / name)
         assert vol.shape_zyx == em_file.shape_zyx and vol.n_channels == channels
         assert vol.voxel_size_um == pytest.approx(em_file.voxel_size_um, rel=1e-6)
@@ -406,11 +411,12 @@ def test_lm_in_em_and_overlay_lie_on_the_em_grid(section_result, tmp_path, monke
         image = sitk.ReadImage(str(out / name))
         assert np.array(image.GetSpacing()[:2]) * 1000 == pytest.approx(
             [em_file.voxel_size_um[2], em_file.voxel_size_um[1]], rel=1e-5)
-    overlay = read_volume(out / "overlay.ome.tif")
-    assert overlay.channel_names[0] == "EM"
-    np.testing.assert_array_equal(overlay.data[0], em_file.data)
     lm_in_em = read_volume(out / "lm_in_em.ome.tif")
-    np.testing.assert_array_equal(overlay.data[1], lm_in_em.data)
+    if level == "all":
+        overlay = read_volume(out / "overlay.ome.tif")
+        assert overlay.channel_names[0] == "EM"
+        np.testing.assert_array_equal(overlay.data[0], em_file.data)
+        np.testing.assert_array_equal(overlay.data[1], lm_in_em.data)
     # and holds the LM resampled over the whole EM grid, whatever the ROI
     whole = resample_lm_to_em(lm, em_file, result.em_to_lm, None)
     np.testing.assert_array_equal(lm_in_em.data, whole.data[0])
@@ -514,6 +520,27 @@ def test_lm_in_em_resampled_as_written_equals_the_whole_grid(tmp_path, monkeypat
         with tifffile.TiffFile(tmp_path / name) as tif:
             assert 'PositionX="0.3"' in tif.ome_metadata
             assert 'PositionZ="0.1"' in tif.ome_metadata
+
+
+def test_max_memory_reaches_the_threads_that_resample_lm_in_em(tmp_path):
+    """--max-memory is a context variable: work submitted to a thread gets the caller's
+    context (a bare pool thread starts without it and would not check)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import clemalign.outputs as outputs
+    from clemalign._threads import submit_in_context
+    from clemalign.resources import memory_limit
+    from clemalign.transforms import Affine
+
+    lm = Volume(np.ones((2, 4, 30, 30), np.uint16), (0.6, 0.22, 0.22))
+    em = Volume(np.zeros((20, 40, 40), np.uint8), (0.05, 0.14, 0.14))
+    args = (tmp_path, lm, em, Affine.identity(), frozenset(), "lm_in_em.ome.tif")
+    with memory_limit(1e-6), ThreadPoolExecutor(1) as pool:  # about 1 kB
+        with pytest.raises(InputError, match="--roi"):
+            submit_in_context(pool, outputs._write_lm_in_em_files, *args).result()
+        assert not (tmp_path / "lm_in_em.ome.tif").exists()
+        pool.submit(outputs._write_lm_in_em_files, *args).result()  # why it matters
+    assert (tmp_path / "lm_in_em.ome.tif").exists()
 
 
 @pytest.mark.parametrize("level", ["minimal", "standard"])

@@ -124,7 +124,7 @@ def test_figures_of_a_large_roi_use_block_means_placed_exactly(monkeypatch):
 
     data = np.arange(4 * 64 * 48, dtype=np.uint16).reshape(4, 64, 48)
     em = Volume(data, (0.05, 0.1, 0.1), (1.0, 2.0, 3.0))
-    monkeypatch.setattr(outputs, "FIGURE_MAX_SIDE_PX", 16)
+    monkeypatch.setattr(outputs, "FIGURE_MIN_SIDE_PX", 16)
     fig = outputs.figure_grid(em, Roi(0, 4, 0, 64, 0, 48))
     # 4 × 4 pixels a block; z by 4 (no more than the ROI's 4 planes)
     assert fig.shape_zyx == (1, 16, 12)

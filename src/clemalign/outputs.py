@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import platform
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Literal
 
 import numpy as np
 
+from ._threads import submit_in_context
 from ._timing import StepTimer
 from .errors import InputError
 from .evaluation import Landmarks, tre_table
@@ -52,9 +54,10 @@ LM_IN_EM_FILES = {"ome-tiff": "lm_in_em.ome.tif", "nrrd": "lm_in_em.nrrd",
 # above this the LM on the EM grid is written as lm_in_em.ome.zarr, a slab at a time
 # (also when memory would not hold it): a whole-grid file would not fit in memory
 LM_IN_EM_IN_MEMORY_BYTES = 4 * 2**30
-# the figures show the EM ROI at most this many pixels across (block means above it):
-# their panels are at most ~650 px wide (100 dpi), and smaller data render faster
-FIGURE_MAX_SIDE_PX = 640
+# the figures show the EM ROI reduced by the largest integer factor (block means) that
+# keeps it at least this many pixels across: their panels are 420-650 px wide (100 dpi),
+# and smaller data render faster (the publication's 903 px ROI: 452 px, 7 M voxels)
+FIGURE_MIN_SIDE_PX = 450
 # planes of the EM grid resampled at a time when lm_in_em is written without the overlay
 _SLAB_PLANES = 16
 OUTPUT_FILES = ("transform.json", "lm_in_em.ome.tif", "lm_in_em.nrrd", "lm_in_em.ome.zarr",
@@ -112,31 +115,47 @@ def resample_lm_to_em(lm: Volume, em: Volume, em_to_lm: Affine, roi: Roi | None 
     Volume
         ``(c, z, y, x)`` in the LM's dtype, EM voxel size, origin at the ROI's first voxel.
     """
-    resampled = _ResampledChannels.of(lm, em, em_to_lm, roi)
+    roi = roi or _whole(em)
+    # the resampled channels and their stacked copy
+    _check_lm_in_em_memory(lm, em, roi, 2 * lm.n_channels)
+    resampled = _ResampledChannels.of(lm, em, em_to_lm, roi, checked=True)
     return Volume(np.stack(resampled.channels), em.voxel_size_um, resampled.origin_xyz_um,
                   resampled.channel_names, lm.source)
 
 
+def _whole(volume: Volume) -> Roi:
+    nz, ny, nx = volume.shape_zyx
+    return Roi(0, nz, 0, ny, 0, nx)
+
+
 class _Resampler:
     """SimpleITK's linear resampling of LM channels onto (z-slabs of) an EM grid through
-    ``em_to_lm``; the LM channels converted once."""
+    ``em_to_lm``; one LM channel converted for SimpleITK at a time (the last one kept)."""
 
     def __init__(self, lm: Volume, em: Volume, em_to_lm: Affine, roi: Roi | None = None):
         import SimpleITK as sitk
 
-        self.roi = roi or Roi(0, em.shape_zyx[0], 0, em.shape_zyx[1], 0, em.shape_zyx[2])
-        self.em = em
+        self.lm, self.em = lm, em
+        self.roi = roi or _whole(em)
         self.origin_xyz_um = tuple(float(v) for v in em.index_to_physical(
             np.array([self.roi.z0, self.roi.y0, self.roi.x0], float)))
         self.transform = sitk.AffineTransform(3)
         self.transform.SetMatrix(tuple(float(v) for v in em_to_lm.linear.ravel()))
         self.transform.SetTranslation(tuple(float(v) for v in em_to_lm.translation_um))
-        channels = [lm.data] if lm.data.ndim == 3 else list(lm.data)
-        self.images = [to_sitk(Volume(np.asarray(c), lm.voxel_size_um, lm.origin_xyz_um))
-                       for c in channels]
         self.dtype = np.dtype(lm.data.dtype)
         self.channel_names = tuple(lm.channel_names
-                                   or tuple(f"C{i}" for i in range(len(channels))))
+                                   or tuple(f"C{i}" for i in range(lm.n_channels)))
+        self._image: tuple[int, object] | None = None
+        self._lock = threading.Lock()
+
+    def _channel_image(self, c: int):
+        with self._lock:
+            if self._image is None or self._image[0] != c:
+                self._image = None  # the previous channel's copy goes first
+                data = self.lm.data if self.lm.data.ndim == 3 else self.lm.data[c]
+                self._image = (c, to_sitk(Volume(np.asarray(data), self.lm.voxel_size_um,
+                                                 self.lm.origin_xyz_um)))
+            return self._image[1]
 
     def slab(self, c: int, z0: int, z1: int):
         """Channel ``c`` on the ROI's planes ``z0:z1`` (relative to the ROI), as a
@@ -148,7 +167,7 @@ class _Resampler:
         reference.SetSpacing(tuple(float(s) for s in self.em.spacing_xyz_um))
         reference.SetOrigin(tuple(float(v) for v in self.em.index_to_physical(
             np.array([roi.z0 + z0, roi.y0, roi.x0], float))))
-        image = self.images[c]
+        image = self._channel_image(c)
         return sitk.Resample(image, reference, self.transform, sitk.sitkLinear, 0.0,
                              image.GetPixelID())
 
@@ -167,12 +186,13 @@ class _ResampledChannels:
     channel_names: tuple[str, ...]
 
     @classmethod
-    def of(cls, lm: Volume, em: Volume, em_to_lm: Affine, roi: Roi | None = None
-           ) -> _ResampledChannels:
+    def of(cls, lm: Volume, em: Volume, em_to_lm: Affine, roi: Roi | None = None, *,
+           checked: bool = False) -> _ResampledChannels:
         import SimpleITK as sitk
 
-        roi = roi or Roi(0, em.shape_zyx[0], 0, em.shape_zyx[1], 0, em.shape_zyx[2])
-        _check_lm_in_em_memory(lm, em, roi, lm.n_channels)
+        roi = roi or _whole(em)
+        if not checked:
+            _check_lm_in_em_memory(lm, em, roi, lm.n_channels)
         resampler = _Resampler(lm, em, em_to_lm, roi)
         images = tuple(resampler.slab(c, 0, roi.shape[0]) for c in range(lm.n_channels))
         return cls(images, tuple(sitk.GetArrayViewFromImage(im) for im in images),
@@ -180,25 +200,31 @@ class _ResampledChannels:
                    resampler.channel_names)
 
 
-def _check_lm_in_em_memory(lm: Volume, em: Volume, roi: Roi, n_channels: int) -> None:
-    """Refuse (one line) when ``n_channels`` LM channels on the ROI's grid and the LM's
-    copies for SimpleITK would not fit in memory."""
+def _check_lm_in_em_memory(lm: Volume, em: Volume, roi: Roi, n_grids: float) -> None:
+    """Refuse (one line) when ``n_grids`` single-channel arrays of the ROI's grid and a
+    copy of one LM channel for SimpleITK would not fit in memory."""
     itemsize = lm.data.dtype.itemsize
-    check_memory(float(np.prod(roi.shape)) * itemsize * n_channels
-                 + float(np.prod(lm.shape_zyx)) * itemsize * lm.n_channels,
-                 f"the LM on the EM grid ({n_channels} channel(s) × {roi.shape} voxels "
+    check_memory(float(np.prod(roi.shape)) * itemsize * n_grids
+                 + float(np.prod(lm.shape_zyx)) * itemsize,
+                 f"the LM on the EM grid ({lm.n_channels} channel(s) × {roi.shape} voxels "
                  f"of {em.voxel_size_um} µm)", "choose a smaller --roi")
+
+
+class _Stopped(Exception):
+    """The run failed elsewhere: a streamed file stops being written."""
 
 
 class _StreamedChannel:
     """One LM channel on an EM grid for the plane-by-plane writers: ``[k]`` gives plane
-    ``k`` (asked for in order), resampled a z-slab at a time, the next slab on a thread
-    while the writer writes this one.  Memory: two slabs, not the grid (600 MB of fresh
-    memory at the publication's size)."""
+    ``k`` (asked for in increasing order), resampled a z-slab at a time, the next slab
+    on a thread while the writer writes this one.  Memory: up to three slabs (this one,
+    the next, SimpleITK's image of it), not the grid (600 MB of fresh memory at the
+    publication's size).  ``stop`` set makes the next slab raise :class:`_Stopped`."""
 
     def __init__(self, resampler: _Resampler, c: int, pool: ThreadPoolExecutor,
-                 slab_planes: int):
+                 slab_planes: int, stop: threading.Event):
         self.resampler, self.c, self.pool, self.slab_planes = resampler, c, pool, slab_planes
+        self.stop = stop
         self.shape = resampler.roi.shape
         self.dtype = resampler.dtype
         self._z0 = -1
@@ -207,7 +233,7 @@ class _StreamedChannel:
 
     def _submit(self, z0: int):
         z1 = min(z0 + self.slab_planes, self.shape[0])
-        return z0, self.pool.submit(self._resample, z0, z1)
+        return z0, submit_in_context(self.pool, self._resample, z0, z1)
 
     def _resample(self, z0: int, z1: int) -> np.ndarray:
         import SimpleITK as sitk
@@ -215,7 +241,11 @@ class _StreamedChannel:
         return sitk.GetArrayFromImage(self.resampler.slab(self.c, z0, z1))
 
     def __getitem__(self, k: int) -> np.ndarray:
+        if not 0 <= k < self.shape[0]:
+            raise IndexError(f"plane {k} of {self.shape[0]}")
         if self._array is None or not self._z0 <= k < self._z0 + len(self._array):
+            if self.stop.is_set():
+                raise _Stopped
             z0 = k - k % self.slab_planes
             if self._next is None or self._next[0] != z0:
                 self._next = self._submit(z0)
@@ -257,12 +287,12 @@ def write_lm_in_em_zarr(path: Path, lm: Volume, em: Volume, em_to_lm: Affine) ->
 
 
 def figure_grid(em: Volume, roi: Roi) -> Volume:
-    """The EM ROI the figures show: as it is, or block means when it is more than
-    :data:`FIGURE_MAX_SIDE_PX` across (z then by as much as keeps voxels no longer than
-    wide), read a chunk at a time from a lazy EM."""
+    """The EM ROI the figures show: as it is, or block means over the largest integer
+    factor that keeps it :data:`FIGURE_MIN_SIDE_PX` across (z then by as much as keeps
+    voxels no longer than wide), read a chunk at a time from a lazy EM."""
     from .registration.working import working_volume
 
-    f = int(np.ceil(max(roi.shape[1], roi.shape[2]) / FIGURE_MAX_SIDE_PX))
+    f = max(1, max(roi.shape[1], roi.shape[2]) // FIGURE_MIN_SIDE_PX)
     origin = tuple(float(v) for v in em.index_to_physical(
         np.array([roi.z0, roi.y0, roi.x0], float)))
     if f == 1:
@@ -275,7 +305,14 @@ def figure_grid(em: Volume, roi: Roi) -> Volume:
 
 def prepare_figures(em: Volume, roi: Roi) -> Volume:
     """What the figures need before the registration's result: :func:`figure_grid`, and
-    matplotlib imported with its fonts loaded (otherwise the first figure's ~0.4 s).
+    matplotlib imported with its font list loaded (otherwise the first figure's ~0.4 s).
+
+    Parameters
+    ----------
+    em : Volume
+        The EM the registration runs on.
+    roi : Roi
+        Its ROI (``parse_roi(config.roi, em.shape_zyx)``, as the registration's).
 
     Returns
     -------
@@ -292,19 +329,23 @@ def prepare_figures(em: Volume, roi: Roi) -> Volume:
     return grid
 
 
-def write_overlay(path: Path, em: Volume, lm_in_em: Volume | _ResampledChannels) -> Path:
+def write_overlay(path: Path, em: Volume, lm_in_em: Volume) -> Path:
     """EM and the LM channels as one multi-channel OME-TIFF of one pixel type (EM first):
     Fiji opens it as a composite overlay, which it cannot merge from files of two bit
     depths.  Written plane by plane (no copy of the stack in memory)."""
-    lm_channels = (list(lm_in_em.channels) if isinstance(lm_in_em, _ResampledChannels)
-                   else list(lm_in_em.data))
+    data = lm_in_em.data if lm_in_em.data.ndim == 4 else lm_in_em.data[np.newaxis]
+    return _write_overlay(path, em, list(data), lm_in_em.channel_names)
+
+
+def _write_overlay(path: Path, em: Volume, lm_channels: list[np.ndarray],
+                   channel_names: tuple[str, ...] | None) -> Path:
     dtype = np.result_type(em.data.dtype, lm_channels[0].dtype)
     if dtype.kind == "f" or dtype.itemsize > 2:
         dtype = np.dtype(np.float32)
     return write_ome_tiff_channels(path, [em.data, *lm_channels], dtype=dtype,
                                    voxel_size_um=em.voxel_size_um,
                                    origin_xyz_um=em.origin_xyz_um,
-                                   channel_names=("EM", *(lm_in_em.channel_names or ())))
+                                   channel_names=("EM", *(channel_names or ())))
 
 
 def _png_bytes(fig) -> bytes:
@@ -513,16 +554,21 @@ def _write_images(folder: Path, result: RegistrationResult, em: Volume, lm: Volu
     """
     if lm_name.endswith(".zarr") or not lm_in_em_fits_in_memory(lm, grid):
         lm_name = LM_IN_EM_FILES["ome-zarr"]
+    stop = threading.Event()
     with ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(_write_lm_in_em_files, folder, lm, grid, result.em_to_lm,
-                              names, lm_name)
-        em_fig = figure_em if figure_em is not None else figure_grid(em, result.roi)
-        lm_fig = resample_lm_to_em(lm, em_fig, result.em_to_lm)
-        timer.tick("figure grid", 0.0)
-        figures = _figures(result, em_fig, lm_fig, timer)
-        for name, png, _ in figures.values():
-            _write_bytes(folder / name, png, False)
-        timer.tick("figure files", 0.0)
+        pending = submit_in_context(pool, _write_lm_in_em_files, folder, lm, grid,
+                                    result.em_to_lm, names, lm_name, stop)
+        try:
+            em_fig = figure_em if figure_em is not None else figure_grid(em, result.roi)
+            lm_fig = resample_lm_to_em(lm, em_fig, result.em_to_lm)
+            timer.tick("figure grid", 0.0)
+            figures = _figures(result, em_fig, lm_fig, timer)
+            for name, png, _ in figures.values():
+                _write_bytes(folder / name, png, False)
+            timer.tick("figure files", 0.0)
+        except BaseException:
+            stop.set()  # a streamed lm_in_em stops at its next slab instead of finishing
+            raise
         beside = pending.result()  # re-raises a failed resampling or write
         timer.tick("image files (after the figures)", 0.0)
     record = {"file": lm_name, "grid": "em", "shape_zyx": list(grid.shape_zyx),
@@ -532,10 +578,11 @@ def _write_images(folder: Path, result: RegistrationResult, em: Volume, lm: Volu
 
 
 def _write_lm_in_em_files(folder: Path, lm: Volume, grid: Volume, em_to_lm: Affine,
-                          names: frozenset[str], lm_name: str) -> dict[str, float]:
+                          names: frozenset[str], lm_name: str,
+                          stop: threading.Event | None = None) -> dict[str, float]:
     """The LM resampled onto ``grid`` (the EM) and written as ``lm_name`` (OME-TIFF,
     NRRD, or OME-Zarr a slab at a time) and, when chosen and in memory, the overlay;
-    each step's seconds."""
+    each step's seconds.  ``stop`` set stops a file resampled as it is written."""
     timer = StepTimer()
     if lm_name.endswith(".zarr"):
         write_lm_in_em_zarr(folder / lm_name, lm, grid, em_to_lm)
@@ -547,9 +594,13 @@ def _write_lm_in_em_files(folder: Path, lm: Volume, grid: Volume, em_to_lm: Affi
               "channel_names": lm.channel_names or None}
     if "overlay.ome.tif" not in names:
         # resampled a slab at a time as the file is written: no whole-grid copy
+        resampler = _Resampler(lm, grid, em_to_lm)
+        slab = Roi(0, min(_SLAB_PLANES, grid.shape_zyx[0]), 0, grid.shape_zyx[1], 0,
+                   grid.shape_zyx[2])
+        _check_lm_in_em_memory(lm, grid, slab, 3)
         with ThreadPoolExecutor(1) as pool:
-            resampler = _Resampler(lm, grid, em_to_lm)
-            write(folder / lm_name, [_StreamedChannel(resampler, c, pool, _SLAB_PLANES)
+            stop = stop or threading.Event()
+            write(folder / lm_name, [_StreamedChannel(resampler, c, pool, _SLAB_PLANES, stop)
                                      for c in range(lm.n_channels)], **kwargs)
         timer.tick(f"{lm_name} (resampled as written)", 0.0)
         return timer.timings
@@ -558,7 +609,8 @@ def _write_lm_in_em_files(folder: Path, lm: Volume, grid: Volume, em_to_lm: Affi
     timer.tick("lm_in_em resampling", 0.0)
     write(folder / lm_name, list(lm_in_em.channels), **kwargs)
     timer.tick(lm_name, 0.0)
-    write_overlay(folder / "overlay.ome.tif", grid, lm_in_em)
+    _write_overlay(folder / "overlay.ome.tif", grid, list(lm_in_em.channels),
+                   lm_in_em.channel_names)
     timer.tick("overlay.ome.tif", 0.0)
     return timer.timings
 

@@ -178,12 +178,12 @@ _HOW_TO = [
               "onto Fiji; Bio-Formats reads the µm calibration): channel 0 is the EM, the "
               "others the LM channels on the EM grid. Image › Color › Channels Tool shows "
               "them as a composite; adjust each channel's contrast.",
-              "Or open the EM file and <a href='lm_in_em.ome.tif'>lm_in_em.ome.tif</a> side by "
-              "side: they have the same size and calibration (Analyze › Tools › Synchronize "
-              "Windows moves through both together).",
-              ("For one composite of both (Fiji cannot merge an 8-bit EM with a 16-bit LM), "
-               "run again with <code>--outputs all</code>: it adds overlay.ome.tif.",
-               "overlay.ome.tif")]),
+              "To compare them side by side, open the EM file and <a href='lm_in_em.ome.tif'>"
+              "lm_in_em.ome.tif</a>: they have the same size and calibration (Analyze › "
+              "Tools › Synchronize Windows moves through both together).",
+              ("For one composite of the EM and <a href='lm_in_em.ome.tif'>lm_in_em.ome.tif"
+               "</a> (Fiji cannot merge an 8-bit EM with a 16-bit LM), run again with "
+               "<code>--outputs all</code>: it adds overlay.ome.tif.", "overlay.ome.tif")]),
     ("napari", ["Drag the EM file and <a href='lm_in_em.ome.tif'>lm_in_em.ome.tif</a> into "
                 "napari (or <code>viewer.add_image</code> with <code>scale</code> = the EM "
                 "voxel size): they overlay voxel for voxel.",
@@ -226,10 +226,11 @@ def _how_to_open_section(files: Sequence[str]) -> list[str]:
     parts = ["<h2>How to open these results</h2>"]
     for program, steps in _HOW_TO:
         # only the steps whose files this run wrote (--outputs chooses them); a
-        # (step, file) pair is the step for when that file was not written
-        steps = [step[0] if isinstance(step, tuple) else step for step in steps
-                 if (step[1] not in files if isinstance(step, tuple) else
-                     all(name in files for name in re.findall(r"href='([^']+)'", step)))]
+        # (step, file) pair is a step for when that file was not written
+        steps = [text for text, absent in (s if isinstance(s, tuple) else (s, None)
+                                           for s in steps)
+                 if (absent is None or absent not in files)
+                 and all(name in files for name in re.findall(r"href='([^']+)'", text))]
         if steps:
             parts.append(f"<h3>{html.escape(program)}</h3><ol>"
                          + "".join(f"<li>{step}</li>" for step in steps) + "</ol>")

@@ -54,7 +54,8 @@ def _run_registration(em_vol, lm_vol, config, outdir: Path, overwrite: bool, lan
         def progress(stage: str, fraction: float) -> None:
             bar.update(tasks[stage], completed=fraction)
             # the figures' EM grid needs only the EM and the ROI: made while the 3D
-            # stage's optimisers hold one core (the pre-alignment keeps both busy)
+            # stage runs (its optimisers use one ITK thread each; the pre-alignment
+            # keeps every core busy)
             if stage == "fine" and not figures_ahead and outputs != "minimal":
                 figures_ahead.append(ahead.submit(
                     prepare_figures, em_vol, parse_roi(config.roi, em_vol.shape_zyx)))

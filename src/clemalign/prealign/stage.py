@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .._threads import resolve_workers
+from .._threads import resolve_workers, submit_in_context
 from .._timing import StepTimer
 from ..errors import InputError
 from ..lazy import as_numpy, depth_mean
@@ -239,7 +239,8 @@ def _run_parts(im: XYImages, config: PrealignConfig, mip_resp: np.ndarray, em_re
 
     if side_by_side:
         with ThreadPoolExecutor(max_workers=2) as pool:
-            fa, fb = pool.submit(timed(part_a)), pool.submit(timed(part_b))
+            fa, fb = (submit_in_context(pool, timed(part_a)),
+                      submit_in_context(pool, timed(part_b)))
             (a, ta), (b, tb) = fa.result(), fb.result()
     else:
         a, ta = timed(part_a)() if run_a else ({}, 0.0)

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._threads import resolve_workers
+from .._threads import resolve_workers, submit_in_context
 from .._timing import StepTimer
 from ..errors import InputError
 from ..representation import Polarity
@@ -56,8 +56,9 @@ class _FinalFixed:
     """The final levels' EM side, which needs nothing the stages before them find: the
     EM ROI on their working grid, and per level its representation and the samples.
 
-    Computed on a thread while the rigid and affine stages run on one ITK thread (the
-    publication-size pair: ~1.5 s of filtering that no longer waits for them).
+    Computed on a thread while the rigid and affine stages run (each optimiser on one
+    ITK thread; the publication-size pair: ~1.5 s of filtering that no longer waits for
+    them).  Memory: the fine-grid EM and one float image per level, held from then.
     """
 
     levels: tuple[tuple[float, float], ...]
@@ -86,6 +87,8 @@ class _FinalFixed:
                 levels: tuple[tuple[float, float], ...], fine: WorkingGrid,
                 config: Registration3DConfig, polarity: tuple[Polarity, Polarity]
                 ) -> _FinalFixed:
+        """The EM ROI on ``fine``, the samples, and its representation at each of
+        ``levels`` (:meth:`plan`'s), as :func:`_workspace` would make them."""
         em_w = working_volume(em, (fine.z_um, fine.pixel_um, fine.pixel_um), roi)
         samples = Samples.draw(em_w, config.samples, config.seed)
         return cls(levels, fine, em_w, tuple(
@@ -305,8 +308,8 @@ def register_3d(em: Volume, lm: Volume, initial_em_to_lm: Affine, *,
                   polarity)
     final_plan = _FinalFixed.plan(em, lm, grid, config)
     with ThreadPoolExecutor(1) as ahead:
-        final_fixed = None if final_plan is None else ahead.submit(
-            _FinalFixed.compute, em, roi, *final_plan, config, polarity)
+        final_fixed = None if final_plan is None else submit_in_context(
+            ahead, _FinalFixed.compute, em, roi, *final_plan, config, polarity)
         result = _stages(em, lm, roi, starts, ws, grid, z_range_um, try_reversed_z, config,
                          timer, polarity, workers, final_fixed)
     return result
@@ -325,32 +328,41 @@ def _stages(em: Volume, lm: Volume, roi: tuple[slice, slice, slice], starts: lis
     tried = []
     n_threads = min(resolve_workers(workers), len(starts))
     with ThreadPoolExecutor(n_threads) as pool:  # SimpleITK releases the GIL
-        trials = pool.map(lambda ks: _try_start(*ks, ws, plan, config), enumerate(starts))
+        trials = [submit_in_context(pool, _try_start, k, start, ws, plan, config)
+                  for k, start in enumerate(starts)]
         for k, trial in enumerate(trials):
-            tried.append(trial)
+            tried.append(trial.result())
             timer.tick("rigid", 0.2 + 0.4 * (k + 1) / len(starts))
     result = _finish(ws, tried, starts, grid, z_range_um is not None, config, timer)
     # not after an affine stage that did not run (too little overlap to refine)
-    if final_fixed is not None and result.stages[-1].parameters:
-        result = _final_levels(em, lm, roi, result, final_fixed.result(), config, polarity)
+    if config.final_levels_um and config.model == "affine" and result.stages[-1].parameters:
+        if final_fixed is not None:
+            result = _final_levels(em, lm, roi, result, grid, config, polarity,
+                                   final_fixed.result())
         timer.tick("final levels", 1.0)
         result = replace(result, timings_s=timer.total())
     return result
 
 
 def _final_levels(em: Volume, lm: Volume, roi: tuple[slice, slice, slice],
-                  result: Registration3DResult, fixed: _FinalFixed,
-                  config: Registration3DConfig,
-                  polarity: tuple[Polarity, Polarity]) -> Registration3DResult:
+                  result: Registration3DResult, grid: WorkingGrid,
+                  config: Registration3DConfig, polarity: tuple[Polarity, Polarity],
+                  fixed: _FinalFixed | None = None) -> Registration3DResult:
     """The affine levels of ``config.final_levels_um`` in turn from the result, each kept
     only if it raises the MI at its own scale (the evidence stays the stages above's).
 
     One working grid for all (lateral pixel from the finest σ); only the LoG differs.  A
     level whose lateral σ is under two pixels of the LM or the EM (a LoG finer than the
     data resolve: thick tissue's 1 µm microCT voxels), or not finer than the stages'
-    own σ, is skipped (:meth:`_FinalFixed.plan`).  The EM side comes computed
-    (``fixed``); the LM is cropped around the result.
+    own σ (``grid``), is skipped (:meth:`_FinalFixed.plan`).  The EM side is ``fixed``
+    when :func:`register_3d` computed it ahead for this ``config``, else computed here;
+    the LM is cropped around the result.
     """
+    if fixed is None:
+        plan = _FinalFixed.plan(em, lm, grid, config)
+        if plan is None:
+            return result
+        fixed = _FinalFixed.compute(em, roi, *plan, config, polarity)
     if config.final_affine_z != "auto":
         config = replace(config, affine_z=config.final_affine_z)
     if not config.final_smoothing:

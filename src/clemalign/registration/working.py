@@ -205,9 +205,24 @@ def working_images(em_w: Volume, lm_w: Volume, sigma_um: float, representation: 
 
 def working_image(volume: Volume, sigma_um: float | tuple[float, float, float],
                   representation: str, polarity: Polarity) -> np.ndarray:
-    """One side of :func:`working_images`: the LoG made positive on blobs of
-    ``polarity`` with clipped tails, or (``"raw"``) the intensities, negated for dark
-    blobs."""
+    """One side of :func:`working_images`.
+
+    Parameters
+    ----------
+    volume : Volume
+        The EM ROI or the LM crop on its working grid.
+    sigma_um : float or (z, y, x)
+        LoG scale, µm.
+    representation : {"log", "raw"}
+    polarity : {"bright", "dark"}
+        The volume's blob polarity.
+
+    Returns
+    -------
+    ndarray
+        The LoG made positive on blobs of ``polarity`` with clipped tails, or
+        (``"raw"``) the intensities, negated for dark blobs.
+    """
     if representation == "log":
         # sigma is a few working pixels: full-resolution filtering is cheaper than the
         # pyramid's 3D spline upsampling here
