@@ -47,6 +47,9 @@ def steps(row: dict) -> dict[str, float]:
     # "*_s" steps ran side by side inside "search" (the pre-alignment's Parts A and B)
     flat |= {f"pre-alignment: {k}": v for k, v in row["prealign_steps"].items()
              if k != "total" and not k.endswith("_s")}
+    # the pre-alignment's own steps start after stage 1 (LM channel, polarities, scales)
+    own = sum(v for k, v in row["prealign_steps"].items() if k != "total" and not k.endswith("_s"))
+    flat["pre-alignment: channel and scales (stage 1)"] = t["prealign"] - own
     flat |= {f"3D stage: {k}": v for k, v in row["fine_steps"].items() if k != "total"}
     flat["register (other)"] = t["total"] - t["prealign"] - t["fine"]
     # runs of code before the outputs were timed per file (the "before" profile)
