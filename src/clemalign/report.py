@@ -178,9 +178,10 @@ _HOW_TO = [
               "onto Fiji; Bio-Formats reads the µm calibration): channel 0 is the EM, the "
               "others the LM channels on the EM grid. Image › Color › Channels Tool shows "
               "them as a composite; adjust each channel's contrast.",
-              "To compare them side by side, open the EM file and <a href='lm_in_em.ome.tif'>"
-              "lm_in_em.ome.tif</a>: they have the same size and calibration (Analyze › "
-              "Tools › Synchronize Windows moves through both together).",
+              "To compare the EM and the LM side by side, open the EM file and "
+              "<a href='lm_in_em.ome.tif'>lm_in_em.ome.tif</a>: they have the same size and "
+              "calibration (Analyze › Tools › Synchronize Windows moves through both "
+              "together).",
               ("For one composite of the EM and <a href='lm_in_em.ome.tif'>lm_in_em.ome.tif"
                "</a> (Fiji cannot merge an 8-bit EM with a 16-bit LM), run again with "
                "<code>--outputs all</code>: it adds overlay.ome.tif.", "overlay.ome.tif")]),
