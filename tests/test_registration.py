@@ -278,6 +278,17 @@ def test_final_levels_refine_from_the_affine_result(stretched_pair):
             Registration3DConfig(final_levels_um=bad)
 
 
+def test_one_worker_gives_the_result_of_several(stretched_pair):
+    """With several workers the final levels' EM side is computed on a thread while the
+    rigid and affine stages run (issue 22); with one it is computed in turn.  Same
+    numbers either way."""
+    one, two = (register(stretched_pair.em, stretched_pair.lm, config=LABEL, workers=n)
+                for n in (1, 2))
+    np.testing.assert_array_equal(one.em_to_lm.matrix, two.em_to_lm.matrix)
+    assert [s.name for s in one.fine.stages] == [s.name for s in two.fine.stages]
+    assert len(one.fine.stages) == 4 and "final levels" in one.fine.timings_s
+
+
 def test_overlap_mask_matches_mapping_every_voxel():
     """The per-row interval of :func:`overlap_mask` equals mapping each fixed voxel centre
     into the moving grid and testing it against the margins, for rotated, sheared and

@@ -36,6 +36,7 @@ def _run_registration(em_vol, lm_vol, config, outdir: Path, overwrite: bool, lan
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from .._threads import resolve_workers, submit_in_context
     from ..io.output_folder import refuse_existing
     from ..outputs import OUTPUT_FILES, prepare_figures, write_registration
     from ..pipeline import register
@@ -55,10 +56,11 @@ def _run_registration(em_vol, lm_vol, config, outdir: Path, overwrite: bool, lan
             bar.update(tasks[stage], completed=fraction)
             # the figures' EM grid needs only the EM and the ROI: made while the 3D
             # stage runs (its optimisers use one ITK thread each; the pre-alignment
-            # keeps every core busy)
-            if stage == "fine" and not figures_ahead and outputs != "minimal":
-                figures_ahead.append(ahead.submit(
-                    prepare_figures, em_vol, parse_roi(config.roi, em_vol.shape_zyx)))
+            # keeps every core busy), when more than one worker is allowed
+            if (stage == "fine" and not figures_ahead and outputs != "minimal"
+                    and resolve_workers(workers) > 1):
+                figures_ahead.append(submit_in_context(
+                    ahead, prepare_figures, em_vol, parse_roi(config.roi, em_vol.shape_zyx)))
 
         result = register(em_vol, lm_vol, config=config, progress=progress, workers=workers)
         bar.update(tasks["prealign"], completed=1.0)

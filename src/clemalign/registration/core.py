@@ -306,7 +306,10 @@ def register_3d(em: Volume, lm: Volume, initial_em_to_lm: Affine, *,
     grid = WorkingGrid.choose(em, lm, roi, lm_sigma_um, config)
     ws = _prepare(em, lm, roi, starts, grid, z_range_um, try_reversed_z, config, timer,
                   polarity)
-    final_plan = _FinalFixed.plan(em, lm, grid, config)
+    # with one worker (e.g. a batch's --threads-per-worker 1) nothing runs ahead: the
+    # final levels compute their EM side themselves
+    final_plan = (_FinalFixed.plan(em, lm, grid, config) if resolve_workers(workers) > 1
+                  else None)
     with ThreadPoolExecutor(1) as ahead:
         final_fixed = None if final_plan is None else submit_in_context(
             ahead, _FinalFixed.compute, em, roi, *final_plan, config, polarity)
@@ -336,9 +339,8 @@ def _stages(em: Volume, lm: Volume, roi: tuple[slice, slice, slice], starts: lis
     result = _finish(ws, tried, starts, grid, z_range_um is not None, config, timer)
     # not after an affine stage that did not run (too little overlap to refine)
     if config.final_levels_um and config.model == "affine" and result.stages[-1].parameters:
-        if final_fixed is not None:
-            result = _final_levels(em, lm, roi, result, grid, config, polarity,
-                                   final_fixed.result())
+        result = _final_levels(em, lm, roi, result, grid, config, polarity,
+                               None if final_fixed is None else final_fixed.result())
         timer.tick("final levels", 1.0)
         result = replace(result, timings_s=timer.total())
     return result
