@@ -118,6 +118,20 @@ def test_lm_in_em_as_multiscale_ome_zarr(registered, tmp_path, monkeypatch):
     np.testing.assert_array_equal(read_volume(out / "lm_in_em.ome.zarr").data, whole.data)
 
 
+def test_block_means_from_several_threads_equal_one(monkeypatch):
+    """Threads share the block rows of a large array (issue 22): each block's mean is
+    computed as alone, so the result is the same bit for bit, on a strided crop too."""
+    import clemalign.lazy as lazy
+
+    monkeypatch.setattr(lazy, "_PARALLEL_MIN_VALUES", 1000)
+    data = np.random.default_rng(2).integers(0, 255, (61, 90, 70), dtype=np.uint8)
+    crop = data[1:61, 3:87, 2:67]  # not contiguous
+    one = block_mean(crop, (6, 3, 5))
+    for workers in (2, 3, 4):
+        np.testing.assert_array_equal(block_mean(crop, (6, 3, 5), workers=workers), one)
+    np.testing.assert_allclose(one[1, 2, 3], crop[6:12, 6:9, 15:20].mean(), rtol=1e-6)
+
+
 def test_figures_of_a_large_roi_use_block_means_placed_exactly(monkeypatch):
     import clemalign.outputs as outputs
     from clemalign.volume import Roi

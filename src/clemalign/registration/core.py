@@ -128,9 +128,10 @@ class _Workspace:
 def _prepare(em: Volume, lm: Volume, roi: tuple[slice, slice, slice],
              starts: Sequence[Affine], grid: WorkingGrid, z_range_um: float | None,
              try_reversed_z: bool, config: Registration3DConfig, timer: StepTimer,
-             polarity: tuple[Polarity, Polarity]) -> _Workspace:
+             polarity: tuple[Polarity, Polarity], workers: int | None = None) -> _Workspace:
     """Resample the EM ROI and the LM crop onto the working grid, filter, draw samples."""
-    em_w, lm_w = _working_pair(em, lm, roi, starts, grid, z_range_um, try_reversed_z, config)
+    em_w, lm_w = _working_pair(em, lm, roi, starts, grid, z_range_um, try_reversed_z, config,
+                               workers)
     timer.tick("resample", 0.1)
     ws = _workspace(em, roi, em_w, lm_w, grid.sigma_um, config, polarity)
     timer.tick("representation", 0.2)
@@ -139,9 +140,10 @@ def _prepare(em: Volume, lm: Volume, roi: tuple[slice, slice, slice],
 
 def _working_pair(em: Volume, lm: Volume, roi: tuple[slice, slice, slice],
                   starts: Sequence[Affine], grid: WorkingGrid, z_range_um: float | None,
-                  try_reversed_z: bool, config: Registration3DConfig) -> tuple[Volume, Volume]:
+                  try_reversed_z: bool, config: Registration3DConfig,
+                  workers: int | None = None) -> tuple[Volume, Volume]:
     """The EM ROI and the LM crop around ``starts`` on the working grid."""
-    em_w = working_volume(em, (grid.z_um, grid.pixel_um, grid.pixel_um), roi)
+    em_w = working_volume(em, (grid.z_um, grid.pixel_um, grid.pixel_um), roi, workers=workers)
     box = lm_crop_box(em, lm, roi, starts, margin_um=config.margin_um,
                       z_range_um=z_range_um, reversed_too=try_reversed_z)
     # the LM also goes onto the working pixel (never finer than its own voxels)
@@ -305,7 +307,7 @@ def register_3d(em: Volume, lm: Volume, initial_em_to_lm: Affine, *,
     starts = [initial_em_to_lm, *alternatives]
     grid = WorkingGrid.choose(em, lm, roi, lm_sigma_um, config)
     ws = _prepare(em, lm, roi, starts, grid, z_range_um, try_reversed_z, config, timer,
-                  polarity)
+                  polarity, workers)
     # with one worker (e.g. a batch's --threads-per-worker 1) nothing runs ahead: the
     # final levels compute their EM side themselves
     final_plan = (_FinalFixed.plan(em, lm, grid, config) if resolve_workers(workers) > 1

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from .._threads import resolve_workers
 from ..errors import InputError
 from ..lazy import block_mean, is_lazy
 from ..representation import Polarity, blob_response
@@ -34,7 +35,7 @@ Box = tuple[slice, slice, slice]
 
 
 def working_volume(volume: Volume, spacing_um: Sequence[float],
-                   box_kji: Box | None = None) -> Volume:
+                   box_kji: Box | None = None, *, workers: int | None = None) -> Volume:
     """Low-pass filter and resample a (cropped) volume onto a coarser grid.
 
     Integer factors along an axis are done by block means (a box anti-alias filter that
@@ -50,6 +51,9 @@ def working_volume(volume: Volume, spacing_um: Sequence[float],
         Target voxel size, µm; axes already at least this coarse are left alone.
     box_kji : tuple of slices, optional
         Crop (voxel indices) applied first.
+    workers : int, optional
+        Threads of the block means (default: the machine's cores, at most 4); the
+        result does not depend on it.
 
     Returns
     -------
@@ -66,7 +70,8 @@ def working_volume(volume: Volume, spacing_um: Sequence[float],
     shape = [(s // b) * b for s, b in zip(data.shape, block, strict=True)]
     # mean straight from the stored dtype (accumulating in float32): no full-size copy;
     # a lazy (dask) volume chunk by chunk
-    binned = block_mean(data[:shape[0], :shape[1], :shape[2]], block)
+    binned = block_mean(data[:shape[0], :shape[1], :shape[2]], block,
+                        workers=resolve_workers(workers))
     if is_lazy(data) and not np.isfinite(binned).all():  # its values were not all checked
         raise InputError(f"{volume.source or 'volume'}: NaN or infinite values; replace them "
                          "(e.g. with the background value) before registration")
