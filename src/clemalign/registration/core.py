@@ -85,11 +85,12 @@ class _FinalFixed:
     @classmethod
     def compute(cls, em: Volume, roi: tuple[slice, slice, slice],
                 levels: tuple[tuple[float, float], ...], fine: WorkingGrid,
-                config: Registration3DConfig, polarity: tuple[Polarity, Polarity]
-                ) -> _FinalFixed:
+                config: Registration3DConfig, polarity: tuple[Polarity, Polarity],
+                workers: int | None = None) -> _FinalFixed:
         """The EM ROI on ``fine``, the samples, and its representation at each of
         ``levels`` (:meth:`plan`'s), as :func:`_workspace` would make them."""
-        em_w = working_volume(em, (fine.z_um, fine.pixel_um, fine.pixel_um), roi)
+        em_w = working_volume(em, (fine.z_um, fine.pixel_um, fine.pixel_um), roi,
+                              workers=workers)
         samples = Samples.draw(em_w, config.samples, config.seed)
         return cls(levels, fine, em_w, tuple(
             _FixedSide(working_image(em_w, (sz, s, s), config.representation, polarity[0]),
@@ -314,7 +315,7 @@ def register_3d(em: Volume, lm: Volume, initial_em_to_lm: Affine, *,
                   else None)
     with ThreadPoolExecutor(1) as ahead:
         final_fixed = None if final_plan is None else submit_in_context(
-            ahead, _FinalFixed.compute, em, roi, *final_plan, config, polarity)
+            ahead, _FinalFixed.compute, em, roi, *final_plan, config, polarity, workers)
         result = _stages(em, lm, roi, starts, ws, grid, z_range_um, try_reversed_z, config,
                          timer, polarity, workers, final_fixed)
     return result
@@ -342,7 +343,8 @@ def _stages(em: Volume, lm: Volume, roi: tuple[slice, slice, slice], starts: lis
     # not after an affine stage that did not run (too little overlap to refine)
     if config.final_levels_um and config.model == "affine" and result.stages[-1].parameters:
         result = _final_levels(em, lm, roi, result, grid, config, polarity,
-                               None if final_fixed is None else final_fixed.result())
+                               None if final_fixed is None else final_fixed.result(),
+                               workers=workers)
         timer.tick("final levels", 1.0)
         result = replace(result, timings_s=timer.total())
     return result
@@ -351,7 +353,8 @@ def _stages(em: Volume, lm: Volume, roi: tuple[slice, slice, slice], starts: lis
 def _final_levels(em: Volume, lm: Volume, roi: tuple[slice, slice, slice],
                   result: Registration3DResult, grid: WorkingGrid,
                   config: Registration3DConfig, polarity: tuple[Polarity, Polarity],
-                  fixed: _FinalFixed | None = None) -> Registration3DResult:
+                  fixed: _FinalFixed | None = None, *, workers: int | None = None
+                  ) -> Registration3DResult:
     """The affine levels of ``config.final_levels_um`` in turn from the result, each kept
     only if it raises the MI at its own scale (the evidence stays the stages above's).
 
@@ -359,14 +362,14 @@ def _final_levels(em: Volume, lm: Volume, roi: tuple[slice, slice, slice],
     level whose lateral σ is under two pixels of the LM or the EM (a LoG finer than the
     data resolve: thick tissue's 1 µm microCT voxels), or not finer than the stages'
     own σ (``grid``), is skipped (:meth:`_FinalFixed.plan`).  The EM side is ``fixed``
-    when :func:`register_3d` computed it ahead for this ``config``, else computed here;
-    the LM is cropped around the result.
+    when :func:`register_3d` computed it ahead for this ``config``, else computed here
+    (block means on ``workers`` threads); the LM is cropped around the result.
     """
     if fixed is None:
         plan = _FinalFixed.plan(em, lm, grid, config)
         if plan is None:
             return result
-        fixed = _FinalFixed.compute(em, roi, *plan, config, polarity)
+        fixed = _FinalFixed.compute(em, roi, *plan, config, polarity, workers)
     if config.final_affine_z != "auto":
         config = replace(config, affine_z=config.final_affine_z)
     if not config.final_smoothing:
