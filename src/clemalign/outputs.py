@@ -39,7 +39,7 @@ from .transform_io import (
     write_ngff_transform,
 )
 from .transforms import CONVENTION, Affine
-from .volume import Roi, Volume, to_sitk
+from .volume import Roi, Volume, parse_roi, to_sitk
 
 __all__ = ["OUTPUT_FILES", "OUTPUT_LEVELS", "LM_IN_EM_FILES", "FIGURE_FILES",
            "resample_lm_to_em", "lm_in_em_fits_in_memory", "write_lm_in_em_zarr",
@@ -115,17 +115,12 @@ def resample_lm_to_em(lm: Volume, em: Volume, em_to_lm: Affine, roi: Roi | None 
     Volume
         ``(c, z, y, x)`` in the LM's dtype, EM voxel size, origin at the ROI's first voxel.
     """
-    roi = roi or _whole(em)
+    roi = roi or parse_roi(None, em.shape_zyx)
     # the resampled channels and their stacked copy
     _check_lm_in_em_memory(lm, em, roi, 2 * lm.n_channels)
     resampled = _ResampledChannels.of(lm, em, em_to_lm, roi, checked=True)
     return Volume(np.stack(resampled.channels), em.voxel_size_um, resampled.origin_xyz_um,
                   resampled.channel_names, lm.source)
-
-
-def _whole(volume: Volume) -> Roi:
-    nz, ny, nx = volume.shape_zyx
-    return Roi(0, nz, 0, ny, 0, nx)
 
 
 class _Resampler:
@@ -136,7 +131,7 @@ class _Resampler:
         import SimpleITK as sitk
 
         self.lm, self.em = lm, em
-        self.roi = roi or _whole(em)
+        self.roi = roi or parse_roi(None, em.shape_zyx)
         self.origin_xyz_um = tuple(float(v) for v in em.index_to_physical(
             np.array([self.roi.z0, self.roi.y0, self.roi.x0], float)))
         self.transform = sitk.AffineTransform(3)
@@ -190,7 +185,7 @@ class _ResampledChannels:
            checked: bool = False) -> _ResampledChannels:
         import SimpleITK as sitk
 
-        roi = roi or _whole(em)
+        roi = roi or parse_roi(None, em.shape_zyx)
         if not checked:
             _check_lm_in_em_memory(lm, em, roi, lm.n_channels)
         resampler = _Resampler(lm, em, em_to_lm, roi)
