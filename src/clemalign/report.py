@@ -196,7 +196,7 @@ _HOW_TO = [
                    "<code>--volume-format nrrd</code>) and the EM as NRRD "
                    "(<code>clemalign convert EM_FILE em.nrrd</code>): they overlay voxel "
                    "for voxel. Slicer labels the lengths mm; read them as µm.",
-                   "Or place the original LM: convert it too (<code>clemalign convert "
+                   "To place the original LM instead, convert it to NRRD (<code>clemalign convert "
                    "LM_FILE lm.nrrd</code>), Add Data <a href='transform.tfm'>transform.tfm"
                    "</a>, and in the Data module drag the LM under that transform (the file "
                    "holds ITK's EM → LM resampling direction, which Slicer expects)."]),
