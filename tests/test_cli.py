@@ -157,7 +157,7 @@ def seen_config(monkeypatch):
 
     seen = _Seen()
 
-    def stand_in(em, lm, *, config=None, progress=None, workers=None):
+    def stand_in(em, lm, *, config=None, progress=None, workers=None, prealigned=None):
         seen.append(config)
         seen.workers.append(workers)
         raise _Stop
@@ -275,15 +275,18 @@ def test_register_writes_outputs(registered):
     # where the seconds went: reading, both stages, each output (issue 22's profile)
     timings = run["timings_s"]
     assert {"read", "prealign", "fine", "total", "outputs"} <= set(timings)
-    assert {"figure grid", "image files (after the figures)", "prealign.png",
+    assert {"figure grid", "image files (after the figures)", "orientation.png",
             "report.html", "transform files", "total"} <= set(timings["outputs"])
+    # the pre-alignment's figures are rendered while the 3D stage runs (several cores)
+    ahead = timings["outputs"].get("made ahead", {})
+    assert "prealign.png" in ahead or "prealign.png" in timings["outputs"]
     # the LM is resampled onto the EM grid and written on a thread while the figures
     # render: listed apart
     beside = timings["outputs"]["beside the figures"]
     assert set(beside) == {"lm_in_em resampling", "lm_in_em.ome.tif", "overlay.ome.tif"}
     assert all(0 < s < timings["outputs"]["total"] for s in beside.values())
     steps = sum(v for k, v in timings["outputs"].items()
-                if k not in ("total", "beside the figures"))
+                if k not in ("total", "beside the figures", "made ahead"))
     assert steps == pytest.approx(timings["outputs"]["total"], rel=0.05, abs=0.05)
 
 
@@ -320,6 +323,36 @@ def test_register_report_embeds_every_figure(registered):
     links = set(re.findall(r"href='([^']+)'", page))
     assert {"overlay.ome.tif", "bigwarp_landmarks.csv", "ecclem_transform.xml"} <= links
     assert all((registered["out"] / name).is_file() for name in links)
+
+
+@pytest.mark.slow
+def test_figures_made_ahead_are_used_only_for_their_prealignment(registered, tmp_path):
+    """The CLI renders the pre-alignment's figures while the 3D stage runs (issue 22):
+    ``write_registration`` writes those bytes, and draws them again for a result of
+    another pre-alignment."""
+    from dataclasses import replace
+
+    from clemalign.outputs import prepare_figures, write_registration
+
+    result = registered["result"]
+    em = read_volume(registered["data"] / "em.ome.tif")
+    lm = read_volume(registered["data"] / "lm.ome.tif")
+    ahead = prepare_figures(em, result.roi, result.prealign)
+    assert set(ahead.rendered) == {"Pre-alignment", "Scale selection"}
+
+    def outputs_timed(out):
+        return json.loads((out / "run.json").read_text())["timings_s"]["outputs"]
+
+    write_registration(tmp_path / "a", result, em, lm, figures_ahead=ahead)
+    assert (tmp_path / "a" / "prealign.png").read_bytes() == ahead.rendered["Pre-alignment"][1]
+    timed = outputs_timed(tmp_path / "a")
+    assert "prealign.png" not in timed and "scale_selection.png" not in timed
+    assert "orientation.png" in timed
+    write_registration(tmp_path / "b", result, em, lm,
+                       figures_ahead=replace(ahead, prealign=object()))
+    assert "prealign.png" in outputs_timed(tmp_path / "b")
+    page = (tmp_path / "a" / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 8  # the seven, one again in the summary
 
 
 @pytest.mark.slow

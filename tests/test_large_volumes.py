@@ -132,6 +132,31 @@ def test_block_means_from_several_threads_equal_one(monkeypatch):
     np.testing.assert_allclose(one[1, 2, 3], crop[6:12, 6:9, 15:20].mean(), rtol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.uint16, np.int16, np.float32])
+def test_integer_block_means_are_numpys_float32_means_bit_for_bit(dtype, monkeypatch):
+    """8/16-bit blocks are summed exactly in integers a plane at a time (issue 22): the
+    means equal numpy's float32 mean bit for bit; floats and blocks whose sums float32
+    cannot hold exactly (16-bit × 512 values) keep numpy's reduction."""
+    import clemalign.lazy as lazy
+
+    monkeypatch.setattr(lazy, "_PARALLEL_MIN_VALUES", 1000)
+    rng = np.random.default_rng(3)
+    if np.dtype(dtype).kind == "f":
+        data = rng.standard_normal((48, 40, 32)).astype(dtype)
+    else:
+        info = np.iinfo(dtype)
+        data = rng.integers(info.min, info.max, (48, 40, 32), endpoint=True).astype(dtype)
+    for block in [(1, 1, 1), (2, 2, 2), (6, 3, 3), (3, 1, 2), (1, 4, 1), (8, 8, 8),
+                  (16, 4, 4)]:
+        shape = [n // b * b for n, b in zip(data.shape, block, strict=True)]
+        crop = data[:shape[0], :shape[1], :shape[2]]
+        nz, ny, nx = (n // b for n, b in zip(shape, block, strict=True))
+        expected = crop.reshape(nz, block[0], ny, block[1], nx, block[2]).mean(
+            axis=(1, 3, 5), dtype=np.float32)
+        for workers in (1, 3):
+            np.testing.assert_array_equal(block_mean(crop, block, workers=workers), expected)
+
+
 def test_figures_of_a_large_roi_use_block_means_placed_exactly(monkeypatch):
     import clemalign.outputs as outputs
     from clemalign.volume import Roi

@@ -318,3 +318,22 @@ def test_overlap_mask_matches_mapping_every_voxel():
         assert np.array_equal(mask.astype(bool), expected)
         partial += 0 < expected.mean() < 1
     assert partial >= 20  # the borders were exercised, not only all-in / all-out cases
+
+
+def test_mi_profile_does_not_depend_on_the_thread_count():
+    """Placements are scored on several threads (issue 22); each as alone, so the values
+    are the same bit for bit, also when some placements leave the moving grid."""
+    from clemalign.registration.metric import Samples, mi_profile
+
+    rng = np.random.default_rng(5)
+    fixed = Volume(rng.random((12, 40, 36)).astype(np.float32), (0.5, 0.2, 0.2))
+    moving = Volume(rng.random((10, 50, 44)).astype(np.float32), (0.6, 0.22, 0.22))
+    samples = Samples.draw(fixed, 3000, seed=1)
+    placements = [Affine.from_linear_translation(np.eye(3) + 0.02 * rng.standard_normal((3, 3)),
+                                                 rng.uniform(-1.5, 1.5, 3)) for _ in range(9)]
+    placements.append(Affine.from_linear_translation(np.eye(3), [40.0, 0.0, 0.0]))  # outside
+    one = mi_profile(samples, fixed.data, moving, moving.data, placements, 24)
+    assert one[-1] == 0.0 and np.all(one[:-1] < 0)
+    for workers in (2, 4):
+        np.testing.assert_array_equal(
+            mi_profile(samples, fixed.data, moving, moving.data, placements, 24, workers), one)

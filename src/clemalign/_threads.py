@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextvars
 import os
+import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 
@@ -25,3 +27,26 @@ def submit_in_context(pool: Executor, fn: Callable, /, *args, **kwargs) -> Futur
     :func:`clemalign.resources.memory_limit`) reach the thread, which otherwise starts
     with an empty context."""
     return pool.submit(contextvars.copy_context().run, fn, *args, **kwargs)
+
+
+# how much lower a background thread's priority is (Linux nice steps): the scheduler
+# then gives it the cores the foreground threads leave idle
+_BACKGROUND_NICE = 10
+
+
+def _lowered(fn: Callable, /, *args, **kwargs):
+    if sys.platform.startswith("linux"):
+        try:  # this thread only (a Linux thread id names one thread here)
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid,
+                           os.getpriority(os.PRIO_PROCESS, tid) + _BACKGROUND_NICE)
+        except OSError:
+            pass
+    return fn(*args, **kwargs)
+
+
+def submit_in_background(pool: Executor, fn: Callable, /, *args, **kwargs) -> Future:
+    """:func:`submit_in_context` at a lower scheduling priority (Linux; elsewhere as is):
+    work done ahead on a spare core yields to the foreground thread it would otherwise
+    slow down.  The pool's thread keeps that priority: give it a pool of its own."""
+    return submit_in_context(pool, _lowered, fn, *args, **kwargs)

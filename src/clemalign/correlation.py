@@ -16,6 +16,7 @@ template then costs one forward and one inverse FFT instead of three and six.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from scipy import fft as sfft
@@ -80,6 +81,11 @@ def masked_ncc(image: np.ndarray, templates: Sequence[np.ndarray],
     t_shape = np.asarray(templates[0]).shape
     if len(t_shape) != image.ndim:
         raise InputError("masked_ncc: templates must have the image's number of dimensions")
+    templates = [np.asarray(t, dtype=np.float32) for t in templates]
+    template_masks = [np.asarray(m, bool) for m in template_masks]
+    if any(t.shape != t_shape or m.shape != t_shape
+           for t, m in zip(templates, template_masks, strict=True)):
+        raise InputError("masked_ncc: all templates and masks must have the same shape")
     shape = _full_shape(image.shape, t_shape)
     workers = resolve_workers(workers)
     f_mask = (np.ones(image.shape, bool) if image_mask is None
@@ -91,23 +97,25 @@ def masked_ncc(image: np.ndarray, templates: Sequence[np.ndarray],
     out_shape = tuple(a + b - 1 for a, b in zip(image.shape, t_shape, strict=True))
     crop = tuple(slice(0, n) for n in out_shape)
     flip = (slice(None, None, -1),) * image.ndim
+    # templates side by side, each on its share of the threads: their element-wise
+    # arithmetic runs in parallel too (pocketfft splits a transform into 1D lines,
+    # computed the same whatever the thread count: the scores do not depend on it)
+    parallel = min(workers, len(templates))
+    inner = max(1, workers // parallel)
 
     def corr(spec_a: np.ndarray, spec_flipped_b: np.ndarray) -> np.ndarray:
         # Σ_x a(x+u)·b(x) = (a * b flipped)(u + (h-1, w-1)): a linear convolution, so
         # the "full" output starts at index 0 with no wrap-around (shape ≥ H+h-1)
-        return sfft.irfftn(spec_a * spec_flipped_b, s=shape, workers=workers)[crop]
+        return sfft.irfftn(spec_a * spec_flipped_b, s=shape, workers=inner)[crop]
 
     out = np.zeros((len(templates),) + out_shape, dtype=np.float32)
-    for i, (t, m) in enumerate(zip(templates, template_masks, strict=True)):
-        t = np.asarray(t, dtype=np.float32)
-        m = np.asarray(m, bool)
-        if t.shape != t_shape or m.shape != t_shape:
-            raise InputError("masked_ncc: all templates and masks must have the same shape")
-        tm = m.astype(np.float32)
-        tv = t * tm
-        spec_tm = _spectrum(tm[flip], shape, workers)
-        spec_t = _spectrum(tv[flip], shape, workers)
-        spec_t2 = _spectrum((tv * tv)[flip], shape, workers)
+
+    def score(i: int) -> None:
+        tm = template_masks[i].astype(np.float32)
+        tv = templates[i] * tm
+        spec_tm = _spectrum(tm[flip], shape, inner)
+        spec_t = _spectrum(tv[flip], shape, inner)
+        spec_t2 = _spectrum((tv * tv)[flip], shape, inner)
         n = np.rint(corr(spec_fm, spec_tm))
         sum_f, sum_f2 = corr(spec_f, spec_tm), corr(spec_f2, spec_tm)
         sum_t, sum_t2 = corr(spec_fm, spec_t), corr(spec_fm, spec_t2)
@@ -126,6 +134,13 @@ def masked_ncc(image: np.ndarray, templates: Sequence[np.ndarray],
         if weight_by_overlap:
             ncc = ncc * np.sqrt(np.clip(n / tm.sum(), 0.0, 1.0))
         out[i] = np.where(valid, ncc, 0.0)
+
+    if parallel == 1:
+        for i in range(len(templates)):
+            score(i)
+    else:
+        with ThreadPoolExecutor(parallel) as pool:
+            list(pool.map(score, range(len(templates))))
     return out
 
 

@@ -66,13 +66,51 @@ def depth_mean(data, box: tuple[slice, slice, slice] | None = None) -> np.ndarra
     return np.mean(part, axis=0, dtype=np.float32)
 
 
+def _exact_sum_dtype(dtype: np.dtype, count: int) -> np.dtype | None:
+    """An integer type that holds the sum of ``count`` values of integer ``dtype``
+    exactly, if float32 does too (sums under 2**24); else None."""
+    if dtype.kind not in "ui" or dtype.itemsize > 2:
+        return None
+    info = np.iinfo(dtype)
+    largest = count * max(abs(int(info.min)), int(info.max))
+    if largest >= 2**24:
+        return None
+    if dtype.kind == "u":
+        return np.dtype(np.uint16) if largest < 2**16 else np.dtype(np.uint32)
+    return np.dtype(np.int16) if largest < 2**15 else np.dtype(np.int32)
+
+
+def _block_sums(part: np.ndarray, b: Sequence[int], acc: np.dtype) -> np.ndarray:
+    """Sums of ``b``-sized blocks of ``part`` (shape a multiple of ``b``) in ``acc``:
+    one axis at a time, as whole-plane additions."""
+    nz, ny, nx = (n // k for n, k in zip(part.shape, b, strict=True))
+    v = part.reshape(nz, b[0], ny * b[1], nx * b[2])
+    out = v[:, 0].astype(acc)
+    for k in range(1, b[0]):
+        out += v[:, k]
+    if b[1] > 1:
+        v = out.reshape(nz, ny, b[1], nx * b[2])
+        out = v[:, :, 0].copy()
+        for k in range(1, b[1]):
+            out += v[:, :, k]
+    if b[2] > 1:
+        v = out.reshape(nz, ny, nx, b[2])
+        out = v[..., 0].copy()
+        for k in range(1, b[2]):
+            out += v[..., k]
+    return out.reshape(nz, ny, nx)
+
+
 def block_mean(data, block: Sequence[int], *, workers: int = 1) -> np.ndarray:
     """Means of ``block``-sized blocks (z, y, x) of a 3D array whose shape is a multiple
     of ``block``, float32; a dask array is read a z-slab at a time (whole blocks each).
 
     ``workers`` threads share a large in-memory array's block rows (numpy releases the
     GIL; each block's mean is computed as alone, so the result does not depend on it:
-    the publication's EM at (6, 3, 3), 0.72 → 0.37 s on 2 threads)."""
+    the publication's EM at (6, 3, 3), 0.72 → 0.37 s on 2 threads).  8- and 16-bit
+    integers whose block sums float32 holds exactly are summed in integers a plane at a
+    time, bitwise as numpy's float32 mean and 3-8× faster than its strided reduction.
+    """
     b = [int(v) for v in block]
     out = np.empty([n // k for n, k in zip(data.shape, b, strict=True)], np.float32)
     if is_lazy(data):
@@ -80,11 +118,21 @@ def block_mean(data, block: Sequence[int], *, workers: int = 1) -> np.ndarray:
             out[z0 // b[0]:z1 // b[0]] = block_mean(as_numpy(data[z0:z1]), b)
         return out
     data = np.asarray(data)
+    count = int(np.prod(b))
+    acc = _exact_sum_dtype(data.dtype, count)
 
     def rows(r0: int, r1: int) -> None:
-        part = data[r0 * b[0]:r1 * b[0]]
-        out[r0:r1] = part.reshape(r1 - r0, b[0], out.shape[1], b[1], out.shape[2],
-                                  b[2]).mean(axis=(1, 3, 5), dtype=np.float32)
+        if acc is None:
+            part = data[r0 * b[0]:r1 * b[0]]
+            out[r0:r1] = part.reshape(r1 - r0, b[0], out.shape[1], b[1], out.shape[2],
+                                      b[2]).mean(axis=(1, 3, 5), dtype=np.float32)
+            return
+        for q0 in range(r0, r1, 8):  # a few rows at a time: small integer temporaries
+            q1 = min(r1, q0 + 8)
+            part = data[q0 * b[0]:q1 * b[0], :out.shape[1] * b[1], :out.shape[2] * b[2]]
+            # as numpy's mean: the exact sum divided in float64, rounded to float32
+            np.true_divide(_block_sums(part, b, acc), np.float64(count), out=out[q0:q1],
+                           casting="unsafe")
 
     n = out.shape[0]
     parts = max(1, min(int(workers), n, data.size // _PARALLEL_MIN_VALUES))

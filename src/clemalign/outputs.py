@@ -12,7 +12,7 @@ import os
 import platform
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -43,7 +43,8 @@ from .volume import Roi, Volume, parse_roi, to_sitk
 
 __all__ = ["OUTPUT_FILES", "OUTPUT_LEVELS", "LM_IN_EM_FILES", "FIGURE_FILES",
            "resample_lm_to_em", "lm_in_em_fits_in_memory", "write_lm_in_em_zarr",
-           "figure_grid", "prepare_figures", "write_overlay", "write_registration",
+           "figure_grid", "FiguresAhead", "prepare_figures", "write_overlay",
+           "write_registration",
            "transform_record"]
 
 FIGURE_FILES = ("prealign.png", "orientation.png", "scale_selection.png", "overlay_slices.png",
@@ -298,9 +299,33 @@ def figure_grid(em: Volume, roi: Roi) -> Volume:
     return working_volume(em, (sz * fz, sy * f, sx * f), roi.slices)
 
 
-def prepare_figures(em: Volume, roi: Roi) -> Volume:
-    """What the figures need before the registration's result: :func:`figure_grid`, and
-    matplotlib imported with its font list loaded (otherwise the first figure's ~0.4 s).
+@dataclass(frozen=True, eq=False)
+class FiguresAhead:
+    """What the figures need before the registration's result (:func:`prepare_figures`).
+
+    Attributes
+    ----------
+    grid : Volume
+        ``figure_grid(em, roi)``.
+    prealign : PrealignResult or Prealign3DResult or None
+        The pre-alignment whose figures are in ``rendered``.
+    rendered : dict
+        Title → (file name, PNG bytes, caption) of the figures that show the
+        pre-alignment alone (:func:`_prealign_figure_plans`).
+    timings_s : dict
+        Seconds of each step (the grid, each figure), for ``run.json``.
+    """
+
+    grid: Volume
+    prealign: object = None
+    rendered: dict = field(default_factory=dict)
+    timings_s: dict = field(default_factory=dict)
+
+
+def prepare_figures(em: Volume, roi: Roi, prealign=None) -> FiguresAhead:
+    """What the figures need before the registration's result: :func:`figure_grid`,
+    matplotlib imported with its font list loaded (otherwise the first figure's ~0.4 s)
+    and, given the pre-alignment, its own figures rendered.
 
     Parameters
     ----------
@@ -308,20 +333,31 @@ def prepare_figures(em: Volume, roi: Roi) -> Volume:
         The EM the registration runs on.
     roi : Roi
         Its ROI (``parse_roi(config.roi, em.shape_zyx)``, as the registration's).
+    prealign : PrealignResult or Prealign3DResult, optional
+        The registration's pre-alignment (see :func:`clemalign.pipeline.register`'s
+        ``prealigned``).
 
     Returns
     -------
-    Volume
-        ``figure_grid(em, roi)``, for :func:`write_registration`'s ``figure_em``.
+    FiguresAhead
+        For :func:`write_registration`'s ``figures_ahead``.
     """
+    timer = StepTimer()
     grid = figure_grid(em, roi)
+    timer.tick("figure grid (EM)", 0.0)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(1, 1))
-    fig.text(0.5, 0.5, "x (µm)")
-    FigureCanvasAgg(fig).draw()
-    return grid
+    rendered = {}
+    if prealign is None:
+        fig = Figure(figsize=(1, 1))
+        fig.text(0.5, 0.5, "x (µm)")
+        FigureCanvasAgg(fig).draw()
+    else:
+        for title, name, draw, caption in _prealign_figure_plans(prealign):
+            rendered[title] = (name, _png_bytes(draw()), caption)
+            timer.tick(name, 0.0)
+    return FiguresAhead(grid, prealign, rendered, timer.timings)
 
 
 def write_overlay(path: Path, em: Volume, lm_in_em: Volume) -> Path:
@@ -350,50 +386,64 @@ def _png_bytes(fig) -> bytes:
 
     FigureCanvasAgg(fig)
     buf = _io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
+    # zlib level 1: half the encoding time of the default 6, files as small (±8 %)
+    fig.savefig(buf, format="png", dpi=100, pil_kwargs={"compress_level": 1})
     return buf.getvalue()
 
 
+def _prealign_figure_plans(pre) -> list:
+    """(title, file name, draw, caption) of the figures that show the pre-alignment alone
+    (``pre``: a PrealignResult or Prealign3DResult)."""
+    from .figures import plot_prealignment, plot_prealignment_3d, plot_scale_selection
+
+    sel = pre.scale_selections
+    selections = {"EM slices": sel.get("em"), "LM projection": sel.get("lm"),
+                  "LM planes": sel.get("LM planes")}
+    selections = {k: v for k, v in selections.items() if v}
+    if isinstance(pre, Prealign3DResult):
+        plot_pre = plot_prealignment_3d
+        pre_caption = ("The EM ROI's box placed in the LM volume by the 3D pre-alignment, "
+                       "over the LM blob response projected along z (left) and y (right).")
+    else:
+        plot_pre = plot_prealignment
+        pre_caption = ("Candidate positions of the EM ROI centre over the LoG of the LM "
+                       "projection; the fused ROI outline in yellow.")
+    return [
+        ("Pre-alignment", "prealign.png", lambda: plot_pre(pre), pre_caption),
+        ("Scale selection", "scale_selection.png", lambda: plot_scale_selection(selections),
+         "Scale-space blob count per LoG sigma; dashed: the selected scale."),
+    ]
+
+
 def _figure_plans(result: RegistrationResult, em_roi: Volume, overlay: Volume) -> list:
-    """(title, file name, draw, caption) of every figure, ``draw()`` returning the
-    matplotlib figure; ``em_roi`` is the EM ROI on the figures' grid
+    """(title, file name, draw, caption) of every figure, in the report's order, ``draw()``
+    returning the matplotlib figure; ``em_roi`` is the EM ROI on the figures' grid
     (:func:`figure_grid`) and ``overlay`` the LM on the same grid."""
     from .figures import (
         plot_checkerboard,
         plot_orientation,
         plot_orientation_3d,
         plot_orthogonal_views,
-        plot_prealignment,
-        plot_prealignment_3d,
         plot_projection_overlay,
-        plot_scale_selection,
         plot_slice_overlays,
     )
 
-    sel = result.prealign.scale_selections
-    selections = {"EM slices": sel.get("em"), "LM projection": sel.get("lm"),
-                  "LM planes": sel.get("LM planes")}
-    selections = {k: v for k, v in selections.items() if v}
     pre, starts = result.prealign, result.fine.starts
     if isinstance(pre, Prealign3DResult):
-        plot_pre, plot_orient = plot_prealignment_3d, plot_orientation_3d
-        pre_caption = ("The EM ROI's box placed in the LM volume by the 3D pre-alignment, "
-                       "over the LM blob response projected along z (left) and y (right).")
+        plot_orient = plot_orientation_3d
         orient_caption = ("Best NCC over every 3D offset per in-plane angle, for the four "
                           "handednesses; the hypotheses refined and the mutual information "
                           "each reached in the 3D stage.")
     else:
-        plot_pre, plot_orient = plot_prealignment, plot_orientation
-        pre_caption = ("Candidate positions of the EM ROI centre over the LoG of the LM "
-                       "projection; the fused ROI outline in yellow.")
+        plot_orient = plot_orientation
         orient_caption = ("Best NCC over the LM field per in-plane angle, direct and mirrored "
                           "EM; the hypotheses passed on and the mutual information each "
                           "reached in the 3D stage.")
+    prealign_plan, scale_plan = _prealign_figure_plans(pre)
     return [
-        ("Pre-alignment", "prealign.png", lambda: plot_pre(pre), pre_caption),
+        prealign_plan,
         ("Orientation", "orientation.png", lambda: plot_orient(pre, starts), orient_caption),
-        ("Scale selection", "scale_selection.png", lambda: plot_scale_selection(selections),
-         "Scale-space blob count per LoG sigma; dashed: the selected scale."),
+        scale_plan,
         ("Overlay slices", "overlay_slices.png", lambda: plot_slice_overlays(em_roi, overlay),
          "EM slices with the registered fluorescence (green)."),
         ("Orthogonal views", "orthogonal_views.png",
@@ -409,11 +459,16 @@ def _figure_plans(result: RegistrationResult, em_roi: Volume, overlay: Volume) -
 
 
 def _figures(result: RegistrationResult, em_roi: Volume, overlay: Volume,
-             timer: StepTimer | None = None) -> dict:
-    """Title → (file name, PNG bytes, caption) of every figure (see :func:`_figure_plans`);
-    each one's seconds ticked on ``timer`` under its file name."""
+             timer: StepTimer | None = None, rendered: dict | None = None) -> dict:
+    """Title → (file name, PNG bytes, caption) of every figure (see :func:`_figure_plans`),
+    those in ``rendered`` (title → the same, made ahead) taken from there; each one
+    rendered here has its seconds ticked on ``timer`` under its file name."""
+    rendered = rendered or {}
     out = {}
     for title, name, draw, caption in _figure_plans(result, em_roi, overlay):
+        if title in rendered:
+            out[title] = rendered[title]
+            continue
         out[title] = (name, _png_bytes(draw()), caption)
         if timer is not None:
             timer.tick(name, 0.0)
@@ -426,7 +481,7 @@ def write_registration(outdir: str | os.PathLike, result: RegistrationResult, em
                        volume_format: Literal["ome-tiff", "nrrd", "ome-zarr"] = "ome-tiff",
                        em_grid: Volume | None = None,
                        input_timings_s: dict[str, float] | None = None,
-                       figure_em: Volume | None = None) -> dict[str, Path]:
+                       figures_ahead: FiguresAhead | None = None) -> dict[str, Path]:
     """Write the transform, LM on the EM grid, run record, figure and tool exports.
 
     Files (:data:`OUTPUT_FILES`): ``transform.json``, ``lm_in_em.ome.tif`` (or ``.nrrd``,
@@ -466,9 +521,11 @@ def write_registration(outdir: str | os.PathLike, result: RegistrationResult, em
     input_timings_s : dict, optional
         Seconds spent before the registration (e.g. ``{"read": ...}``), recorded with
         the registration's and the outputs' own (per file) in ``run.json``.
-    figure_em : Volume, optional
-        ``figure_grid(em, result.roi)`` when it was made ahead (it needs only the EM and
-        the ROI: the CLI makes it while the 3D stage runs on one ITK thread).
+    figures_ahead : FiguresAhead, optional
+        ``prepare_figures(em, result.roi, result.prealign)`` when it was made ahead (it
+        needs only the EM, the ROI and the pre-alignment: the CLI makes it while the 3D
+        stage's optimisers run on one ITK thread); its rendered figures are used only if
+        they are of ``result.prealign``.
 
     Returns
     -------
@@ -486,13 +543,13 @@ def write_registration(outdir: str | os.PathLike, result: RegistrationResult, em
     # every name is checked and, with overwrite, an earlier run's files of other names go
     with staged_output(outdir, OUTPUT_FILES, overwrite=overwrite) as staging:
         written = _write_all(staging, result, em, lm, landmarks, names, em_grid or em,
-                             input_timings_s or {}, figure_em)
+                             input_timings_s or {}, figures_ahead)
     return {name: outdir / name for name in OUTPUT_FILES if name in written}
 
 
 def _write_all(folder: Path, result: RegistrationResult, em: Volume, lm: Volume,
                landmarks: Landmarks | None, names: frozenset[str], em_grid: Volume,
-               input_timings_s: dict[str, float], figure_em: Volume | None = None
+               input_timings_s: dict[str, float], figures_ahead: FiguresAhead | None = None
                ) -> set[str]:
     """The chosen output files into an empty ``folder``; the names written."""
     from .report import build_report
@@ -510,7 +567,7 @@ def _write_all(folder: Path, result: RegistrationResult, em: Volume, lm: Volume,
     if lm_name is not None:
         record["lm_in_em"], figures, beside = _write_images(folder, result, em, lm, names,
                                                             lm_name, em_grid, timer,
-                                                            figure_em)
+                                                            figures_ahead)
     write_json(folder / "transform.json", record, overwrite=False)
     _write_exports(folder, result, em, lm)
     timer.tick("transform files", 0.0)
@@ -525,9 +582,12 @@ def _write_all(folder: Path, result: RegistrationResult, em: Volume, lm: Volume,
         atomic_write_text(folder / "report.html", page, overwrite=False)
         timer.tick("report.html", 0.0)
     # the steps in turn (they add up to the total), then the files written beside them
+    # and what was made ahead, while the registration ran
     outputs_s = timer.total()
     if beside:
         outputs_s["beside the figures"] = beside
+    if figures_ahead is not None:
+        outputs_s["made ahead"] = dict(figures_ahead.timings_s)
     timings = {**input_timings_s, **result.timings_s, "outputs": outputs_s}
     write_json(folder / "run.json", _run_record(result, em, lm, sorted(written), timings),
                overwrite=False)
@@ -536,7 +596,7 @@ def _write_all(folder: Path, result: RegistrationResult, em: Volume, lm: Volume,
 
 def _write_images(folder: Path, result: RegistrationResult, em: Volume, lm: Volume,
                   names: frozenset[str], lm_name: str, grid: Volume, timer: StepTimer,
-                  figure_em: Volume | None = None) -> tuple[dict, dict, dict]:
+                  ahead: FiguresAhead | None = None) -> tuple[dict, dict, dict]:
     """``lm_in_em`` (as ``lm_name``; as OME-Zarr a slab at a time when the whole grid
     would not fit in memory), the overlay (when chosen and in memory) and the figures;
     the ``lm_in_em`` record, the figures (title → (file, PNG, caption)) and the seconds
@@ -554,10 +614,11 @@ def _write_images(folder: Path, result: RegistrationResult, em: Volume, lm: Volu
         pending = submit_in_context(pool, _write_lm_in_em_files, folder, lm, grid,
                                     result.em_to_lm, names, lm_name, stop)
         try:
-            em_fig = figure_em if figure_em is not None else figure_grid(em, result.roi)
+            em_fig = ahead.grid if ahead is not None else figure_grid(em, result.roi)
             lm_fig = resample_lm_to_em(lm, em_fig, result.em_to_lm)
             timer.tick("figure grid", 0.0)
-            figures = _figures(result, em_fig, lm_fig, timer)
+            figures = _figures(result, em_fig, lm_fig, timer, ahead.rendered if ahead
+                               is not None and ahead.prealign is result.prealign else None)
             for name, png, _ in figures.values():
                 _write_bytes(folder / name, png, False)
             timer.tick("figure files", 0.0)

@@ -239,7 +239,9 @@ def choose_prealignment(em: Volume, lm: Volume, roi: Roi, mode: PrealignMode = "
 
 def register(em: Volume, lm: Volume, *, config: RegistrationConfig = RegistrationConfig(),
              progress: Callable[[str, float], None] | None = None,
-             workers: int | None = None) -> RegistrationResult:
+             workers: int | None = None,
+             prealigned: Callable[[PrealignResult | Prealign3DResult], None] | None = None
+             ) -> RegistrationResult:
     """Register an EM stack to an LM stack, stage by stage as in the method.
 
     1. representation: the LM channel (when not given), the scales and polarities
@@ -263,6 +265,9 @@ def register(em: Volume, lm: Volume, *, config: RegistrationConfig = Registratio
     workers : int, optional
         Threads for every step (default: the machine's cores, at most 4); the result
         does not depend on it.
+    prealigned : callable, optional
+        Called with the pre-alignment's result as the 3D stage starts (the CLI renders
+        its figures meanwhile).
 
     Returns
     -------
@@ -276,7 +281,7 @@ def register(em: Volume, lm: Volume, *, config: RegistrationConfig = Registratio
         step's function.
     """
     try:
-        return _register(em, lm, config, progress, workers)
+        return _register(em, lm, config, progress, workers, prealigned)
     except InputError as exc:
         name, sep, rest = str(exc).partition(": ")
         # a parameter's name stays (the CLI names its flag); a function's is replaced
@@ -302,7 +307,9 @@ def _parameter_names(cls) -> set[str]:
 
 def _register(em: Volume, lm: Volume, config: RegistrationConfig,
               progress: Callable[[str, float], None] | None,
-              workers: int | None) -> RegistrationResult:
+              workers: int | None,
+              prealigned: Callable[[PrealignResult | Prealign3DResult], None] | None = None
+              ) -> RegistrationResult:
     t0 = time.perf_counter()
     if em.data.ndim != 3:
         raise InputError(f"EM {em.source or ''}: expected a single-channel (z, y, x) stack, "
@@ -336,6 +343,8 @@ def _register(em: Volume, lm: Volume, config: RegistrationConfig,
                        "alternatives": _alternative_starts(pre, config),
                        "try_reversed_z": config.flip_z}
     t1 = time.perf_counter()
+    if prealigned is not None:
+        prealigned(pre)
     # 3. 3D fine registration
     # the EM's polarity as the pre-alignment's match found it
     polarity = (scales.em_polarity if isinstance(pre, PrealignResult)

@@ -36,7 +36,7 @@ def _run_registration(em_vol, lm_vol, config, outdir: Path, overwrite: bool, lan
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .._threads import resolve_workers, submit_in_context
+    from .._threads import resolve_workers, submit_in_background
     from ..io.output_folder import refuse_existing
     from ..outputs import OUTPUT_FILES, prepare_figures, write_registration
     from ..pipeline import register
@@ -50,26 +50,30 @@ def _run_registration(em_vol, lm_vol, config, outdir: Path, overwrite: bool, lan
         tasks = {"prealign": bar.add_task("pre-alignment", total=1.0),
                  "fine": bar.add_task("fine registration", total=1.0),
                  "write": bar.add_task("writing outputs", total=1.0)}
-        figures_ahead = []
+        figures_ahead, prealigned = [], []
 
         def progress(stage: str, fraction: float) -> None:
             bar.update(tasks[stage], completed=fraction)
-            # the figures' EM grid needs only the EM and the ROI: made while the 3D
-            # stage runs (its optimisers use one ITK thread each; the pre-alignment
-            # keeps every core busy), when more than one worker is allowed
-            if (stage == "fine" and not figures_ahead and outputs != "minimal"
-                    and resolve_workers(workers) > 1):
-                figures_ahead.append(submit_in_context(
-                    ahead, prepare_figures, em_vol, parse_roi(config.roi, em_vol.shape_zyx)))
+            # the figures' EM grid and the pre-alignment's own figures are made on a
+            # thread from the end of the 3D stage's rigid stages (its fraction 0.6):
+            # the optimisers after them use one ITK thread; the z search before them
+            # and the pre-alignment keep every core busy.  Only when more than one
+            # worker is allowed.
+            if (stage == "fine" and fraction >= 0.6 and not figures_ahead
+                    and outputs != "minimal" and resolve_workers(workers) > 1):
+                figures_ahead.append(submit_in_background(
+                    ahead, prepare_figures, em_vol, parse_roi(config.roi, em_vol.shape_zyx),
+                    prealigned[0] if prealigned else None))
 
-        result = register(em_vol, lm_vol, config=config, progress=progress, workers=workers)
+        result = register(em_vol, lm_vol, config=config, progress=progress, workers=workers,
+                          prealigned=prealigned.append)
         bar.update(tasks["prealign"], completed=1.0)
         bar.update(tasks["fine"], completed=1.0)
         paths = write_registration(outdir, result, em_vol, lm_vol, landmarks=landmarks,
                                    overwrite=overwrite, outputs=outputs,
                                    volume_format=volume_format, em_grid=em_grid,
                                    input_timings_s=input_timings_s,
-                                   figure_em=figures_ahead[0].result() if figures_ahead
+                                   figures_ahead=figures_ahead[0].result() if figures_ahead
                                    else None)
         bar.update(tasks["write"], completed=1.0)
     return result, paths

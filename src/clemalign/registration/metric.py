@@ -7,7 +7,8 @@ samples, which SimpleITK's per-stage values cannot.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,9 +89,18 @@ class Samples:
         return Samples(self.points[:n], self.flat[:n])
 
 
+def _each(fn: Callable, items: Sequence, workers: int) -> list:
+    """``[fn(x) for x in items]``, on up to ``workers`` threads (in order)."""
+    n = min(int(workers), len(items))
+    if n <= 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(fn, items))
+
+
 def mi_profile(samples: Samples, fixed_arr: np.ndarray, moving_vol: Volume,
-               moving_arr: np.ndarray, placements: Sequence[Affine], bins: int
-               ) -> np.ndarray:
+               moving_arr: np.ndarray, placements: Sequence[Affine], bins: int,
+               workers: int = 1) -> np.ndarray:
     """Negative MI of each placement, at an equal number of samples, overlap-weighted.
 
     The same fixed samples are mapped through each placement and read from the moving
@@ -119,6 +129,9 @@ def mi_profile(samples: Samples, fixed_arr: np.ndarray, moving_vol: Volume,
         Fixed → moving physical maps (µm) to score together.
     bins : int
         Histogram bins per axis.
+    workers : int
+        Placements scored on this many threads (the interpolation releases the GIL;
+        each placement is computed as alone, so the values do not depend on it).
 
     Returns
     -------
@@ -132,24 +145,29 @@ def mi_profile(samples: Samples, fixed_arr: np.ndarray, moving_vol: Volume,
     range_fixed, range_moving = _robust_range(values_fixed), _robust_range(moving_arr)
     points_t = np.ascontiguousarray(samples.points.T)
     to_index = np.linalg.inv(moving_vol.index_to_physical_matrix())[[2, 1, 0]]  # rows k, j, i
-    inside = []
-    for placement in placements:
+    def mapped(placement: Affine) -> tuple[np.ndarray, np.ndarray]:
         # fixed µm → moving voxel (k, j, i) as rows: one product, the layout map_coordinates reads
         m = to_index @ placement.matrix
         idx = m[:, :3] @ points_t + m[:, 3:]
-        inside.append((idx, inside_grid(idx.T, moving_arr.shape)))
+        return idx, inside_grid(idx.T, moving_arr.shape)
+
+    inside = _each(mapped, placements, workers)
     counts = np.array([m.sum() for _, m in inside])
     valid = counts >= max(0.2 * n, 0.5 * counts.max(), 2)
     out = np.zeros(len(placements))
     if not valid.any():
         return out
     n_equal = int(counts[valid].min())
-    for k in np.flatnonzero(valid):
+
+    def score(k: int) -> float:
         idx, mask = inside[k]
         take = np.flatnonzero(mask)[:n_equal]
         sampled = ndi.map_coordinates(moving_arr, idx[:, take], order=1)
         mi = mutual_information(values_fixed[take], sampled, bins, range_fixed, range_moving)
-        out[k] = -mi * counts[k] / counts.max()
+        return -mi * counts[k] / counts.max()
+
+    keep = np.flatnonzero(valid)
+    out[keep] = _each(score, list(keep), workers)
     return out
 
 
@@ -169,6 +187,8 @@ class MetricContext:
         The moving working image.
     bins : int
         Histogram bins per axis.
+    workers : int
+        Threads that score the placements of one profile.
     """
 
     samples: Samples
@@ -176,12 +196,14 @@ class MetricContext:
     moving_vol: Volume
     moving_arr: np.ndarray
     bins: int
+    workers: int = 1
 
     def profile(self, fixed_arr: np.ndarray, placements: Sequence[Affine],
                 coarse: bool = False) -> np.ndarray:
         """Minus the MI (nats) of each placement, scored together (see :func:`mi_profile`)."""
         return mi_profile(self.coarse_samples if coarse else self.samples, fixed_arr,
-                          self.moving_vol, self.moving_arr, placements, self.bins)
+                          self.moving_vol, self.moving_arr, placements, self.bins,
+                          self.workers)
 
     def metric(self, fixed_arr: np.ndarray, placement: Affine) -> float:
         """Minus the MI (nats) of one placement scored alone."""
