@@ -22,7 +22,10 @@ def test_background_work_runs_below_the_caller_with_its_context():
     mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     with memory_limit(2.5), ThreadPoolExecutor(1) as pool:
         priority, limit = submit_in_background(pool, _priority_and_limit).result()
-    assert priority > mine or mine == 19  # already the lowest: stays
+    assert priority == min(19, mine + 10)
+    with ThreadPoolExecutor(1) as pool:
+        priority, _ = submit_in_background(pool, _priority_and_limit, lower_by=3).result()
+    assert priority == min(19, mine + 3)
     assert limit == 2.5 * 2**30
     # the caller's own priority is untouched
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine

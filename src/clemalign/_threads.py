@@ -29,24 +29,27 @@ def submit_in_context(pool: Executor, fn: Callable, /, *args, **kwargs) -> Futur
     return pool.submit(contextvars.copy_context().run, fn, *args, **kwargs)
 
 
-# how much lower a background thread's priority is (Linux nice steps): the scheduler
-# then gives it the cores the foreground threads leave idle
-_BACKGROUND_NICE = 10
+# how much lower a background thread's priority is by default (Linux nice steps): the
+# scheduler then gives it the cores the foreground threads leave idle
+BACKGROUND_NICE = 10
 
 
-def _lowered(fn: Callable, /, *args, **kwargs):
+def _lowered(lower_by: int, fn: Callable, /, *args, **kwargs):
     if sys.platform.startswith("linux"):
         try:  # this thread only (a Linux thread id names one thread here)
             tid = threading.get_native_id()
             os.setpriority(os.PRIO_PROCESS, tid,
-                           os.getpriority(os.PRIO_PROCESS, tid) + _BACKGROUND_NICE)
+                           min(19, os.getpriority(os.PRIO_PROCESS, tid) + lower_by))
         except OSError:
             pass
     return fn(*args, **kwargs)
 
 
-def submit_in_background(pool: Executor, fn: Callable, /, *args, **kwargs) -> Future:
-    """:func:`submit_in_context` at a lower scheduling priority (Linux; elsewhere as is):
-    work done ahead on a spare core yields to the foreground thread it would otherwise
-    slow down.  The pool's thread keeps that priority: give it a pool of its own."""
-    return submit_in_context(pool, _lowered, fn, *args, **kwargs)
+def submit_in_background(pool: Executor, fn: Callable, /, *args,
+                         lower_by: int = BACKGROUND_NICE, **kwargs) -> Future:
+    """:func:`submit_in_context` at a scheduling priority ``lower_by`` nice steps lower
+    (Linux; elsewhere as is): work done ahead on a spare core yields to the foreground
+    thread it would otherwise slow down, and work needed later yields to work needed
+    sooner (a larger ``lower_by``).  The pool's thread keeps that priority (so do the
+    threads it starts): give it a pool of its own."""
+    return submit_in_context(pool, _lowered, int(lower_by), fn, *args, **kwargs)

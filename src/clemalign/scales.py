@@ -20,10 +20,12 @@ only the starting assumption); either can be given.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ._threads import resolve_workers, submit_in_context
 from .representation import Polarity, PolarityChoice, ScaleSelection, select_log_scale
 from .volume import regular_sample
 
@@ -123,8 +125,15 @@ def select_scales_xy(em_planes: np.ndarray, lm_plane: np.ndarray, pixel_um: floa
     Scales
     """
     em_pol: Polarity = "dark" if em_polarity == "auto" else em_polarity
-    lm_sel = select_log_scale(lm_plane, pixel_um, polarity=lm_polarity, workers=workers)
-    em_sel = _em_selection(em_planes, pixel_um, em_pol, workers)
+    if resolve_workers(workers) > 1:  # side by side: each filters small images
+        with ThreadPoolExecutor(1) as pool:
+            lm_job = submit_in_context(pool, select_log_scale, lm_plane, pixel_um,
+                                       polarity=lm_polarity, workers=workers)
+            em_sel = _em_selection(em_planes, pixel_um, em_pol, workers)
+            lm_sel = lm_job.result()
+    else:
+        lm_sel = select_log_scale(lm_plane, pixel_um, polarity=lm_polarity, workers=workers)
+        em_sel = _em_selection(em_planes, pixel_um, em_pol, workers)
     return Scales(em_pol, lm_polarity, "assumed" if em_polarity == "auto" else "given",
                   lm_polarity_how, em_sel.sigma_um, lm_sel.sigma_um,
                   selections={"em": em_sel.to_dict(), "lm": lm_sel.to_dict()})

@@ -14,6 +14,7 @@ are the only functions in the package that translate between the two orders.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -297,22 +298,43 @@ def from_sitk(image, *, source: str | None = None) -> Volume:
 
 def scale_axes(data: np.ndarray, factors: Sequence[float], offset: Sequence[float] | float = 0.0,
                *, output_shape: Sequence[int], mode: str = "nearest", cval: float = 0.0,
-               output=None) -> np.ndarray:
+               output=None, workers: int = 1) -> np.ndarray:
     """Linear resampling where output index ``o`` reads input index ``factors·o + offset``.
 
     ``scipy.ndimage.affine_transform`` with a diagonal given as a 1-D array (its fast
     separable path); some SciPy versions warn that this form changed meaning in 0.18 —
-    the meaning used here is the current one, so that warning is silenced.
+    the meaning used here is the current one, so that warning is silenced.  When the
+    first axis is kept as it is (factor 1, offset 0: planes of a stack), ``workers``
+    threads resample slabs of planes (each output voxel reads the same input position
+    as in one call: the result is the same bit for bit).
     """
     import warnings
 
     from scipy import ndimage as ndi
 
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The behavior of affine_transform",
-                                category=UserWarning)
-        return ndi.affine_transform(data, list(factors), offset, output_shape=tuple(output_shape),
-                                    order=1, mode=mode, cval=cval, output=output)
+    factors = [float(f) for f in factors]
+    offsets = [float(v) for v in np.broadcast_to(np.asarray(offset, float), (len(factors),))]
+    shape = tuple(int(n) for n in output_shape)
+
+    def run(z0: int, z1: int, out) -> np.ndarray:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The behavior of affine_transform",
+                                    category=UserWarning)
+            return ndi.affine_transform(data, factors, [offsets[0] + z0] + offsets[1:],
+                                        output_shape=(z1 - z0,) + shape[1:], order=1,
+                                        mode=mode, cval=cval, output=out)
+
+    parts = min(int(workers), shape[0]) if factors[0] == 1.0 and offsets[0] == 0.0 else 1
+    if parts <= 1:
+        return run(0, shape[0], output)
+    if isinstance(output, np.ndarray):
+        out = output
+    else:
+        out = np.empty(shape, dtype=data.dtype if output is None else output)
+    edges = [shape[0] * k // parts for k in range(parts + 1)]
+    with ThreadPoolExecutor(parts) as pool:
+        list(pool.map(lambda z0, z1: run(z0, z1, out[z0:z1]), edges[:-1], edges[1:]))
+    return out
 
 
 def inside_grid(index_kji: np.ndarray, shape_zyx: Sequence[int]) -> np.ndarray:

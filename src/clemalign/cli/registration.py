@@ -57,13 +57,14 @@ def _run_registration(em_vol, lm_vol, config, outdir: Path, overwrite: bool, lan
             # the figures' EM grid and the pre-alignment's own figures are made on a
             # thread from the end of the 3D stage's rigid stages (its fraction 0.6):
             # the optimisers after them use one ITK thread; the z search before them
-            # and the pre-alignment keep every core busy.  Only when more than one
-            # worker is allowed.
+            # and the pre-alignment keep every core busy.  Below the 3D stage's own
+            # work ahead, which it needs sooner.  Only when more than one worker is
+            # allowed.
             if (stage == "fine" and fraction >= 0.6 and not figures_ahead
                     and outputs != "minimal" and resolve_workers(workers) > 1):
                 figures_ahead.append(submit_in_background(
                     ahead, prepare_figures, em_vol, parse_roi(config.roi, em_vol.shape_zyx),
-                    prealigned[0] if prealigned else None))
+                    prealigned[0] if prealigned else None, lower_by=19))
 
         result = register(em_vol, lm_vol, config=config, progress=progress, workers=workers,
                           prealigned=prealigned.append)

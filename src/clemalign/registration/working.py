@@ -84,7 +84,7 @@ def working_volume(volume: Volume, spacing_um: Sequence[float],
         out_shape = [int(np.floor((n - 1) / r)) + 1
                      for n, r in zip(binned.shape, rest, strict=True)]
         binned = scale_axes(smooth, rest, output_shape=out_shape, mode="nearest",
-                            output=np.float32)
+                            output=np.float32, workers=resolve_workers(workers))
         b_spacing = b_spacing * rest
     origin_kji = offset_idx
     origin_xyz = np.asarray(volume.origin_xyz_um) + origin_kji[::-1] * spacing[::-1]
