@@ -9,7 +9,10 @@ pre-alignment's and the 3D stage's steps, and each output file).  "start-up and 
 the wall time not covered by them (interpreter, imports, argument parsing; for code that
 did not time reading and outputs, those too).  ``PYTHONPATH=<other checkout>/src`` profiles
 another version of the package (the "before").  Run it with the
-machine otherwise idle.
+machine otherwise idle.  Each run's output folder is deleted once its records are read
+(since issue 22's fifth profile, ``_s5_*``): the earlier runs' 0.6–1.5 GB of files kept
+filling the page cache, and each later run paid for fresh memory (on the 2-core VM
+~2.7 ms per MB first touched) — a cost of the benchmark, not of the program.
 
 Run:  python benchmarks/end_to_end_profile.py [--runs 3] [--outputs all standard default]
       [--name end_to_end_profile]
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -99,6 +103,7 @@ def main() -> None:
                 row = timed([*python, "register", str(files["em.ome.tif"]),
                              str(files["lm.ome.tif"]), "-o", str(out), "--lm-channel", "0",
                              *(["--outputs", level] if level != "default" else [])], out)
+                shutil.rmtree(out)
                 est = Affine(np.asarray(row["em_to_lm"], float))
                 row["tre_um"] = float(np.linalg.norm(
                     est.apply(pair.landmarks_em_um) - pair.em_to_lm.apply(pair.landmarks_em_um),
@@ -110,6 +115,7 @@ def main() -> None:
             for k in range(args.runs):
                 out = tmp / f"demo_{k}"
                 row = timed([*python, "demo", "-o", str(out)], out)
+                shutil.rmtree(out)
                 runs.setdefault("demo", []).append(row)
                 print(f"demo run {k}: {row['wall_s']:.1f} s, {row['peak_rss_gb']:.2f} GB",
                       flush=True)
