@@ -6,8 +6,8 @@ import contextvars
 import os
 import sys
 import threading
-from collections.abc import Callable
-from concurrent.futures import Executor, Future
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 
 # beyond this the numpy/scipy steps (FFTs, separable filters) stop getting faster
 _MAX_DEFAULT_WORKERS = 4
@@ -27,6 +27,26 @@ def submit_in_context(pool: Executor, fn: Callable, /, *args, **kwargs) -> Futur
     :func:`clemalign.resources.memory_limit`) reach the thread, which otherwise starts
     with an empty context."""
     return pool.submit(contextvars.copy_context().run, fn, *args, **kwargs)
+
+
+def map_in_threads(fn: Callable, items: Sequence, workers: int) -> list:
+    """``[fn(x) for x in items]`` on up to ``workers`` threads, in order, each call in a
+    copy of the caller's context (:func:`submit_in_context`); in turn when one thread
+    would do.  For independent pieces of work whose results do not depend on how they
+    are shared out (templates, placements, block rows, slabs of planes)."""
+    n = min(int(workers), len(items))
+    if n <= 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(n) as pool:
+        futures = [submit_in_context(pool, fn, x) for x in items]
+        return [f.result() for f in futures]
+
+
+def spans(n: int, parts: int) -> list[tuple[int, int]]:
+    """``parts`` contiguous ``(start, stop)`` ranges of nearly equal length covering
+    ``range(n)``."""
+    edges = [n * k // parts for k in range(parts + 1)]
+    return list(zip(edges[:-1], edges[1:], strict=True))
 
 
 # how much lower a background thread's priority is by default (Linux nice steps): the

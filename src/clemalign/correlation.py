@@ -16,12 +16,11 @@ template then costs one forward and one inverse FFT instead of three and six.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from scipy import fft as sfft
 
-from ._threads import resolve_workers
+from ._threads import map_in_threads, resolve_workers
 from .errors import InputError
 
 __all__ = ["masked_ncc", "shared_support_ncc"]
@@ -135,12 +134,7 @@ def masked_ncc(image: np.ndarray, templates: Sequence[np.ndarray],
             ncc = ncc * np.sqrt(np.clip(n / tm.sum(), 0.0, 1.0))
         out[i] = np.where(valid, ncc, 0.0)
 
-    if parallel == 1:
-        for i in range(len(templates)):
-            score(i)
-    else:
-        with ThreadPoolExecutor(parallel) as pool:
-            list(pool.map(score, range(len(templates))))
+    map_in_threads(score, range(len(templates)), parallel)
     return out
 
 

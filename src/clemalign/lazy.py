@@ -11,9 +11,10 @@ the file.  In-memory numpy arrays take the same functions' plain numpy path.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+
+from ._threads import map_in_threads, spans
 
 __all__ = ["is_lazy", "as_numpy", "depth_mean", "block_mean", "value_summary",
            "level_factors", "reduce_to_level"]
@@ -136,12 +137,7 @@ def block_mean(data, block: Sequence[int], *, workers: int = 1) -> np.ndarray:
 
     n = out.shape[0]
     parts = max(1, min(int(workers), n, data.size // _PARALLEL_MIN_VALUES))
-    if parts == 1:
-        rows(0, n)
-        return out
-    edges = [n * k // parts for k in range(parts + 1)]
-    with ThreadPoolExecutor(parts) as pool:
-        list(pool.map(rows, edges[:-1], edges[1:]))
+    map_in_threads(lambda span: rows(*span), spans(n, parts), parts)
     return out
 
 

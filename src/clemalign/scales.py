@@ -20,12 +20,11 @@ only the starting assumption); either can be given.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ._threads import resolve_workers, submit_in_context
+from ._threads import map_in_threads, resolve_workers
 from .representation import Polarity, PolarityChoice, ScaleSelection, select_log_scale
 from .volume import regular_sample
 
@@ -125,15 +124,11 @@ def select_scales_xy(em_planes: np.ndarray, lm_plane: np.ndarray, pixel_um: floa
     Scales
     """
     em_pol: Polarity = "dark" if em_polarity == "auto" else em_polarity
-    if resolve_workers(workers) > 1:  # side by side: each filters small images
-        with ThreadPoolExecutor(1) as pool:
-            lm_job = submit_in_context(pool, select_log_scale, lm_plane, pixel_um,
-                                       polarity=lm_polarity, workers=workers)
-            em_sel = _em_selection(em_planes, pixel_um, em_pol, workers)
-            lm_sel = lm_job.result()
-    else:
-        lm_sel = select_log_scale(lm_plane, pixel_um, polarity=lm_polarity, workers=workers)
-        em_sel = _em_selection(em_planes, pixel_um, em_pol, workers)
+    # side by side when there are threads: each filters small images
+    lm_sel, em_sel = map_in_threads(lambda select: select(), [
+        lambda: select_log_scale(lm_plane, pixel_um, polarity=lm_polarity, workers=workers),
+        lambda: _em_selection(em_planes, pixel_um, em_pol, workers)],
+        min(2, resolve_workers(workers)))
     return Scales(em_pol, lm_polarity, "assumed" if em_polarity == "auto" else "given",
                   lm_polarity_how, em_sel.sigma_um, lm_sel.sigma_um,
                   selections={"em": em_sel.to_dict(), "lm": lm_sel.to_dict()})

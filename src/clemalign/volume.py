@@ -14,11 +14,11 @@ are the only functions in the package that translate between the two orders.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._threads import map_in_threads, spans
 from .errors import InputError
 
 __all__ = ["Roi", "parse_roi", "regular_sample", "Volume", "to_sitk", "from_sitk",
@@ -331,9 +331,7 @@ def scale_axes(data: np.ndarray, factors: Sequence[float], offset: Sequence[floa
         out = output
     else:
         out = np.empty(shape, dtype=data.dtype if output is None else output)
-    edges = [shape[0] * k // parts for k in range(parts + 1)]
-    with ThreadPoolExecutor(parts) as pool:
-        list(pool.map(lambda z0, z1: run(z0, z1, out[z0:z1]), edges[:-1], edges[1:]))
+    map_in_threads(lambda span: run(*span, out[span[0]:span[1]]), spans(shape[0], parts), parts)
     return out
 
 

@@ -7,13 +7,13 @@ samples, which SimpleITK's per-stage values cannot.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
 
+from .._threads import map_in_threads
 from ..transforms import Affine
 from ..volume import Volume, inside_grid, regular_sample
 
@@ -89,15 +89,6 @@ class Samples:
         return Samples(self.points[:n], self.flat[:n])
 
 
-def _each(fn: Callable, items: Sequence, workers: int) -> list:
-    """``[fn(x) for x in items]``, on up to ``workers`` threads (in order)."""
-    n = min(int(workers), len(items))
-    if n <= 1:
-        return [fn(x) for x in items]
-    with ThreadPoolExecutor(n) as pool:
-        return list(pool.map(fn, items))
-
-
 def mi_profile(samples: Samples, fixed_arr: np.ndarray, moving_vol: Volume,
                moving_arr: np.ndarray, placements: Sequence[Affine], bins: int,
                workers: int = 1) -> np.ndarray:
@@ -145,13 +136,14 @@ def mi_profile(samples: Samples, fixed_arr: np.ndarray, moving_vol: Volume,
     range_fixed, range_moving = _robust_range(values_fixed), _robust_range(moving_arr)
     points_t = np.ascontiguousarray(samples.points.T)
     to_index = np.linalg.inv(moving_vol.index_to_physical_matrix())[[2, 1, 0]]  # rows k, j, i
+
     def mapped(placement: Affine) -> tuple[np.ndarray, np.ndarray]:
         # fixed µm → moving voxel (k, j, i) as rows: one product, the layout map_coordinates reads
         m = to_index @ placement.matrix
         idx = m[:, :3] @ points_t + m[:, 3:]
         return idx, inside_grid(idx.T, moving_arr.shape)
 
-    inside = _each(mapped, placements, workers)
+    inside = map_in_threads(mapped, placements, workers)
     counts = np.array([m.sum() for _, m in inside])
     valid = counts >= max(0.2 * n, 0.5 * counts.max(), 2)
     out = np.zeros(len(placements))
@@ -167,7 +159,7 @@ def mi_profile(samples: Samples, fixed_arr: np.ndarray, moving_vol: Volume,
         return -mi * counts[k] / counts.max()
 
     keep = np.flatnonzero(valid)
-    out[keep] = _each(score, list(keep), workers)
+    out[keep] = map_in_threads(score, list(keep), workers)
     return out
 
 

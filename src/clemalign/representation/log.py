@@ -9,14 +9,13 @@ size.  The *blob response* makes the LoG positive on the structures of a polarit
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 from scipy import ndimage as ndi
 
-from .._threads import resolve_workers
+from .._threads import map_in_threads, resolve_workers, spans
 from ..errors import InputError
 from ..volume import check_image_values
 
@@ -44,17 +43,15 @@ def _filter1d(image: np.ndarray, sigma_px: float, axis: int, order: int,
         return ndi.gaussian_filter1d(image, sigma_px, axis=axis, order=order, mode="reflect",
                                      output=np.float32)
     out = np.empty(image.shape, dtype=np.float32)
-    bounds = np.linspace(0, n, workers + 1).astype(int)
 
-    def work(k: int) -> None:
+    def work(span: tuple[int, int]) -> None:
         sl = [slice(None)] * image.ndim
-        sl[split] = slice(bounds[k], bounds[k + 1])
+        sl[split] = slice(*span)
         sl = tuple(sl)
         ndi.gaussian_filter1d(image[sl], sigma_px, axis=axis, order=order, mode="reflect",
                               output=out[sl])
 
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(work, range(workers)))
+    map_in_threads(work, spans(n, workers), workers)
     return out
 
 
