@@ -23,7 +23,10 @@ turn, each ``(σ_z, σ_lateral)`` µm):
   level that is not smoothed first (the LoG already is; the default since issue 22), or
   none (issue 22: the smoothing of the full-size images was a third of their time);
 * ``both_40k_samples``, ``both_30k_samples``: the default levels on fewer metric samples
-  than the stages' 60 000 (issue 22: their time is mostly per sample).
+  than the stages' 60 000 (issue 22: their time is mostly per sample);
+* ``both_step0.125``, ``both_step0.0625``, ``both_no_pyramid_step0.*``: the default
+  levels from a smaller first optimiser step than the stages' 0.25 µm (they start
+  converged at the stages' σ), with or without their shrink-2 level (issue 22).
 
 The other variants take the pyramid smoothing of the package's default (unsmoothed since
 issue 22; results files before it were measured smoothed).
@@ -68,6 +71,17 @@ VARIANTS: dict[str, dict] = {
     # issue 22: the default levels on fewer metric samples
     "both_40k_samples": {"final_levels_um": ((1.0, 0.5), (0.5, 0.5)), "final_samples": 40_000},
     "both_30k_samples": {"final_levels_um": ((1.0, 0.5), (0.5, 0.5)), "final_samples": 30_000},
+    # issue 22: the default levels from a smaller first step (they start converged at the
+    # stages' σ), with and without their shrink-2 level
+    "both_step0.125": {"final_levels_um": ((1.0, 0.5), (0.5, 0.5)), "learning_rate_um": 0.125},
+    "both_step0.0625": {"final_levels_um": ((1.0, 0.5), (0.5, 0.5)),
+                        "learning_rate_um": 0.0625},
+    "both_no_pyramid_step0.125": {"final_levels_um": ((1.0, 0.5), (0.5, 0.5)),
+                                  "shrink_factors": (1,), "smoothing_sigmas_um": (0.0,),
+                                  "learning_rate_um": 0.125},
+    "both_no_pyramid_step0.0625": {"final_levels_um": ((1.0, 0.5), (0.5, 0.5)),
+                                   "shrink_factors": (1,), "smoothing_sigmas_um": (0.0,),
+                                   "learning_rate_um": 0.0625},
 }
 
 

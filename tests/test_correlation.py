@@ -1,18 +1,21 @@
 """Masked FFT NCC against a direct computation."""
 
 import numpy as np
+import pytest
 
 from clemalign.correlation import masked_ncc
 
 
-def test_masked_ncc_equals_direct():
+# 0.9: only the offsets near full overlap count (the scores are computed in their box)
+@pytest.mark.parametrize("fraction", [0.3, 0.9])
+def test_masked_ncc_equals_direct(fraction):
     rng = np.random.default_rng(1)
     img = rng.standard_normal((17, 23))
     tpl = rng.standard_normal((6, 8))
     tmask = rng.random((6, 8)) > 0.3
     imask = np.ones(img.shape, bool)
     imask[:3] = False
-    fast = masked_ncc(img, [tpl], [tmask], image_mask=imask, min_overlap_fraction=0.3)[0]
+    fast = masked_ncc(img, [tpl], [tmask], image_mask=imask, min_overlap_fraction=fraction)[0]
     h, w = tpl.shape
     worst = 0.0
     for i in range(img.shape[0] + h - 1):
@@ -26,9 +29,19 @@ def test_masked_ncc_equals_direct():
                             and imask[yy, xx]:
                         a.append(img[yy, xx])
                         b.append(tpl[y, x])
-            direct = np.corrcoef(a, b)[0, 1] if len(a) >= max(2, 0.3 * tmask.sum()) else 0.0
+            enough = len(a) >= max(2, fraction * tmask.sum())
+            direct = np.corrcoef(a, b)[0, 1] if enough else 0.0
             worst = max(worst, abs(direct - fast[i, j]))
     assert worst < 1e-4  # float32 FFTs
+    assert np.count_nonzero(fast) > 0
+
+
+def test_masked_ncc_is_zero_where_no_offset_overlaps_enough():
+    rng = np.random.default_rng(3)
+    img, tpl = rng.standard_normal((12, 12)), rng.standard_normal((5, 5))
+    out = masked_ncc(img, [tpl, tpl], [np.ones((5, 5), bool), np.eye(5, dtype=bool)],
+                     min_overlap_fraction=1.5)
+    assert out.shape == (2, 16, 16) and not out.any()
 
 
 def test_masked_ncc_finds_embedded_template():
@@ -101,3 +114,27 @@ def test_masked_ncc_scores_do_not_depend_on_the_thread_count():
     for workers in (2, 3, 8):
         np.testing.assert_array_equal(
             masked_ncc(img, templates, masks, workers=workers, weight_by_overlap=True), one)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_two_pass_transforms_are_rfftn_and_irfftn_bit_for_bit(dtype):
+    """The 2D transforms of masked_ncc skip zero rows (forward) and unneeded rows
+    (inverse); they must give scipy's rfftn / irfftn numbers exactly (same pocketfft
+    passes, one scaling), or the scores would depend on the shortcut."""
+    from scipy import fft as sfft
+
+    from clemalign.correlation import _inverse_rows, _spectrum
+
+    rng = np.random.default_rng(4)
+    for values_shape, shape in [((36, 36), (90, 90)), ((17, 40), (45, 64)),
+                                ((50, 7), (81, 75)), ((12, 12), (12, 12))]:
+        values = rng.standard_normal(values_shape).astype(dtype)
+        spec = _spectrum(values, shape, 2)
+        expected = sfft.rfftn(values, s=shape)
+        assert spec.dtype == expected.dtype
+        assert np.array_equal(spec.view(np.uint8), expected.view(np.uint8))
+        product = spec * sfft.rfftn(rng.standard_normal(shape).astype(dtype))
+        full = sfft.irfftn(product, s=shape)
+        for rows in (slice(0, shape[0]), slice(3, shape[0] // 2)):
+            part = _inverse_rows(product, shape, rows, 1)
+            assert np.array_equal(part.view(np.uint8), full[rows].view(np.uint8))

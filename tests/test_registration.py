@@ -289,6 +289,48 @@ def test_one_worker_gives_the_result_of_several(stretched_pair):
     assert len(one.fine.stages) == 4 and "final levels" in one.fine.timings_s
 
 
+@pytest.mark.parametrize("keep_first", [False, True])
+def test_final_level_run_ahead_gives_the_levels_in_turn(stretched_pair, monkeypatch,
+                                                        keep_first):
+    """Issue 22: while a final level runs, the next one runs on a thread from the same
+    start; its result is used when the level is not kept and it is stopped when the
+    level is.  Either way the stages are those of the levels run in turn (one worker)."""
+    from dataclasses import replace
+
+    import clemalign.registration.core as core
+
+    captured = {}
+    monkeypatch.setattr(core, "_final_levels", lambda *a, **k: captured.setdefault("a", a)[3])
+    register(stretched_pair.em, stretched_pair.lm, config=LABEL)
+    monkeypatch.undo()
+    em, lm, roi, before, grid, config, polarity = captured["a"][:7]
+    fixed = core._FinalFixed.compute(em, roi, *core._FinalFixed.plan(em, lm, grid, config),
+                                     config, polarity)
+    real, calls = core._affine_if_better, []
+
+    def forced(ws, frame, start, config, before="after rigid", stop=None):
+        level = 0 if ws.fixed_arr is fixed.sides[0].arr else 1
+        calls.append((level, stop is not None))
+        stage = real(ws, frame, start, config, before, stop)
+        return replace(stage, kept=keep_first) if level == 0 else stage
+
+    monkeypatch.setattr(core, "_affine_if_better", forced)
+    results = {}
+    for n in (1, 2):
+        calls.clear()
+        results[n] = core._final_levels(em, lm, roi, before, grid, config, polarity, fixed,
+                                        workers=n)
+        if n == 2:  # level 1 ran ahead; again in turn only after a kept level 0
+            assert sorted(calls) == ([(0, False), (1, False), (1, True)] if keep_first
+                                     else [(0, False), (1, True)])
+    one, two = results[1], results[2]
+    np.testing.assert_array_equal(one.em_to_lm.matrix, two.em_to_lm.matrix)
+    assert len(one.stages) == len(before.stages) + 2
+    for a, b in zip(one.stages, two.stages, strict=True):
+        assert (a.name, a.kept, a.iterations) == (b.name, b.kept, b.iterations)
+        np.testing.assert_array_equal(a.em_to_lm.matrix, b.em_to_lm.matrix)
+
+
 def test_overlap_mask_matches_mapping_every_voxel():
     """The per-row interval of :func:`overlap_mask` equals mapping each fixed voxel centre
     into the moving grid and testing it against the margins, for rotated, sheared and

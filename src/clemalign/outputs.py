@@ -213,9 +213,10 @@ class _Stopped(Exception):
 class _StreamedChannel:
     """One LM channel on an EM grid for the plane-by-plane writers: ``[k]`` gives plane
     ``k`` (asked for in increasing order), resampled a z-slab at a time, the next slab
-    on a thread while the writer writes this one.  Memory: up to three slabs (this one,
-    the next, SimpleITK's image of it), not the grid (600 MB of fresh memory at the
-    publication's size).  ``stop`` set makes the next slab raise :class:`_Stopped`."""
+    on a thread while the writer writes this one.  Planes are views of SimpleITK's
+    images; memory: up to three slabs (the one before, kept while the writer may still
+    hold its last plane, this one and the next), not the grid (600 MB of fresh memory at
+    the publication's size).  ``stop`` set makes the next slab raise :class:`_Stopped`."""
 
     def __init__(self, resampler: _Resampler, c: int, pool: ThreadPoolExecutor,
                  slab_planes: int, stop: threading.Event):
@@ -225,16 +226,20 @@ class _StreamedChannel:
         self.dtype = resampler.dtype
         self._z0 = -1
         self._array: np.ndarray | None = None
+        self._images: tuple = ()  # owners of this slab's and the one before's views
         self._next = None
 
     def _submit(self, z0: int):
         z1 = min(z0 + self.slab_planes, self.shape[0])
         return z0, submit_in_context(self.pool, self._resample, z0, z1)
 
-    def _resample(self, z0: int, z1: int) -> np.ndarray:
+    def _resample(self, z0: int, z1: int) -> tuple[object, np.ndarray]:
         import SimpleITK as sitk
 
-        return sitk.GetArrayFromImage(self.resampler.slab(self.c, z0, z1))
+        # a view of SimpleITK's buffer, not a copy (publication size: 600 MB copied in
+        # all), returned with the image that owns it
+        image = self.resampler.slab(self.c, z0, z1)
+        return image, sitk.GetArrayViewFromImage(image)
 
     def __getitem__(self, k: int) -> np.ndarray:
         if not 0 <= k < self.shape[0]:
@@ -245,7 +250,8 @@ class _StreamedChannel:
             z0 = k - k % self.slab_planes
             if self._next is None or self._next[0] != z0:
                 self._next = self._submit(z0)
-            self._z0, self._array = self._next[0], self._next[1].result()
+            image, self._array = self._next[1].result()
+            self._z0, self._images = self._next[0], (*self._images[-1:], image)
             after = z0 + self.slab_planes
             self._next = self._submit(after) if after < self.shape[0] else None
         return self._array[k - self._z0]

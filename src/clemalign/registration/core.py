@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
@@ -66,6 +66,15 @@ def _after(event: threading.Event, fn: Callable, /, *args):
     """``fn(*args)`` once ``event`` is set."""
     event.wait()
     return fn(*args)
+
+
+@dataclass(eq=False)
+class _Guess:
+    """A final level run ahead from ``start`` (the result before the level above it)."""
+
+    start: Affine
+    stop: threading.Event
+    stage: Future | None = None
 
 
 class _FixedSide(NamedTuple):
@@ -223,14 +232,15 @@ def _try_start(index: int, start_em: Affine, ws: _Workspace, plan: ZSearchPlan |
 
 
 def _affine_if_better(ws: _Workspace, frame: _Frame, start: Affine,
-                      config: Registration3DConfig, before: str = "after rigid"
-                      ) -> StageResult:
-    """The affine stage from ``start``, ``kept`` only if it raises our MI over it.
+                      config: Registration3DConfig, before: str = "after rigid",
+                      stop: threading.Event | None = None) -> StageResult:
+    """The affine stage from ``start``, ``kept`` only if it raises our MI over it
+    (``stop``: see :func:`~clemalign.registration.stages.run_stage`).
 
     Both are scored together (same samples, equal count, overlap-weighted): 12 free
     parameters can trade information for overlap on a thin oblique slab.
     """
-    affine = run_stage("affine", frame.images, start, config)
+    affine = run_stage("affine", frame.images, start, config, stop)
     if not affine.kept:  # not run (too little overlap)
         return affine
     mi_start, mi_affine = -ws.metric.profile(frame.arr, [start, affine.em_to_lm])
@@ -430,21 +440,50 @@ def _final_levels(em: Volume, lm: Volume, roi: tuple[slice, slice, slice],
         ws.frame(mirrored)  # the levels keep the handedness: its image made here too
         return ws
 
-    # each level's workspace (the LM's representation, the images) is made on a thread
-    # while the level before it runs on one ITK thread
+    def level(k: int, ws: _Workspace, start: Affine,
+              stop: threading.Event | None = None) -> StageResult:
+        """Level ``k`` from ``start`` (EM frame), its result in the level's frame."""
+        sigma_z, sigma = fixed.levels[k]
+        frame = ws.frame(mirrored)
+        name = (f"affine at σ {sigma:g} µm" if sigma_z == sigma else
+                f"affine at σ {sigma:g} µm (z {sigma_z:g} µm)")
+        # the frame's flip is its own inverse
+        return replace(_affine_if_better(ws, frame, start @ frame.pre, config,
+                                         before="before it", stop=stop), name=name)
+
+    # While a level runs on one ITK thread, the next level's workspace is made on a
+    # thread and that level is run there too, from the same start: it is the next
+    # level's result whenever this one is not kept (publication-size pair: ~1 s), and is
+    # stopped when it is
+    def level_ahead(k: int, ws: Future, start: Affine, stop: threading.Event) -> StageResult:
+        return level(k, ws.result(), start, stop)
+
     with ThreadPoolExecutor(1) as ahead:
         upcoming: Future | None = None
-        for k, (sigma_z, sigma) in enumerate(fixed.levels):
-            ws = space(k) if upcoming is None else upcoming.result()
-            upcoming = (submit_in_background(ahead, space, k + 1, lower_by=5)
-                        if n_threads > 1 and k + 1 < len(fixed.levels) else None)
-            frame = ws.frame(mirrored)
-            g_start = result.em_to_lm @ frame.pre  # the frame's flip is its own inverse
-            name = (f"affine at σ {sigma:g} µm" if sigma_z == sigma else
-                    f"affine at σ {sigma:g} µm (z {sigma_z:g} µm)")
-            stage = replace(_affine_if_better(ws, frame, g_start, config, before="before it"),
-                            name=name)
-            final = stage.em_to_lm @ frame.pre if stage.kept else result.em_to_lm
-            result = replace(result, em_to_lm=final, stages=(
-                *result.stages, replace(stage, em_to_lm=stage.em_to_lm @ frame.pre)))
+        guess: _Guess | None = None
+        try:
+            for k in range(len(fixed.levels)):
+                ws = space(k) if upcoming is None else upcoming.result()
+                upcoming = None
+                if guess is not None and guess.start is result.em_to_lm:
+                    stage, guess = guess.stage.result(), None
+                else:
+                    if guess is not None:  # its start was replaced: stop it, let it end
+                        guess.stop.set()
+                        wait([guess.stage])
+                    guess = None
+                    if n_threads > 1 and k + 1 < len(fixed.levels):
+                        upcoming = submit_in_background(ahead, space, k + 1, lower_by=5)
+                        guess = _Guess(result.em_to_lm, threading.Event())
+                        guess.stage = submit_in_background(
+                            ahead, level_ahead, k + 1, upcoming, result.em_to_lm, guess.stop,
+                            lower_by=5)
+                    stage = level(k, ws, result.em_to_lm)
+                frame = ws.frame(mirrored)
+                final = stage.em_to_lm @ frame.pre if stage.kept else result.em_to_lm
+                result = replace(result, em_to_lm=final, stages=(
+                    *result.stages, replace(stage, em_to_lm=stage.em_to_lm @ frame.pre)))
+        finally:  # an error or Ctrl-C: a level still running ahead stops soon
+            if guess is not None:
+                guess.stop.set()
     return result

@@ -242,15 +242,20 @@ def overlap_mask(fixed_vol: Volume, placement: Affine, moving_vol: Volume,
 
 
 def _optimise(model: Model, images: StageImages, start: Affine,
-              config: Registration3DConfig, n_fixed: int, fixed_mask: Any = None
-              ) -> StageResult:
+              config: Registration3DConfig, n_fixed: int, fixed_mask: Any = None,
+              stop: threading.Event | None = None) -> StageResult:
     """One SimpleITK optimisation from ``start``, sampling inside ``fixed_mask`` if given
-    (``n_fixed``: the voxels sampled from)."""
+    (``n_fixed``: the voxels sampled from); ``stop`` set ends each level at its next
+    iteration (the result is then of no use)."""
+    import SimpleITK as sitk
 
     initial = _initial_transform(model, start, images.centre_xyz)
     iterations = config.rigid_iterations if model == "rigid" else config.affine_iterations
     t0 = time.perf_counter()
     reg = registration_method(config, n_fixed, iterations)
+    if stop is not None:
+        reg.AddCommand(sitk.sitkIterationEvent,
+                       lambda: reg.StopRegistration() if stop.is_set() else None)
     if fixed_mask is not None:
         reg.SetMetricFixedMask(fixed_mask)
     held = HELD_TERMS.get(config.affine_z, ()) if model == "affine" else ()
@@ -265,7 +270,8 @@ def _optimise(model: Model, images: StageImages, start: Affine,
 
 
 def run_stage(model: Model, images: StageImages, start: Affine,
-              config: Registration3DConfig) -> StageResult:
+              config: Registration3DConfig, stop: threading.Event | None = None
+              ) -> StageResult:
     """Optimise ``model`` from ``start`` by Mattes MI (SimpleITK).
 
     The rigid stage samples the whole fixed image; the affine stage only the fixed voxels
@@ -286,6 +292,9 @@ def run_stage(model: Model, images: StageImages, start: Affine,
         Starting fixed → moving map, µm (a proper rotation part for ``"rigid"``).
     config : Registration3DConfig
         Metric, optimiser and pyramid settings.
+    stop : threading.Event, optional
+        Set by another thread to end a stage whose result is no longer wanted (each
+        pyramid level stops at its next iteration).
 
     Returns
     -------
@@ -295,7 +304,7 @@ def run_stage(model: Model, images: StageImages, start: Affine,
     """
     n_fixed = int(np.prod(images.fixed_vol.shape_zyx))
     if model == "rigid":
-        return _optimise(model, images, start, config, n_fixed)
+        return _optimise(model, images, start, config, n_fixed, stop=stop)
     mask = overlap_mask(images.fixed_vol, start, images.moving_vol, (1.0, 2.0, 2.0))
     inside = int(np.count_nonzero(mask))
     if inside < config.min_overlap_fraction * n_fixed:
@@ -303,4 +312,4 @@ def run_stage(model: Model, images: StageImages, start: Affine,
             f"not run: the rigid result maps {inside} of {n_fixed} EM working voxels "
             "inside the LM"), 0.0, kept=False)
     return _optimise(model, images, start, config, inside,
-                     to_sitk(images.fixed_vol.with_data(mask)))
+                     to_sitk(images.fixed_vol.with_data(mask)), stop)
