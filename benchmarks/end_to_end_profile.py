@@ -14,8 +14,14 @@ machine otherwise idle.  Each run's output folder is deleted once its records ar
 filling the page cache, and each later run paid for fresh memory (on the 2-core VM
 ~2.7 ms per MB first touched) — a cost of the benchmark, not of the program.
 
+``--versions before=<checkout>/src after=<checkout>/src`` profiles several versions in
+one run, interleaved (run k of each version, then run k+1 of each): a machine whose speed
+drifts during the run (this VM's did by 40 % within an hour) then weighs on every version
+alike.  Every version reads the same files (the simulated pair is bitwise the same in the
+versions profiled in issue 22).
+
 Run:  python benchmarks/end_to_end_profile.py [--runs 3] [--outputs all standard default]
-      [--name end_to_end_profile]
+      [--versions LABEL=SRC ...] [--name end_to_end_profile]
 """
 
 from __future__ import annotations
@@ -80,6 +86,8 @@ def main() -> None:
     parser.add_argument("--outputs", nargs="+", default=["all", "standard"],
                         help="--outputs levels to run; 'default' runs without the flag")
     parser.add_argument("--no-demo", action="store_true")
+    parser.add_argument("--versions", nargs="+", default=None, metavar="LABEL=SRC",
+                        help="profile these checkouts' src folders, interleaved")
     parser.add_argument("--name", default="end_to_end_profile")
     parser.add_argument("--render", type=Path, default=None,
                         help="only rewrite the tables of an earlier run's JSON")
@@ -89,36 +97,44 @@ def main() -> None:
         write_results(args.name, payload, table(args.name, payload["runs"], payload["date"],
                                                 payload["machine"]))
         return
-    python = [sys.executable, "-m", "clemalign"]
+    versions = dict(v.split("=", 1) for v in args.versions) if args.versions else {"": None}
     runs: dict[str, list[dict]] = {}
+
+    def command(src: str | None) -> list[str]:
+        return ([] if src is None else ["env", f"PYTHONPATH={src}"]) + [
+            sys.executable, "-m", "clemalign"]
+
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         pair = simulate_pair(seed=100)
         files = write_simulated_pair(tmp / "pair", pair)
-        for level in args.outputs:
-            for k in range(args.runs):
-                out = tmp / f"out_{level}_{k}"
-                # "default": no --outputs flag (versions before it existed, and the
-                # default of each version as its users get it)
-                row = timed([*python, "register", str(files["em.ome.tif"]),
-                             str(files["lm.ome.tif"]), "-o", str(out), "--lm-channel", "0",
-                             *(["--outputs", level] if level != "default" else [])], out)
-                shutil.rmtree(out)
-                est = Affine(np.asarray(row["em_to_lm"], float))
-                row["tre_um"] = float(np.linalg.norm(
-                    est.apply(pair.landmarks_em_um) - pair.em_to_lm.apply(pair.landmarks_em_um),
-                    axis=1).mean())
-                runs.setdefault(f"register --outputs {level}", []).append(row)
-                print(f"register --outputs {level} run {k}: {row['wall_s']:.1f} s, "
-                      f"{row['peak_rss_gb']:.2f} GB, TRE {row['tre_um']:.3f} µm", flush=True)
-        if not args.no_demo:
-            for k in range(args.runs):
-                out = tmp / f"demo_{k}"
-                row = timed([*python, "demo", "-o", str(out)], out)
-                shutil.rmtree(out)
-                runs.setdefault("demo", []).append(row)
-                print(f"demo run {k}: {row['wall_s']:.1f} s, {row['peak_rss_gb']:.2f} GB",
-                      flush=True)
+        for k in range(args.runs):
+            for level in args.outputs:
+                for label, src in versions.items():
+                    out = tmp / f"out_{level}_{k}"
+                    # "default": no --outputs flag (versions before it existed, and the
+                    # default of each version as its users get it)
+                    row = timed([*command(src), "register", str(files["em.ome.tif"]),
+                                 str(files["lm.ome.tif"]), "-o", str(out), "--lm-channel", "0",
+                                 *(["--outputs", level] if level != "default" else [])], out)
+                    shutil.rmtree(out)
+                    est = Affine(np.asarray(row["em_to_lm"], float))
+                    row["tre_um"] = float(np.linalg.norm(
+                        est.apply(pair.landmarks_em_um)
+                        - pair.em_to_lm.apply(pair.landmarks_em_um), axis=1).mean())
+                    key = f"{label + ': ' if label else ''}register --outputs {level}"
+                    runs.setdefault(key, []).append(row)
+                    print(f"{key} run {k}: {row['wall_s']:.1f} s, "
+                          f"{row['peak_rss_gb']:.2f} GB, TRE {row['tre_um']:.3f} µm", flush=True)
+            if not args.no_demo:
+                for label, src in versions.items():
+                    out = tmp / f"demo_{k}"
+                    row = timed([*command(src), "demo", "-o", str(out)], out)
+                    shutil.rmtree(out)
+                    key = f"{label + ': ' if label else ''}demo"
+                    runs.setdefault(key, []).append(row)
+                    print(f"{key} run {k}: {row['wall_s']:.1f} s, {row['peak_rss_gb']:.2f} GB",
+                          flush=True)
     write_results(args.name, {"machine": machine(), "date": time.strftime("%Y-%m-%d"),
                               "runs": runs},
                   table(args.name, runs, time.strftime("%Y-%m-%d"), machine()))
@@ -138,6 +154,15 @@ def table(name: str, runs: dict[str, list[dict]], date: str, mach: dict) -> str:
         lines.append(f"| `{name}` | {np.median(walls):.2f} | "
                      f"{', '.join(f'{w:.1f}' for w in walls)} | "
                      f"{max(r['peak_rss_gb'] for r in rows):.2f} | {tre} |")
+    labels = list(dict.fromkeys(name.split(": ")[0] for name in runs if ": " in name))
+    if len(labels) > 1:  # each version's median against the first's, command by command
+        lines += [""]
+        for name in runs:
+            first, rest = name.split(": ", 1) if ": " in name else ("", name)
+            if first != labels[0]:
+                base = np.median([r["wall_s"] for r in runs[f"{labels[0]}: {rest}"]])
+                lines.append(f"- `{rest}`: {first} / {labels[0]} = "
+                             f"{np.median([r['wall_s'] for r in runs[name]]) / base:.2f}")
     for name, rows in runs.items():
         per_run = [steps(r) for r in rows]
         keys = list(dict.fromkeys(k for p in per_run for k in p))
