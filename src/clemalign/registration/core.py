@@ -68,13 +68,13 @@ def _after(event: threading.Event, fn: Callable, /, *args):
     return fn(*args)
 
 
-@dataclass(eq=False)
-class _Guess:
-    """A final level run ahead from ``start`` (the result before the level above it)."""
+class _Guess(NamedTuple):
+    """A final level run ahead (``stage``) from ``start`` (the result before the level
+    above it); ``stop`` ends it."""
 
     start: Affine
     stop: threading.Event
-    stage: Future | None = None
+    stage: Future
 
 
 class _FixedSide(NamedTuple):
@@ -241,7 +241,8 @@ def _affine_if_better(ws: _Workspace, frame: _Frame, start: Affine,
     parameters can trade information for overlap on a thin oblique slab.
     """
     affine = run_stage("affine", frame.images, start, config, stop)
-    if not affine.kept:  # not run (too little overlap)
+    # not run (too little overlap), or stopped: its result is not wanted, nor scored
+    if not affine.kept or (stop is not None and stop.is_set()):
         return affine
     mi_start, mi_affine = -ws.metric.profile(frame.arr, [start, affine.em_to_lm])
     if mi_affine > mi_start:
@@ -474,10 +475,10 @@ def _final_levels(em: Volume, lm: Volume, roi: tuple[slice, slice, slice],
                     guess = None
                     if n_threads > 1 and k + 1 < len(fixed.levels):
                         upcoming = submit_in_background(ahead, space, k + 1, lower_by=5)
-                        guess = _Guess(result.em_to_lm, threading.Event())
-                        guess.stage = submit_in_background(
-                            ahead, level_ahead, k + 1, upcoming, result.em_to_lm, guess.stop,
-                            lower_by=5)
+                        stop = threading.Event()
+                        guess = _Guess(result.em_to_lm, stop, submit_in_background(
+                            ahead, level_ahead, k + 1, upcoming, result.em_to_lm, stop,
+                            lower_by=5))
                     stage = level(k, ws, result.em_to_lm)
                 frame = ws.frame(mirrored)
                 final = stage.em_to_lm @ frame.pre if stage.kept else result.em_to_lm
