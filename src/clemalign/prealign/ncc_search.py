@@ -328,10 +328,14 @@ def _score_scales(sigmas: Sequence[float], cache: dict, images_at: Callable, pla
         dist = max(1, int(0.25 * min(roi_size_um) / im.pixel_um))
         # robust z over each sign's own orientations (its statistics, as if searched alone)
         z: dict[int, np.ndarray] = {}
-        for s in signs:  # signs searching the same orientations share one z-map
+        # a sign searching every orientation is done last, in ncc's own buffer (the
+        # others' subsets are copies taken before it)
+        for s in sorted(signs, key=lambda s: len(plan.index[s]) == len(plan.union)):
+            # signs searching the same orientations share one z-map
             same = next((t for t in z if np.array_equal(plan.index[t], plan.index[s])), None)
+            whole = len(plan.index[s]) == len(plan.union)
             z[s] = z[same] if same is not None else robust_z(
-                ncc if len(plan.index[s]) == len(plan.union) else ncc[plan.index[s]])
+                ncc if whole else ncc[plan.index[s]], overwrite=whole)
         del ncc
         for s in signs:
             m = peak_margin(z[s].max(axis=0) if s > 0 else -z[s].min(axis=0), dist)

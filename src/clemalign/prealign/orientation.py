@@ -148,8 +148,8 @@ def orientation_scan(responses: Sequence[tuple[np.ndarray, np.ndarray, np.ndarra
         templates, masks, _ = oriented_templates(em_resp, centre_rc, orientations)
         z = robust_z(masked_ncc(lm_resp, templates, masks,
                                 min_overlap_fraction=min_overlap_fraction,
-                                weight_by_overlap=WEIGHT_BY_OVERLAP, workers=workers)
-                     ).reshape(len(orientations), -1)
+                                weight_by_overlap=WEIGHT_BY_OVERLAP, workers=workers),
+                     overwrite=True).reshape(len(orientations), -1)
         for sign in signs:
             best = (z.max(axis=1) if sign > 0 else -z.min(axis=1)).reshape(len(hands), len(angles))
             curves[sign].append(best)

@@ -91,10 +91,13 @@ def placement_transform(em_centre_xyz: np.ndarray, lm_centre_xy: np.ndarray, ang
             @ Affine.from_translation(-em_centre_xyz))
 
 
-def robust_z(values: np.ndarray) -> np.ndarray:
+def robust_z(values: np.ndarray, *, overwrite: bool = False) -> np.ndarray:
     """(values − median) / (1.4826·MAD), from a regular subsample (deterministic).
 
-    Zeros (positions with too little overlap) are left out of the statistics.
+    Zeros (positions with too little overlap) are left out of the statistics.  With
+    ``overwrite`` the result is computed in ``values``' own buffer (same numbers): at
+    the finest NCC scale of the publication-size pair the two fresh 91 MB temporaries
+    took 0.28 s on one core.
     """
     sample = regular_sample(values)
     sample = sample[sample != 0]
@@ -102,7 +105,10 @@ def robust_z(values: np.ndarray) -> np.ndarray:
         return values
     centre = np.median(sample)
     spread = 1.4826 * np.median(np.abs(sample - centre)) or 1.0
-    return (values - centre) / spread
+    if not overwrite:
+        return (values - centre) / spread
+    out = np.subtract(values, centre, out=values)
+    return np.divide(out, spread, out=out)
 
 
 def parabola_offset(lo: float, mid: float, hi: float) -> float:

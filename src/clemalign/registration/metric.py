@@ -8,7 +8,8 @@ samples, which SimpleITK's per-stage values cannot.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -91,7 +92,8 @@ class Samples:
 
 def mi_profile(samples: Samples, fixed_arr: np.ndarray, moving_vol: Volume,
                moving_arr: np.ndarray, placements: Sequence[Affine], bins: int,
-               workers: int = 1) -> np.ndarray:
+               workers: int = 1, ranges: tuple[tuple[float, float], tuple[float, float]]
+               | None = None) -> np.ndarray:
     """Negative MI of each placement, at an equal number of samples, overlap-weighted.
 
     The same fixed samples are mapped through each placement and read from the moving
@@ -123,6 +125,10 @@ def mi_profile(samples: Samples, fixed_arr: np.ndarray, moving_vol: Volume,
     workers : int
         Placements scored on this many threads (the interpolation releases the GIL;
         each placement is computed as alone, so the values do not depend on it).
+    ranges : ((low, high), (low, high)), optional
+        The binned ranges of the fixed samples' and the moving image's values, when
+        known (:meth:`MetricContext.ranges`); by default computed here: the robust range
+        of each.
 
     Returns
     -------
@@ -133,7 +139,8 @@ def mi_profile(samples: Samples, fixed_arr: np.ndarray, moving_vol: Volume,
     values_fixed = fixed_arr.reshape(-1)[samples.flat]
     n = len(samples.flat)
     # one binning for every placement: MI values of different placements compare
-    range_fixed, range_moving = _robust_range(values_fixed), _robust_range(moving_arr)
+    range_fixed, range_moving = ranges or (_robust_range(values_fixed),
+                                           _robust_range(moving_arr))
     points_t = np.ascontiguousarray(samples.points.T)
     to_index = np.linalg.inv(moving_vol.index_to_physical_matrix())[[2, 1, 0]]  # rows k, j, i
 
@@ -189,13 +196,34 @@ class MetricContext:
     moving_arr: np.ndarray
     bins: int
     workers: int = 1
+    # (fixed array, coarse) → (that array, its ranges): the same numbers every profile
+    # of a context would compute again (a percentile of 500 000 moving values each)
+    _ranges: dict = field(default_factory=dict, repr=False)
+
+    @cached_property
+    def moving_range(self) -> tuple[float, float]:
+        """The binned range of the moving image's values."""
+        return _robust_range(self.moving_arr)
+
+    def ranges(self, fixed_arr: np.ndarray, coarse: bool = False
+               ) -> tuple[tuple[float, float], tuple[float, float]]:
+        """The binned ranges of ``fixed_arr`` at the (coarse) samples and of the moving
+        image, as :func:`mi_profile` computes them, once per fixed array."""
+        key = (id(fixed_arr), coarse)
+        known = self._ranges.get(key)
+        if known is None or known[0] is not fixed_arr:
+            samples = self.coarse_samples if coarse else self.samples
+            known = (fixed_arr, (_robust_range(fixed_arr.reshape(-1)[samples.flat]),
+                                 self.moving_range))
+            self._ranges[key] = known  # threads may both compute it: the same numbers
+        return known[1]
 
     def profile(self, fixed_arr: np.ndarray, placements: Sequence[Affine],
                 coarse: bool = False) -> np.ndarray:
         """Minus the MI (nats) of each placement, scored together (see :func:`mi_profile`)."""
         return mi_profile(self.coarse_samples if coarse else self.samples, fixed_arr,
                           self.moving_vol, self.moving_arr, placements, self.bins,
-                          self.workers)
+                          self.workers, self.ranges(fixed_arr, coarse))
 
     def metric(self, fixed_arr: np.ndarray, placement: Affine) -> float:
         """Minus the MI (nats) of one placement scored alone."""
