@@ -227,3 +227,24 @@ def test_window_step_sets_the_searched_angles():
     assert len(fine) == 25 and fine[0][0] == -30.0 and fine[-1][0] == 30.0
     with pytest.raises(InputError, match="window_step_deg"):
         OrientationConfig(window_step_deg=0.0)
+
+
+def test_robust_z_in_place_and_plane_resampling_on_threads_change_no_number():
+    """Issue 22's cheaper steps give the same bits: robust z computed in the map's own
+    buffer, and a stack of EM planes resampled by slabs on several threads."""
+    from clemalign.prealign.planes import resample_plane, robust_z
+
+    rng = np.random.default_rng(3)
+    maps = rng.normal(size=(7, 60, 50)).astype(np.float32)
+    maps[:, :4] = 0.0  # positions without enough overlap are left out of the statistics
+    expected = robust_z(maps)
+    buffer = maps.copy()
+    got = robust_z(buffer, overwrite=True)
+    assert got.dtype == expected.dtype and np.shares_memory(got, buffer)
+    np.testing.assert_array_equal(got, expected)
+
+    stack = rng.random((5, 91, 67)).astype(np.float32)
+    one = resample_plane(stack, (0.014, 0.013), 0.05)
+    for workers in (2, 3, 8):
+        np.testing.assert_array_equal(resample_plane(stack, (0.014, 0.013), 0.05,
+                                                     workers=workers), one)

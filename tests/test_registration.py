@@ -379,3 +379,24 @@ def test_mi_profile_does_not_depend_on_the_thread_count():
     for workers in (2, 4):
         np.testing.assert_array_equal(
             mi_profile(samples, fixed.data, moving, moving.data, placements, 24, workers), one)
+
+
+def test_metric_context_ranges_give_the_profile_computed_alone():
+    """MetricContext bins with ranges found once per fixed array (issue 22): the values
+    are those mi_profile computes from scratch, for the full and the coarse samples and
+    for a second fixed array of the same shape."""
+    from clemalign.registration.metric import MetricContext, Samples, mi_profile
+
+    rng = np.random.default_rng(7)
+    fixed = Volume(rng.random((12, 40, 36)).astype(np.float32), (0.5, 0.2, 0.2))
+    moving = Volume(rng.normal(size=(10, 50, 44)).astype(np.float32), (0.6, 0.22, 0.22))
+    samples = Samples.draw(fixed, 3000, seed=1)
+    ctx = MetricContext(samples, samples.head(3), moving, moving.data, 24, 2)
+    placements = [Affine.from_linear_translation(np.eye(3), rng.uniform(-1, 1, 3))
+                  for _ in range(4)]
+    other = (fixed.data ** 2).astype(np.float32)
+    for arr in (fixed.data, other, fixed.data):  # each array's own ranges, also on reuse
+        for coarse in (False, True):
+            alone = mi_profile(samples.head(3) if coarse else samples, arr, moving,
+                               moving.data, placements, 24)
+            np.testing.assert_array_equal(ctx.profile(arr, placements, coarse), alone)

@@ -395,7 +395,7 @@ def _representation(em: Volume, lm: Volume, roi: Roi, config: RegistrationConfig
         scales = Scales("dark", lm_pol, "searched", lm_how, structure_sigma_um=structure[0],
                         selections={"lm structure": structure[1].to_dict()})
         return scales, choice, None, structure
-    images = xy_images(em, lm, roi, config.prealign)
+    images = xy_images(em, lm, roi, config.prealign, workers=workers)
     scales = select_scales_xy(images.em_common, images.mip_common, images.pixel_um,
                               em_polarity=config.prealign.em_polarity, lm_polarity=lm_pol,
                               lm_polarity_how=lm_how, workers=workers)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
+from .._threads import map_in_threads, spans
 from ..errors import InputError
 from ..resources import check_memory
 from ..transforms import Affine
@@ -43,12 +44,19 @@ def em_slice_indices(roi: Roi, slices: SliceConfig) -> tuple[int, ...]:
     return tuple(int(v) for v in np.unique(np.clip(z, roi.z0, roi.z1 - 1)))
 
 
-def resample_plane(image: np.ndarray, spacing_yx: Sequence[float], pixel_um: float
-                   ) -> np.ndarray:
+def resample_plane(image: np.ndarray, spacing_yx: Sequence[float], pixel_um: float, *,
+                   workers: int = 1) -> np.ndarray:
     """Resample (..., y, x) images to a square pixel, anti-aliased; pixel 0 stays put.
 
-    Output pixel ``i`` lies at input pixel ``i·pixel/spacing`` along each axis.
+    Output pixel ``i`` lies at input pixel ``i·pixel/spacing`` along each axis.  A stack
+    ``(n, y, x)`` is shared out over ``workers`` threads by planes (each plane is
+    filtered and resampled alone either way: the same numbers).
     """
+    if image.ndim == 3 and workers > 1 and len(image) > 1:
+        parts = spans(len(image), min(int(workers), len(image)))
+        return np.concatenate(map_in_threads(
+            lambda span: resample_plane(image[span[0]:span[1]], spacing_yx, pixel_um),
+            parts, len(parts)))
     factors = [pixel_um / s for s in spacing_yx]
     lead = image.ndim - 2
     # skimage's rule, at most the image's extent (wider is a mean; its kernel would not fit)

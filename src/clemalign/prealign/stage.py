@@ -66,8 +66,10 @@ def check_roi_spans_lm_pixels(em: Volume, lm: Volume, roi: Roi) -> None:
 
 
 def xy_images(em: Volume, lm: Volume, roi: str | Roi | None, config: PrealignConfig,
-              lm_channel: int | str = 0) -> XYImages:
-    """Steps 1–3: MIP of the LM channel, EM slices in the ROI, both at the common pixel.
+              lm_channel: int | str = 0, *, workers: int | None = None) -> XYImages:
+    """Steps 1–3: MIP of the LM channel, EM slices in the ROI, both at the common pixel
+    (the EM slices resampled on ``workers`` threads: default the machine's cores, at most
+    4; the result does not depend on it).
 
     Raises
     ------
@@ -101,7 +103,8 @@ def xy_images(em: Volume, lm: Volume, roi: str | Roi | None, config: PrealignCon
                            (roi.x0 + roi.x1 - 1) / 2.0])
     patch_offset = np.array([(roi.shape[2] - 1) * em_sx, (roi.shape[1] - 1) * em_sy]) / (2 * pixel)
     return XYImages(mip, resample_plane(mip, (lm_sy, lm_sx), pixel), em_stack,
-                    resample_plane(em_stack, (em_sy, em_sx), pixel), z_list, pixel, roi,
+                    resample_plane(em_stack, (em_sy, em_sx), pixel,
+                                   workers=resolve_workers(workers)), z_list, pixel, roi,
                     (roi_w_um, roi_h_um), em.index_to_physical(centre_kji),
                     np.asarray(lm.origin_xyz_um[:2], float), patch_offset)
 
@@ -155,7 +158,7 @@ def prealign_xy(em: Volume, lm: Volume, *, lm_channel: int | str = 0,
     """
     timer = StepTimer(progress)
     threads = resolve_workers(workers)
-    im = images or xy_images(em, lm, roi, config, lm_channel)
+    im = images or xy_images(em, lm, roi, config, lm_channel, workers=threads)
     timer.tick("resample", 0.1)
     scales = scales or _xy_scales(im, config, threads)
     pixel = im.pixel_um
