@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .._threads import map_in_threads
 from ..transforms import Affine, rotation_matrix_xyz
 from ..volume import Volume
 from .config import StageResult
@@ -275,7 +276,7 @@ def perturbation_mi(result: Affine, centre: np.ndarray, extent_zyx_um: Sequence[
     """Our MI (nats) at each of :func:`perturbations` of ``result``, each scored alone.
 
     How much the found placement stands out from these is evidence that it is right
-    (see :mod:`clemalign.confidence`).
+    (see :mod:`clemalign.confidence`).  Scored on the metric's threads, each as alone.
     """
-    return tuple(-metric.metric(fixed_arr, result @ p)
-                 for p in perturbations(centre, extent_zyx_um, with_z))
+    return tuple(map_in_threads(lambda p: -metric.metric(fixed_arr, result @ p),
+                                perturbations(centre, extent_zyx_um, with_z), metric.workers))
