@@ -330,12 +330,12 @@ def _score_scales(sigmas: Sequence[float], cache: dict, images_at: Callable, pla
         z: dict[int, np.ndarray] = {}
         # a sign searching every orientation is done last, in ncc's own buffer (the
         # others' subsets are copies taken before it)
-        for s in sorted(signs, key=lambda s: len(plan.index[s]) == len(plan.union)):
+        whole = {s: len(plan.index[s]) == len(plan.union) for s in signs}
+        for s in sorted(signs, key=whole.get):
             # signs searching the same orientations share one z-map
             same = next((t for t in z if np.array_equal(plan.index[t], plan.index[s])), None)
-            whole = len(plan.index[s]) == len(plan.union)
             z[s] = z[same] if same is not None else robust_z(
-                ncc if whole else ncc[plan.index[s]], overwrite=whole)
+                ncc if whole[s] else ncc[plan.index[s]], overwrite=whole[s])
         del ncc
         for s in signs:
             m = peak_margin(z[s].max(axis=0) if s > 0 else -z[s].min(axis=0), dist)

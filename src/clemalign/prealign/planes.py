@@ -52,27 +52,36 @@ def resample_plane(image: np.ndarray, spacing_yx: Sequence[float], pixel_um: flo
     ``(n, y, x)`` is shared out over ``workers`` threads by planes (each plane is
     filtered and resampled alone either way: the same numbers).
     """
-    if image.ndim == 3 and workers > 1 and len(image) > 1:
-        parts = spans(len(image), min(int(workers), len(image)))
-        return np.concatenate(map_in_threads(
-            lambda span: resample_plane(image[span[0]:span[1]], spacing_yx, pixel_um),
-            parts, len(parts)))
     factors = [pixel_um / s for s in spacing_yx]
     lead = image.ndim - 2
     # skimage's rule, at most the image's extent (wider is a mean; its kernel would not fit)
     sigma = [0.0] * lead + [min(max(0.0, (f - 1.0) / 2.0), n)
                             for f, n in zip(factors, image.shape[lead:], strict=True)]
-    smooth = ndi.gaussian_filter(image.astype(np.float32), sigma, mode="reflect") \
-        if any(s > 0 for s in sigma) else image.astype(np.float32)
     shape = list(image.shape[:lead]) + [int(np.floor((n - 1) / f)) + 1
                                         for n, f in zip(image.shape[lead:], factors, strict=True)]
     check_memory(4.0 * np.prod(shape, dtype=float), f"resampling a {image.shape[-2:]} image "
                  f"from {tuple(spacing_yx)} µm to {pixel_um:g} µm pixels",
                  "check both voxel sizes")
-    if np.allclose(factors, 1.0):
-        return smooth
-    return scale_axes(smooth, [1.0] * lead + factors, output_shape=shape, mode="nearest",
-                      output=np.float32)
+
+    def planes(part: np.ndarray) -> np.ndarray:
+        smooth = ndi.gaussian_filter(part.astype(np.float32), sigma, mode="reflect") \
+            if any(s > 0 for s in sigma) else part.astype(np.float32)
+        if np.allclose(factors, 1.0):
+            return smooth
+        return scale_axes(smooth, [1.0] * lead + factors,
+                          output_shape=[len(part), *shape[1:]] if lead else shape,
+                          mode="nearest", output=np.float32)
+
+    if image.ndim != 3 or workers <= 1 or len(image) <= 1:
+        return planes(image)
+    out = np.empty(shape, dtype=np.float32)
+
+    def slab(span: tuple[int, int]) -> None:
+        out[span[0]:span[1]] = planes(image[span[0]:span[1]])
+
+    parts = spans(len(image), min(int(workers), len(image)))
+    map_in_threads(slab, parts, len(parts))
+    return out
 
 
 def placement_transform(em_centre_xyz: np.ndarray, lm_centre_xy: np.ndarray, angle_deg: float,
